@@ -1,0 +1,557 @@
+"""The configuration schema: typed dataclasses whose keys match Long-RL/EasyR1.
+
+YAML files and `a.b.c=value` overrides only override these defaults. An unknown key is an
+error naming the closest valid key, and `validate` collects every cross-section problem
+before any worker starts. Derived sizes are pure functions; nothing writes into a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A problem with the user's configuration: names the key, the value, the rule and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class DataConfig:
+    train_files: str = ""
+    """Training data: a local json/jsonl/parquet file or directory, or a datasets `name@split`."""
+    val_files: str = ""
+    """Validation data, same forms as train_files; empty disables validation."""
+    prompt_key: str = "problem"
+    """Field holding the question."""
+    answer_key: str = "answer"
+    """Field holding the ground truth handed to the reward function."""
+    image_key: str = "images"
+    """Field holding image paths, for image prompts."""
+    video_key: str = "videos"
+    """Field holding video paths, for video prompts."""
+    image_dir: str | None = None
+    """Directory that relative image paths are resolved against."""
+    video_dir: str | None = None
+    """Directory that relative video paths are resolved against."""
+    max_prompt_length: int = 512
+    """Longest prompt in tokens (after the chat template and media tokens)."""
+    max_response_length: int = 512
+    """Longest response in tokens."""
+    rollout_batch_size: int = 8
+    """Prompts per RL step (each is sampled worker.rollout.n times)."""
+    mini_rollout_batch_size: int | None = None
+    """Prompts per generation round when online filtering refills the batch; None = rollout_batch_size."""
+    val_batch_size: int = -1
+    """Prompts per validation generation call; -1 = the whole validation set at once."""
+    format_prompt: str | None = None
+    """Jinja template file applied to the question before the chat template (`{{ content }}`)."""
+    override_chat_template: str | None = None
+    """A chat template that replaces the tokenizer's."""
+    shuffle: bool = True
+    """Shuffle the training set every epoch."""
+    seed: int = 1
+    """Seed of the shuffle (and of synthetic data)."""
+    min_pixels: int = 3136
+    """Smallest image/frame area in pixels after resizing."""
+    max_pixels: int = 401408
+    """Largest image/frame area in pixels after resizing."""
+    filter_overlong_prompts: bool = True
+    """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
+    cache_dir: str | None = None
+    """Directory for decoded-video caches; None disables the cache."""
+
+
+# ---------------------------------------------------------------------------------------------
+# algorithm
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class AlgorithmConfig:
+    adv_estimator: str = "grpo"
+    """Advantage estimator, by registry name (`python3 -m longrl.algorithms` lists them)."""
+    gamma: float = 1.0
+    """Discount factor for token-level returns (reinforce_plus_plus, gae)."""
+    lam: float = 1.0
+    """GAE lambda."""
+    norm_adv_by_std: bool = True
+    """GRPO: divide by the group std (false = Dr.GRPO style, mean-centred only)."""
+    disable_kl: bool = False
+    """Skip the reference model entirely (no ref forward, no KL)."""
+    use_kl_loss: bool = True
+    """KL to the reference as a loss term (true) or folded into the reward (false)."""
+    kl_penalty: str = "low_var_kl"
+    """KL estimator by registry name: kl (k1), abs, mse (k2), low_var_kl (k3), full."""
+    kl_coef: float = 1.0e-2
+    """Weight of the KL loss, or initial coefficient of the in-reward KL controller."""
+    kl_type: Literal["fixed", "adaptive"] = "fixed"
+    """In-reward KL controller."""
+    kl_horizon: float = 10000.0
+    """Adaptive KL controller horizon."""
+    kl_target: float = 0.1
+    """Adaptive KL controller target."""
+    online_filtering: bool = False
+    """DAPO dynamic sampling: drop groups whose mean score is outside (filter_low, filter_high)."""
+    filter_key: str = "overall"
+    """Which reward score the online filter reads."""
+    filter_low: float = 0.01
+    """Groups with mean score <= filter_low are dropped."""
+    filter_high: float = 0.99
+    """Groups with mean score >= filter_high are dropped."""
+
+
+# ---------------------------------------------------------------------------------------------
+# workers
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ModelConfig:
+    model_path: str = ""
+    """Hugging Face model directory (local) to start from."""
+    tokenizer_path: str | None = None
+    """Tokenizer directory; None = model_path."""
+    enable_gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    trust_remote_code: bool = False
+    """Passed to transformers."""
+    freeze_vision_tower: bool = False
+    """Keep the vision tower fixed (lets the update reuse cached video embeddings)."""
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    lr: float = 1.0e-6
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 1.0e-2
+    """AdamW weight decay."""
+    strategy: Literal["adamw", "adamw_bf16"] = "adamw"
+    """Optimizer; adamw_bf16 keeps optimizer state in bf16."""
+    lr_warmup_ratio: float = 0.0
+    """Fraction of training steps with linear warmup (used when lr_warmup_steps is None)."""
+    lr_warmup_steps: int | None = None
+    """Warmup steps; overrides lr_warmup_ratio."""
+    min_lr_ratio: float | None = None
+    """If set, cosine decay to lr*min_lr_ratio after warmup; None keeps lr constant."""
+
+
+@dataclasses.dataclass
+class FSDPConfig:
+    enable_full_shard: bool = True
+    """Shard parameters, gradients and optimizer state across the world (FSDP2)."""
+    enable_cpu_offload: bool = False
+    """Offload sharded parameters to CPU (GPU runs)."""
+    enable_rank0_init: bool = False
+    """Kept for config compatibility; weights are loaded on every rank and sharded."""
+    torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    """Parameter dtype while training; None = fp32 for the actor, bf16 for the reference."""
+    mp_param_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Mixed-precision compute dtype on GPU (ignored on CPU, where compute follows torch_dtype)."""
+
+
+@dataclasses.dataclass
+class OffloadConfig:
+    offload_params: bool = False
+    """Move parameters to CPU between verbs (GPU runs)."""
+    offload_optimizer: bool = False
+    """Move optimizer state to CPU between updates (GPU runs)."""
+
+
+@dataclasses.dataclass
+class ActorConfig:
+    strategy: Literal["fsdp"] = "fsdp"
+    """Training backend."""
+    global_batch_size: int = 8
+    """Responses (not prompts) per optimizer step, summed over all data-parallel ranks."""
+    micro_batch_size_per_device_for_update: int = 4
+    """Responses per forward/backward on one device (gradient accumulation fills the rest)."""
+    micro_batch_size_per_device_for_experience: int = 8
+    """Responses per forward when computing log-probs."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm."""
+    clip_ratio_low: float = 0.2
+    """PPO lower clip: ratio >= 1 - clip_ratio_low."""
+    clip_ratio_high: float = 0.3
+    """PPO upper clip: ratio <= 1 + clip_ratio_high (DAPO clip-higher)."""
+    clip_ratio_dual: float = 3.0
+    """Dual-clip bound for negative advantages (ratio capped at this)."""
+    loss_type: str = "ppo"
+    """Policy loss by registry name: ppo, gspo, cispo."""
+    loss_avg_mode: Literal["token", "seq"] = "token"
+    """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means."""
+    tis_cap: float | None = None
+    """Truncated importance sampling cap against the rollout engine's log-probs; None disables."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    ppo_epochs: int = 1
+    """Passes over the rollout batch per step."""
+    padding_free: bool = False
+    """Pack sequences without pad tokens."""
+    ulysses_size: int = 1
+    """Ulysses sequence-parallel degree (ranks that split one sequence)."""
+    use_torch_compile: bool = False
+    """torch.compile the log-prob computation."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    fsdp: FSDPConfig = dataclasses.field(default_factory=FSDPConfig)
+    offload: OffloadConfig = dataclasses.field(default_factory=OffloadConfig)
+
+
+@dataclasses.dataclass
+class RefConfig:
+    fsdp: FSDPConfig = dataclasses.field(default_factory=lambda: FSDPConfig(torch_dtype=None))
+    offload: OffloadConfig = dataclasses.field(default_factory=OffloadConfig)
+
+
+@dataclasses.dataclass
+class CriticConfig:
+    global_batch_size: int = 8
+    """Responses per critic optimizer step across all ranks."""
+    micro_batch_size_per_device_for_update: int = 4
+    """Responses per critic forward/backward on one device."""
+    micro_batch_size_per_device_for_experience: int = 8
+    """Responses per critic forward when computing values."""
+    max_grad_norm: float = 1.0
+    """Critic gradient clipping."""
+    cliprange_value: float = 0.5
+    """Value clipping around the old values."""
+    ppo_epochs: int = 1
+    """Passes over the rollout batch per step."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1.0e-5))
+    fsdp: FSDPConfig = dataclasses.field(default_factory=FSDPConfig)
+    offload: OffloadConfig = dataclasses.field(default_factory=OffloadConfig)
+
+
+@dataclasses.dataclass
+class RolloutConfig:
+    name: Literal["vllm", "hf"] = "vllm"
+    """Rollout engine: vllm (in process) or hf (transformers generate)."""
+    n: int = 4
+    """Responses sampled per prompt."""
+    temperature: float = 1.0
+    """Sampling temperature (the trainer's log-probs use the same)."""
+    top_p: float = 1.0
+    """Nucleus sampling."""
+    top_k: int = -1
+    """Top-k sampling; -1 disables."""
+    seed: int = 1
+    """Engine-level seed (each rank adds its rank)."""
+    dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Rollout engine dtype."""
+    gpu_memory_utilization: float = 0.6
+    """vLLM GPU memory share (GPU only)."""
+    kv_cache_space_gb: float = 1.0
+    """vLLM CPU KV-cache size in GB (CPU only; VLLM_CPU_KVCACHE_SPACE)."""
+    ignore_eos: bool = False
+    """Keep generating past EOS (benchmarks)."""
+    enforce_eager: bool = True
+    """Disable CUDA graphs in vLLM."""
+    enable_chunked_prefill: bool = False
+    """vLLM chunked prefill."""
+    tensor_parallel_size: int = 1
+    """vLLM tensor parallel size (1 on CPU)."""
+    max_num_batched_tokens: int = 8192
+    """vLLM scheduler token budget per step."""
+    max_num_seqs: int = 256
+    """vLLM concurrent sequences."""
+    limit_images: int = 0
+    """Images per prompt (0 = text or video only)."""
+    num_video_frames: int = 16
+    """Frames sampled per video."""
+    cache_video_embeds: bool = True
+    """Encode each video once per step and reuse the embeddings (VisionCache)."""
+    val_override_config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"temperature": 0.0, "n": 1})
+    """Sampling overrides during validation."""
+
+
+@dataclasses.dataclass
+class RewardConfig:
+    reward_type: Literal["batch", "sequential"] = "batch"
+    """batch: the function scores a list of samples; sequential: one sample per call."""
+    reward_function: str = "examples/reward_function/math.py:compute_score"
+    """`path/to/file.py:function` returning per-sample dicts with at least `overall`."""
+    reward_function_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra keyword arguments for the reward function."""
+    skip_special_tokens: bool = True
+    """Decode responses without special tokens before scoring."""
+
+
+@dataclasses.dataclass
+class WorkerConfig:
+    actor: ActorConfig = dataclasses.field(default_factory=ActorConfig)
+    critic: CriticConfig = dataclasses.field(default_factory=CriticConfig)
+    ref: RefConfig = dataclasses.field(default_factory=RefConfig)
+    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+    reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# trainer
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainerConfig:
+    total_epochs: int = 1
+    """Passes over the training set (max_steps wins when smaller)."""
+    max_steps: int | None = None
+    """Stop after this many RL steps."""
+    project_name: str = "longrl"
+    """Logger project."""
+    experiment_name: str = "demo"
+    """Logger run name."""
+    logger: list[str] = dataclasses.field(default_factory=lambda: ["console", "file"])
+    """Any of console, file (metrics.jsonl), wandb, tensorboard."""
+    nnodes: int = 1
+    """Nodes in the Ray cluster used."""
+    n_gpus_per_node: int = 2
+    """Workers per node (GPUs, or CPU slots on CPU runs)."""
+    ray_address: str | None = None
+    """Attach to this running Ray cluster (or RAY_ADDRESS); None starts a local one."""
+    critic_warmup: int = 0
+    """Steps that update only the critic."""
+    val_freq: int = -1
+    """Validate every N steps; -1 disables."""
+    val_before_train: bool = False
+    """Validate once before the first step."""
+    val_only: bool = False
+    """Validate and exit."""
+    val_generations_to_log: int = 0
+    """Validation samples shown in the logs."""
+    save_freq: int = -1
+    """Checkpoint every N steps (and at the end); -1 disables."""
+    save_limit: int = -1
+    """Checkpoints kept; -1 keeps all."""
+    save_checkpoint_path: str = "runs/default"
+    """Directory of checkpoints and metrics.jsonl; a re-run resumes from its latest checkpoint."""
+    load_checkpoint_path: str | None = None
+    """Resume from this checkpoint directory (global_step_N) instead of the latest."""
+    max_try_make_batch: int = 4
+    """Online filtering: generation rounds allowed to fill one batch."""
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    algorithm: AlgorithmConfig = dataclasses.field(default_factory=AlgorithmConfig)
+    worker: WorkerConfig = dataclasses.field(default_factory=WorkerConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        ftype = typing.get_type_hints(cls)[f.name]
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(ftype):
+            keys.extend(_all_keys(ftype, prefix + f.name + "."))
+    return keys
+
+
+def _unknown_key_error(key: str) -> ConfigError:
+    valid = _all_keys(Config)
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6) or [
+        k for k in valid if k.endswith("." + leaf)
+    ][:1] or difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in valid], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(value: Any, ftype: Any, key: str) -> Any:
+    """Check `value` against the annotation `ftype` and convert what is safe to convert."""
+    origin, args = get_origin(ftype), get_args(ftype)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose from {list(args)}")
+        return value
+    if ftype is Any:
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        item = args[0] if args else Any
+        return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} must be a mapping")
+        return dict(value)
+    if ftype is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if ftype is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return int(value)
+    if ftype is float:
+        try:  # YAML reads `1e-6` (no dot) as a string
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} must be a number") from None
+    if ftype is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}={value!r} must be a string")
+        return str(value)
+    raise AssertionError(f"unsupported annotation {ftype} for {key}")
+
+
+def _build(default: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    """`default` (a dataclass instance) with `values` applied, section by section."""
+    hints = typing.get_type_hints(type(default))
+    names = {f.name for f in dataclasses.fields(default)}
+    updates = {}
+    for name, value in values.items():
+        if name not in names:
+            raise _unknown_key_error(prefix + name)
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name} is a section; set its keys, e.g. {prefix}{name}.<key>=...")
+            updates[name] = _build(getattr(default, name), value, f"{prefix}{name}.")
+        else:
+            updates[name] = _coerce(value, hints[name], prefix + name)
+    return dataclasses.replace(default, **updates)
+
+
+def _parse_value(text: str) -> Any:
+    """Parse a command-line value the way YAML does (`true`, `[a,b]`, `null`, `3`)."""
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise _unknown_key_error(dotted)
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    with p.open() as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of sections")
+    return data
+
+
+def load_config(args: list[str]) -> Config:
+    """Build a Config from `config=file.yaml` (any number, in order) and `a.b.c=value` overrides."""
+    tree: dict[str, Any] = {}
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not of the form key=value (or config=path.yaml)")
+        key, text = arg.split("=", 1)
+        if key == "config":
+            tree = _merge(tree, _read_yaml(text))
+        else:
+            override: dict[str, Any] = {}
+            _set_dotted(override, key, _parse_value(text))
+            tree = _merge(tree, override)
+    return _build(Config(), tree)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts (for logging and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# derived sizes and validation
+# ---------------------------------------------------------------------------------------------
+def world_size(cfg: Config) -> int:
+    """Worker processes: nnodes x n_gpus_per_node."""
+    return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+
+
+def dp_size(cfg: Config) -> int:
+    """Data-parallel ranks: the world divided by the sequence-parallel degree."""
+    return world_size(cfg) // cfg.worker.actor.ulysses_size
+
+
+def validate(cfg: Config, model_max_positions: int | None = None) -> None:
+    """Raise one ConfigError listing every impossible combination."""
+    from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, GROUP_ESTIMATORS
+
+    problems: list[str] = []
+    a, actor, rollout, data, t = cfg.algorithm, cfg.worker.actor, cfg.worker.rollout, cfg.data, cfg.trainer
+    for key, name, registry in (("algorithm.adv_estimator", a.adv_estimator, ADVANTAGES),
+                                ("algorithm.kl_penalty", a.kl_penalty, KL_PENALTIES),
+                                ("worker.actor.loss_type", actor.loss_type, POLICY_LOSSES)):
+        if name not in registry:
+            problems.append(f"{key}={name!r} is unknown; choose from {sorted(registry)}")
+    if not actor.model.model_path:
+        problems.append("worker.actor.model.model_path is empty; set it to a local Hugging Face model directory")
+    if not data.train_files:
+        problems.append("data.train_files is empty; set it to a json/jsonl/parquet file or name@split")
+    world = world_size(cfg)
+    if actor.ulysses_size < 1 or world % actor.ulysses_size:
+        problems.append(f"worker.actor.ulysses_size={actor.ulysses_size} must divide the world size "
+                        f"{world} (trainer.nnodes={t.nnodes} x trainer.n_gpus_per_node={t.n_gpus_per_node})")
+    dp = max(1, world // max(actor.ulysses_size, 1))
+    prompts = data.mini_rollout_batch_size or data.rollout_batch_size
+    if prompts % dp:
+        problems.append(f"data.rollout_batch_size={prompts} must be divisible by the data-parallel size {dp}; "
+                        f"use a multiple of {dp}")
+    responses = data.rollout_batch_size * rollout.n
+    if actor.global_batch_size > responses or responses % actor.global_batch_size:
+        problems.append(f"worker.actor.global_batch_size={actor.global_batch_size} must divide the responses per "
+                        f"step data.rollout_batch_size x worker.rollout.n = {responses}")
+    if actor.global_batch_size % dp:
+        problems.append(f"worker.actor.global_batch_size={actor.global_batch_size} must be divisible by the "
+                        f"data-parallel size {dp}")
+    elif (actor.global_batch_size // dp) % actor.micro_batch_size_per_device_for_update:
+        problems.append(f"worker.actor.micro_batch_size_per_device_for_update={actor.micro_batch_size_per_device_for_update} "
+                        f"must divide the per-device mini-batch global_batch_size/dp = {actor.global_batch_size // dp}")
+    if a.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
+        problems.append(f"worker.rollout.n={rollout.n}: {a.adv_estimator} compares responses within a group and "
+                        f"needs at least 2 samples per prompt; set worker.rollout.n>=2")
+    if model_max_positions is not None and data.max_prompt_length + data.max_response_length > model_max_positions:
+        problems.append(f"data.max_prompt_length + data.max_response_length = "
+                        f"{data.max_prompt_length + data.max_response_length} exceeds the model's limit "
+                        f"max_position_embeddings={model_max_positions}; lower one of them")
+    unknown_loggers = set(t.logger) - {"console", "file", "wandb", "tensorboard"}
+    if unknown_loggers:
+        problems.append(f"trainer.logger has unknown entries {sorted(unknown_loggers)}; "
+                        f"choose from ['console', 'file', 'tensorboard', 'wandb']")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
