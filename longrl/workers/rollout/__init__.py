@@ -1,0 +1,5 @@
+"""Rollout engines behind one interface, chosen by `worker.rollout.name`."""
+
+from longrl.workers.rollout.base import ROLLOUT_ENGINES, RolloutEngine, Sample, SamplingSpec, rollout_engine
+
+__all__ = ["ROLLOUT_ENGINES", "RolloutEngine", "Sample", "SamplingSpec", "rollout_engine"]

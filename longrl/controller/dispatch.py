@@ -1,0 +1,52 @@
+"""Dispatch modes: how a driver call of a worker verb is spread over the worker group.
+
+A worker method decorated with `@verb(Dispatch.SPLIT_BY_DP)` is called from the driver as
+`group.log_probs(batch)`: the batch is padded to a multiple of the data-parallel size,
+split into one part per data-parallel rank, and the results are concatenated (and the
+padding dropped) in rank order. `Dispatch.ALL` sends the same arguments to every worker.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from longrl.protocol import Batch
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Dispatch(enum.Enum):
+    ALL = "all"                  # same args to every rank; returns the list of results
+    SPLIT_BY_DP = "split_by_dp"  # first arg (a Batch) split over data-parallel ranks
+
+
+def verb(mode: Dispatch) -> Callable[[F], F]:
+    """Mark a worker method as callable from the driver with the given dispatch mode."""
+
+    def mark(fn: F) -> F:
+        fn.__longrl_dispatch__ = mode  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def dispatch_mode(cls: type, name: str) -> Dispatch | None:
+    return getattr(getattr(cls, name, None), "__longrl_dispatch__", None)
+
+
+def split_for_ranks(batch: Batch, dp_size: int, sp_size: int) -> tuple[list[Batch], int]:
+    """One part per rank (ranks of one sequence-parallel group get the same part) + the pad count."""
+    padded, pad = batch.pad_to_multiple(dp_size)
+    parts = padded.chunk(dp_size)
+    return [parts[rank // sp_size] for rank in range(dp_size * sp_size)], pad
+
+
+def collect_from_ranks(results: list[Any], sp_size: int, pad: int) -> Any:
+    """Concatenate Batch results of one rank per data-parallel group; other results come back as a list."""
+    firsts = results[::sp_size]
+    if firsts and all(isinstance(r, Batch) for r in firsts):
+        merged = Batch.concat(firsts)
+        return merged.index(range(len(merged) - pad)) if pad else merged
+    return firsts

@@ -1,0 +1,141 @@
+"""Ray single controller: a resource pool and a group of worker actors the driver calls as one.
+
+The driver writes `group.generate(batch)` as if the workers were local; the verb's dispatch
+mode decides how arguments are spread and results gathered. A worker that raises surfaces
+its traceback in the driver, and the rest of the group is killed, so a collective that
+waits for the dead rank never hangs the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from longrl.controller.dispatch import Dispatch, collect_from_ranks, dispatch_mode, split_for_ranks
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerError(RuntimeError):
+    """A worker raised; the message carries its rank and remote traceback."""
+
+
+class ClusterResourceError(RuntimeError):
+    """The Ray cluster lacks the slots the config asks for."""
+
+
+def _free_port() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+
+class ResourcePool:
+    """`nnodes` bundles of `per_node` worker slots, one bundle per node (strictly spread)."""
+
+    def __init__(self, nnodes: int, per_node: int, use_gpu: bool, cpus_per_worker: float = 1.0,
+                 timeout_s: float = 60.0):
+        self.nnodes, self.per_node, self.use_gpu = nnodes, per_node, use_gpu
+        self.cpus_per_worker = cpus_per_worker
+        bundle = {"CPU": per_node * cpus_per_worker, **({"GPU": per_node} if use_gpu else {})}
+        strategy = "STRICT_SPREAD" if nnodes > 1 else "STRICT_PACK"
+        self.pg: PlacementGroup = placement_group([dict(bundle) for _ in range(nnodes)], strategy=strategy)
+        ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s)
+        if not ready:
+            remove_placement_group(self.pg)
+            raise ClusterResourceError(self._missing_message(bundle, strategy, timeout_s))
+
+    def _missing_message(self, bundle: dict[str, float], strategy: str, timeout_s: float) -> str:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        have = [{k: v for k, v in n["Resources"].items() if k in bundle} for n in nodes]
+        return (f"the Ray cluster cannot place {self.nnodes} node(s) x {bundle} ({strategy}) within {timeout_s:.0f} s: "
+                f"it has {len(nodes)} alive node(s) with {have}. Lower trainer.nnodes / trainer.n_gpus_per_node, "
+                f"or add nodes to the cluster")
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.per_node
+
+    def strategy(self, rank: int) -> PlacementGroupSchedulingStrategy:
+        return PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=rank // self.per_node)
+
+
+class WorkerGroup:
+    """Ray actors of one worker class, one per slot of the pool, joined in one torch.distributed world."""
+
+    def __init__(self, worker_cls: type, pool: ResourcePool, sp_size: int, env: dict[str, str],
+                 args: tuple = (), call_timeout_s: float | None = None):
+        self.worker_cls, self.pool, self.sp_size = worker_cls, pool, sp_size
+        self.world_size = pool.world_size
+        self.dp_size = self.world_size // sp_size
+        self.call_timeout_s = call_timeout_s
+        addr, port = ray.get(ray.remote(num_cpus=0)(_free_port).options(scheduling_strategy=pool.strategy(0)).remote())
+        remote_cls = ray.remote(worker_cls)
+        self.workers = []
+        for rank in range(self.world_size):
+            rank_env = {**env, "MASTER_ADDR": addr, "MASTER_PORT": str(port), "RANK": str(rank),
+                        "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": str(rank % pool.per_node)}
+            options = dict(num_cpus=pool.cpus_per_worker, num_gpus=1 if pool.use_gpu else 0,
+                           scheduling_strategy=pool.strategy(rank), runtime_env={"env_vars": rank_env},
+                           max_concurrency=1)
+            self.workers.append(remote_cls.options(**options).remote(*args))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        mode = dispatch_mode(self.worker_cls, name)
+        if mode is None:
+            raise AttributeError(f"{self.worker_cls.__name__}.{name} is not a worker verb (decorate it with @verb)")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if mode is Dispatch.ALL:
+                return self._gather([getattr(w, name).remote(*args, **kwargs) for w in self.workers])
+            parts, pad = split_for_ranks(args[0], self.dp_size, self.sp_size)
+            refs = [getattr(w, name).remote(part, *args[1:], **kwargs) for w, part in zip(self.workers, parts)]
+            return collect_from_ranks(self._gather(refs), self.sp_size, pad)
+
+        return call
+
+    def _gather(self, refs: list[ray.ObjectRef]) -> list[Any]:
+        """Results in rank order; on the first failure, kill the group and raise with the worker's traceback."""
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        results: dict[int, Any] = {}
+        pending = list(refs)
+        deadline = None if self.call_timeout_s is None else time.monotonic() + self.call_timeout_s
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+            for ref in ready:
+                try:
+                    results[rank_of[ref]] = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - any remote failure ends the run
+                    self.shutdown()
+                    raise WorkerError(f"worker rank {rank_of[ref]} failed:\n{e}") from None
+            if deadline is not None and time.monotonic() > deadline:
+                self.shutdown()
+                raise WorkerError(f"workers {sorted(rank_of[r] for r in pending)} did not answer within "
+                                  f"{self.call_timeout_s:.0f} s")
+        return [results[rank] for rank in range(len(refs))]
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+        self.workers = []
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Attach to `address` (or RAY_ADDRESS), else start a local cluster with `num_cpus` logical CPUs."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "TOKENIZERS_"))}
+    runtime_env = {"env_vars": env_vars}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)

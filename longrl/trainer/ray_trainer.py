@@ -1,0 +1,256 @@
+"""The RL loop, on the driver. `RayTrainer.step` is the whole algorithm, top to bottom.
+
+The driver owns the data, the rewards, the advantages and the logs; the worker group owns
+the models. Workers know nothing about the algorithm; this file knows nothing about FSDP
+or vLLM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from tqdm import tqdm
+
+from longrl.algorithms import (AdvantageInputs, apply_kl_to_rewards, compute_advantages, groups_to_keep,
+                               make_kl_controller)
+from longrl.checkpoint import CheckpointManager
+from longrl.config import Config, dp_size, to_dict, world_size
+from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
+from longrl.data.dataset import PromptLoader, RLDataset
+from longrl.logging import Tracker, reduce_metrics
+from longrl.protocol import Batch
+from longrl.rewards import score_responses
+from longrl.workers.fsdp_worker import HybridWorker
+from longrl.workers.rollout import SamplingSpec
+
+logger = logging.getLogger(__name__)
+
+
+class RayTrainer:
+    def __init__(self, cfg: Config):
+        from transformers import AutoTokenizer
+
+        self.cfg = cfg
+        model = cfg.worker.actor.model
+        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
+        self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
+        self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer) if cfg.data.val_files else None
+        prompts_per_round = cfg.data.mini_rollout_batch_size or cfg.data.rollout_batch_size
+        self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
+        self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
+        self.kl_ctrl = make_kl_controller(cfg.algorithm)
+        self.checkpoints = CheckpointManager(cfg.trainer.save_checkpoint_path, cfg.trainer.save_limit)
+        # Reward functions run in Ray worker processes, whose working directory may differ from ours.
+        spec_path, _, fn_name = cfg.worker.reward.reward_function.rpartition(":")
+        self.reward_cfg = dataclasses.replace(cfg.worker.reward, reward_function=f"{os.path.abspath(spec_path)}:{fn_name}")
+        self.step_count = 0
+        self.workers: WorkerGroup | None = None
+        self.tracker: Tracker | None = None
+
+    # ---- setup / teardown -------------------------------------------------------------------
+    def start_workers(self) -> None:
+        cfg = self.cfg
+        use_gpu = torch.cuda.is_available()
+        init_ray(cfg.trainer.ray_address, num_cpus=None if use_gpu else world_size(cfg) + 2)
+        pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, use_gpu)
+        threads = max(1, (os.cpu_count() or 1) // cfg.trainer.n_gpus_per_node)
+        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb),
+               "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+               # glibc malloc maps and unmaps the KV cache at every decode step without these (DESIGN.md)
+               "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+        self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,))
+        updates = self.total_steps * cfg.worker.actor.ppo_epochs * (
+            cfg.data.rollout_batch_size * cfg.worker.rollout.n // cfg.worker.actor.global_batch_size)
+        self.worker_info = self.workers.setup(updates)
+
+    def shutdown(self) -> None:
+        if self.workers is not None:
+            self.workers.shutdown()
+        if self.tracker is not None:
+            self.tracker.finish()
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def fit(self) -> None:
+        cfg = self.cfg.trainer
+        self.start_workers()
+        self.resume()
+        self.tracker = Tracker(cfg.logger, cfg.save_checkpoint_path, cfg.project_name, cfg.experiment_name,
+                               to_dict(self.cfg), resume_step=self.step_count)
+        if self.val_set is not None and (cfg.val_before_train or cfg.val_only) and self.step_count == 0:
+            self.tracker.log(self.validate(), step=0)
+        if cfg.val_only:
+            return
+        with tqdm(total=self.total_steps, initial=self.step_count, desc="RL steps", dynamic_ncols=True) as bar:
+            while self.step_count < self.total_steps:
+                self.step_count += 1
+                metrics = self.step(self.step_count)
+                last = self.step_count == self.total_steps
+                if self.val_set is not None and cfg.val_freq > 0 and (self.step_count % cfg.val_freq == 0 or last):
+                    metrics.update(self.validate())
+                if cfg.save_freq > 0 and (self.step_count % cfg.save_freq == 0 or last):
+                    with _timed(metrics, "save"):
+                        self.save()
+                self.tracker.log(metrics, step=self.step_count)
+                bar.set_postfix(reward=f"{metrics.get('reward/overall', float('nan')):.3f}")
+                bar.update(1)
+
+    def step(self, step: int) -> dict[str, float]:
+        """One RL step: generate, score, old/ref log-probs, advantages, update."""
+        cfg, metrics = self.cfg, {}
+        start = time.perf_counter()
+        with _timed(metrics, "gen"):
+            batch, scores_ref = self.generate_batch(step, metrics)
+        with _timed(metrics, "old"):
+            batch = batch.union(self.workers.log_probs(batch))
+        if not cfg.algorithm.disable_kl:
+            with _timed(metrics, "ref"):
+                batch = batch.union(self.workers.ref_log_probs(batch))
+        with _timed(metrics, "reward"):  # scored in a Ray task while the log-probs were computed
+            batch = self.attach_scores(batch, scores_ref, metrics)
+        with _timed(metrics, "adv"):
+            rewards = batch["token_level_scores"]
+            if not cfg.algorithm.disable_kl and not cfg.algorithm.use_kl_loss:
+                rewards, kl_metrics = apply_kl_to_rewards(rewards, batch["old_log_probs"], batch["ref_log_probs"],
+                                                          batch["response_mask"], self.kl_ctrl, cfg.algorithm.kl_penalty)
+                metrics.update(kl_metrics)
+            advantages, returns = compute_advantages(
+                AdvantageInputs(rewards, batch["response_mask"], list(batch["uid"])), cfg.algorithm)
+            batch["advantages"], batch["returns"] = advantages, returns
+        with _timed(metrics, "update"):
+            metrics.update(reduce_metrics(self.workers.update_actor(batch)))
+        metrics["timing_s/step"] = time.perf_counter() - start
+        metrics.update(batch_metrics(batch, cfg.data.max_response_length))
+        metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
+        return metrics
+
+    # ---- pieces of a step -------------------------------------------------------------------
+    def generate_batch(self, step: int, metrics: dict[str, float]) -> tuple[Batch, ray.ObjectRef | None]:
+        """rollout_batch_size prompts x n responses; with online filtering, only groups whose mean score is
+        strictly inside (filter_low, filter_high), generating more rounds until the batch is full (DAPO)."""
+        cfg = self.cfg
+        spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length)
+        if not cfg.algorithm.online_filtering:
+            batch = self.workers.generate(self.next_prompts(step, 0), spec)
+            return batch, self.score_async(batch)
+        wanted, kept, rounds, seen = cfg.data.rollout_batch_size * spec.n, [], 0, 0
+        while sum(len(b) for b in kept) < wanted:
+            rounds += 1
+            if rounds > cfg.trainer.max_try_make_batch:
+                raise RuntimeError(
+                    f"online filtering kept {sum(len(b) for b in kept) // spec.n} of {cfg.data.rollout_batch_size} "
+                    f"prompt groups after trainer.max_try_make_batch={cfg.trainer.max_try_make_batch} rounds: every "
+                    f"other group scored all-equal. Widen algorithm.filter_low/filter_high, raise "
+                    f"trainer.max_try_make_batch, or turn algorithm.online_filtering off")
+            batch = self.workers.generate(self.next_prompts(step, rounds), spec)
+            batch = self.attach_scores(batch, self.score_async(batch), metrics)
+            keep = groups_to_keep(batch["scores"][cfg.algorithm.filter_key], list(batch["uid"]),
+                                  cfg.algorithm.filter_low, cfg.algorithm.filter_high)
+            seen += len(batch) // spec.n
+            kept.append(batch.index(np.flatnonzero(keep)))
+        merged = Batch.concat(kept)
+        metrics.update({"rollout/gen_rounds": rounds, "rollout/kept_groups": len(merged) // spec.n,
+                        "rollout/seen_groups": seen})
+        return merged.index(range(wanted)), None
+
+    def next_prompts(self, step: int, round_: int) -> Batch:
+        prompts = next(self.loader)
+        prompts["uid"] = [f"{step}.{round_}.{i}" for i in range(len(prompts))]
+        prompts.meta["step"] = step * 1000 + round_
+        return prompts
+
+    def score_async(self, batch: Batch) -> ray.ObjectRef:
+        """Start scoring the responses in a Ray task; `attach_scores` collects it."""
+        texts = self.tokenizer.batch_decode([r[:n] for r, n in zip(batch["responses"].tolist(),
+                                                                     batch["response_mask"].sum(-1).tolist())],
+                                            skip_special_tokens=self.reward_cfg.skip_special_tokens)
+        extra_keys = [k for k in ("problem_type", "problem") if k in batch]
+        inputs = [{"response": t, "response_length": int(n), "ground_truth": gt,
+                   **{k: batch[k][i] for k in extra_keys}}
+                  for i, (t, n, gt) in enumerate(zip(texts, batch["response_mask"].sum(-1).tolist(),
+                                                     batch["ground_truth"]))]
+        return ray.remote(score_responses).options(num_cpus=0).remote(
+            self.reward_cfg, inputs, self.cfg.data.max_response_length)
+
+    def attach_scores(self, batch: Batch, scores_ref: ray.ObjectRef | None, metrics: dict[str, float]) -> Batch:
+        """Per-sample score dicts -> `scores` objects, `token_level_scores` ([B, R], score on the last token)."""
+        if scores_ref is None:
+            return batch
+        scores = ray.get(scores_ref)
+        batch["scores"] = scores
+        overall = torch.tensor([s["overall"] for s in scores], dtype=torch.float32)
+        lengths = batch["response_mask"].sum(-1)
+        token_scores = torch.zeros(batch["response_mask"].shape, dtype=torch.float32)
+        token_scores[torch.arange(len(batch)), (lengths - 1).clamp(min=0)] = overall
+        batch["token_level_scores"] = token_scores
+        for key in scores[0]:
+            metrics[f"reward/{key}"] = float(np.mean([s[key] for s in scores]))
+        return batch
+
+    def validate(self) -> dict[str, float]:
+        """Greedy (val_override_config) responses on the validation set, scored; val/* metrics."""
+        cfg = self.cfg
+        spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length,
+                                        **cfg.worker.rollout.val_override_config)
+        size = cfg.data.val_batch_size if cfg.data.val_batch_size > 0 else len(self.val_set)
+        loader = PromptLoader(self.val_set, size, shuffle=False, seed=0, drop_last=False)
+        scores: list[dict[str, float]] = []
+        lengths: list[float] = []
+        for _ in range(loader.steps_per_epoch):
+            prompts = next(loader)
+            prompts["uid"] = [str(i) for i in range(len(prompts))]
+            batch = self.workers.generate(prompts, spec)
+            scores.extend(ray.get(self.score_async(batch)))
+            lengths.extend(batch["response_mask"].sum(-1).tolist())
+        out = {f"val/{key}": float(np.mean([s[key] for s in scores])) for key in scores[0]}
+        out["val/response_length"] = float(np.mean(lengths))
+        return out
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save(self) -> None:
+        staging = self.checkpoints.staging_dir(self.step_count)
+        self.workers.save_checkpoint(str(staging / "actor"))
+        self.checkpoints.commit(self.step_count, {"step": self.step_count, "loader": self.loader.state_dict(),
+                                                  "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
+
+    def resume(self) -> None:
+        path = Path(self.cfg.trainer.load_checkpoint_path) if self.cfg.trainer.load_checkpoint_path else \
+            self.checkpoints.latest()
+        if path is None:
+            return
+        state = self.checkpoints.driver_state(path)
+        self.workers.load_checkpoint(str(path / "actor"))
+        self.loader.load_state_dict(state["loader"])
+        if self.kl_ctrl is not None and state.get("kl_coef") is not None:
+            self.kl_ctrl.value = state["kl_coef"]
+        self.step_count = state["step"]
+        logger.info("resumed from %s at step %d", path, self.step_count)
+
+
+def batch_metrics(batch: Batch, max_response_length: int) -> dict[str, float]:
+    """response_length/*, critic/* (advantages, returns) of a finished step."""
+    lengths = batch["response_mask"].sum(-1).float()
+    mask = batch["response_mask"].bool()
+    adv = batch["advantages"][mask]
+    return {
+        "response_length/mean": float(lengths.mean()), "response_length/max": float(lengths.max()),
+        "response_length/min": float(lengths.min()),
+        "response_length/clip_ratio": float((lengths >= max_response_length).float().mean()),
+        "critic/advantage_mean": float(adv.mean()), "critic/advantage_max": float(adv.max()),
+        "critic/advantage_min": float(adv.min()), "critic/return_mean": float(batch["returns"][mask].mean()),
+    }
+
+
+@contextmanager
+def _timed(metrics: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    metrics[f"timing_s/{name}"] = time.perf_counter() - start

@@ -1,0 +1,166 @@
+"""The policy model on one rank: log-probs of response tokens, and the PPO-style update.
+
+Shapes: B responses on this rank, R = padded response width, V = vocabulary.
+The model is an FSDP2 module sharded over the whole world; every rank runs the same code
+on its own slice of the batch, and FSDP averages gradients over ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+
+from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
+from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
+from longrl.models.adapter import TextAdapter
+from longrl.protocol import Batch
+
+
+def sequences_of(batch: Batch) -> list[list[int]]:
+    """prompt ids + the valid response ids of each sample."""
+    lengths = batch["response_mask"].sum(-1).tolist()
+    return [list(p) + r[:n] for p, r, n in zip(batch["prompt_ids"], batch["responses"].tolist(), lengths)]
+
+
+def response_logits(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
+                    temperature: float) -> torch.Tensor:
+    """Logits that predict each response token, divided by the sampling temperature: [B, R, V]."""
+    device = next(model.parameters()).device
+    inputs = adapter.forward_inputs(sequences_of(batch), pad_id, device)
+    logits = model(**inputs, use_cache=False).logits  # [B, L, V]
+    width = batch["responses"].shape[1]
+    prompt_lens = torch.tensor([len(p) for p in batch["prompt_ids"]], device=device)
+    # the token at position t is predicted by the logits at t-1
+    index = (prompt_lens[:, None] - 1 + torch.arange(width, device=device)).clamp(max=logits.shape[1] - 1)
+    picked = torch.gather(logits, 1, index[..., None].expand(-1, -1, logits.shape[-1]))
+    return picked.float() / temperature
+
+
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) under `logits`: [B, R, V], [B, R] -> [B, R]."""
+    return torch.gather(torch.log_softmax(logits, -1), -1, tokens[..., None]).squeeze(-1)
+
+
+def entropy_of(logits: torch.Tensor) -> torch.Tensor:
+    """Per-token entropy of the distributions [B, R, V] -> [B, R]."""
+    logp = torch.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@torch.no_grad()
+def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
+                       temperature: float, micro_batch_size: int) -> torch.Tensor:
+    """Log-probs of the response tokens under `model`, micro-batched, zero on padding: [B, R]."""
+    model.eval()
+    parts = [token_log_probs(response_logits(model, adapter, mb, pad_id, temperature), mb["responses"])
+             for mb in batch.split(micro_batch_size)]
+    return torch.cat(parts) * batch["response_mask"]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
+    """AdamW + linear warmup (+ optional cosine decay to lr*min_lr_ratio)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    warmup = cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else int(cfg.lr_warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.min_lr_ratio is None:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Actor:
+    """Log-probs and updates of one FSDP-sharded policy."""
+
+    def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: ActorConfig, algo: AlgorithmConfig,
+                 pad_id: int, dp_size: int, total_steps: int):
+        self.model, self.adapter, self.cfg, self.algo = model, adapter, cfg, algo
+        self.pad_id, self.dp_size = pad_id, dp_size
+        self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
+
+    def log_probs(self, batch: Batch, temperature: float) -> torch.Tensor:
+        """Log-probs of the response tokens under the current policy: [B, R]."""
+        return response_log_probs(self.model, self.adapter, batch, self.pad_id, temperature,
+                                  self.cfg.micro_batch_size_per_device_for_experience)
+
+    def update(self, batch: Batch, temperature: float) -> dict[str, float]:
+        """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch."""
+        self.model.train()
+        mini_size = self.cfg.global_batch_size // self.dp_size
+        metrics: dict[str, list[float]] = {}
+        for _ in range(self.cfg.ppo_epochs):
+            for mini in batch.split(mini_size):
+                for key, value in self._step(mini, temperature).items():
+                    metrics.setdefault(key, []).append(value)
+        return {f"actor/{k}": sum(v) / len(v) for k, v in metrics.items()}
+
+    def _step(self, mini: Batch, temperature: float) -> dict[str, float]:
+        # Each micro-batch's loss is a mean over its own tokens (or sequences); weighting it by its share of the
+        # whole mini-batch across all ranks makes the sum of micro losses the exact `loss_avg_mode` mean over the
+        # global mini-batch. FSDP averages gradients over the world, hence the factor `world`.
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        units = self._units(mini)
+        if world > 1:
+            dist.all_reduce(units)
+        stats: dict[str, float] = {}
+        micro_batches = mini.split(self.cfg.micro_batch_size_per_device_for_update)
+        for i, micro in enumerate(micro_batches):
+            share = float(self._units(micro) / units)
+            if isinstance(self.model, FSDPModule):  # reduce-scatter gradients only once per mini-batch
+                self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            loss, micro_stats = self._micro_loss(micro, temperature)
+            (loss * share * world).backward()
+            for key, value in micro_stats.items():
+                stats[key] = stats.get(key, 0.0) + value * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
+        if math.isfinite(grad_norm):  # a non-finite norm skips the step instead of poisoning the weights
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = {k: _sum_over_ranks(v) for k, v in stats.items()}
+        stats.update(grad_norm=grad_norm, lr=self.lr_scheduler.get_last_lr()[0])
+        self.lr_scheduler.step()
+        return stats
+
+    def _units(self, batch: Batch) -> torch.Tensor:
+        """What `loss_avg_mode` averages over: valid tokens, or sequences."""
+        if self.cfg.loss_avg_mode == "token":
+            return batch["response_mask"].sum().float()
+        return torch.tensor(float(len(batch)))
+
+    def _micro_loss(self, micro: Batch, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+        mask = micro["response_mask"].float()
+        logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature)
+        log_probs = token_log_probs(logits, micro["responses"])
+        rollout_lp = micro.tensors.get("rollout_log_probs")
+        loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"], micro["advantages"], mask, self.cfg,
+                                          rollout_log_probs=rollout_lp)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.entropy_coef != 0):
+            entropy = aggregate_loss(entropy_of(logits), mask, self.cfg.loss_avg_mode)
+        if self.cfg.entropy_coef:
+            loss = loss - self.cfg.entropy_coef * entropy
+        stats["entropy"] = float(entropy)
+        if self.algo.use_kl_loss and "ref_log_probs" in micro:
+            kl = aggregate_loss(kl_penalty(log_probs, micro["ref_log_probs"], self.algo.kl_penalty), mask,
+                                self.cfg.loss_avg_mode)
+            loss = loss + self.algo.kl_coef * kl
+            stats["kl_loss"] = float(kl)
+            stats["kl_coef"] = self.algo.kl_coef
+        return loss, stats
+
+
+def _sum_over_ranks(value: float) -> float:
+    """Sum of per-rank shares of a statistic (each already weighted by its share of the global mini-batch)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor(value, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)

@@ -1,0 +1,156 @@
+"""The colocated worker (hybrid engine): FSDP actor, frozen reference and a rollout engine in one process.
+
+One Ray actor per slot runs this class. The driver calls its verbs through a WorkerGroup;
+each verb is short, typed, and leaves the config untouched. After every actor update the
+full weights are pushed into the rollout engine before the next generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+
+from longrl.config import Config
+from longrl.controller.dispatch import Dispatch, verb
+from longrl.models.adapter import TextAdapter, adapter_for
+from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
+from longrl.protocol import Batch
+from longrl.workers.actor import Actor, response_log_probs
+from longrl.workers.rollout import SamplingSpec, rollout_engine
+
+logger = logging.getLogger(__name__)
+
+
+def load_sharded(adapter: TextAdapter, path: str, dtype: torch.dtype, cfg: Config, trainable: bool) -> torch.nn.Module:
+    """Load a Hugging Face model and shard it with FSDP2 over the whole world (one unit per decoder layer)."""
+    model = adapter.load(path, dtype, cfg.worker.actor.model.trust_remote_code).to(device())
+    if trainable and cfg.worker.actor.model.enable_gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if not trainable:
+        model.requires_grad_(False).eval()
+    mesh = init_device_mesh(device_type(), (dist.get_world_size(),))
+    reshard = cfg.worker.actor.fsdp.enable_full_shard
+    for layer in adapter.decoder_layers(model):
+        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+    return model
+
+
+def full_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Unsharded parameters one by one (a collective: every rank iterates in the same order)."""
+    for name, tensor in model.state_dict().items():
+        yield name, (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
+
+
+class HybridWorker:
+    """Actor + reference + rollout engine on one rank."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    @verb(Dispatch.ALL)
+    def setup(self, total_steps: int) -> dict[str, object]:
+        """Join the world, load and shard the models, start the rollout engine."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.rank, self.world = init_distributed()
+        cfg = self.cfg
+        model_cfg = cfg.worker.actor.model
+        self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
+        self.adapter = adapter_for(self.hf_config.model_type)
+        dtype = torch_dtype(cfg.worker.actor.fsdp.torch_dtype or "fp32")
+        dp = self.world // cfg.worker.actor.ulysses_size
+        self.actor = Actor(load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True), self.adapter,
+                           cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps)
+        self.ref = None
+        if not cfg.algorithm.disable_kl:
+            ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
+            self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False)
+        max_len = cfg.data.max_prompt_length + cfg.data.max_response_length
+        self.rollout = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
+        self.rollout_is_stale = False  # the engine loaded the same checkpoint from disk
+        return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
+
+    # ---- rollout ----------------------------------------------------------------------------
+    @verb(Dispatch.SPLIT_BY_DP)
+    def generate(self, prompts: Batch, spec: SamplingSpec) -> Batch:
+        """`spec.n` responses per prompt: rows are prompts repeated n times, plus responses,
+        response_mask and rollout_log_probs ([B*n, R])."""
+        if self.rollout_is_stale:
+            self.rollout.load_weights(full_tensors(self.actor.model))
+            self.rollout_is_stale = False
+        seed = zlib.crc32(f"{self.cfg.worker.rollout.seed}/{prompts.meta.get('step', 0)}/{self.rank}".encode())
+        samples = [s for group in self.rollout.generate(list(prompts["prompt_ids"]), spec, seed) for s in group]
+        width = max(1, max(len(s.token_ids) for s in samples))
+        responses = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(samples), width), dtype=torch.long)
+        log_probs = torch.zeros((len(samples), width), dtype=torch.float32)
+        for i, s in enumerate(samples):
+            responses[i, : len(s.token_ids)] = torch.tensor(s.token_ids, dtype=torch.long)
+            mask[i, : len(s.token_ids)] = 1
+            log_probs[i, : len(s.token_ids)] = torch.tensor(s.log_probs, dtype=torch.float32)
+        out = prompts.repeat(spec.n)
+        out.tensors.update(responses=responses, response_mask=mask, rollout_log_probs=log_probs)
+        return out
+
+    # ---- experience -------------------------------------------------------------------------
+    @verb(Dispatch.SPLIT_BY_DP)
+    def log_probs(self, batch: Batch) -> Batch:
+        """The current policy's log-probs of the response tokens (`old_log_probs`, [B, R])."""
+        return Batch({"old_log_probs": self.actor.log_probs(batch, self.cfg.worker.rollout.temperature)})
+
+    @verb(Dispatch.SPLIT_BY_DP)
+    def ref_log_probs(self, batch: Batch) -> Batch:
+        """The reference model's log-probs of the response tokens (`ref_log_probs`, [B, R])."""
+        assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
+        return Batch({"ref_log_probs": response_log_probs(
+            self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
+            self.cfg.worker.actor.micro_batch_size_per_device_for_experience)})
+
+    # ---- training ---------------------------------------------------------------------------
+    @verb(Dispatch.SPLIT_BY_DP)
+    def update_actor(self, batch: Batch) -> dict[str, float]:
+        """One RL update of the policy on this rank's part of the batch; returns actor/* metrics."""
+        metrics = self.actor.update(batch, self.cfg.worker.rollout.temperature)
+        self.rollout_is_stale = True
+        return metrics
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    @verb(Dispatch.ALL)
+    def save_checkpoint(self, directory: str) -> None:
+        """Sharded model + optimizer + scheduler + RNG into `directory` (collective)."""
+        from longrl.checkpoint import save_hf_metadata, save_train_state
+
+        save_train_state(Path(directory), self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
+        if self.rank == 0:
+            save_hf_metadata(Path(directory), self.hf_config, self.tokenizer)
+        dist.barrier()
+
+    @verb(Dispatch.ALL)
+    def load_checkpoint(self, directory: str) -> None:
+        """Restore what save_checkpoint wrote; the rollout engine is refreshed before the next generation."""
+        from longrl.checkpoint import load_train_state
+
+        load_train_state(Path(directory), self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
+        self.rollout_is_stale = True
+
+    @verb(Dispatch.ALL)
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """The actor's unsharded weights (collective; small models, tests and exports)."""
+        return {name: t.cpu() for name, t in full_tensors(self.actor.model)}
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
