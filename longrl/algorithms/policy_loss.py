@@ -1,0 +1,180 @@
+"""Policy losses (one registered function per `worker.actor.loss_type`), loss averaging, value loss.
+
+A registered loss maps `(log_probs, old_log_probs, advantages, response_mask, ActorConfig)`
+to per-token terms; `compute_policy_loss` adds truncated importance sampling, averages with
+`loss_avg_mode` and reports the metrics, so a new loss is one function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from longrl.algorithms.registry import Registry
+from longrl.config import ActorConfig, ConfigError
+
+# exp() of a log-ratio beyond this overflows or yields useless gradients (verl clamps the same way).
+MAX_LOG_RATIO = 20.0
+
+
+@dataclasses.dataclass
+class PolicyLossTerms:
+    """Per-token results of a policy loss, all `[B, T]`."""
+
+    loss: Tensor
+    """Loss per token before masking and averaging."""
+    clipped: Tensor
+    """bool: where clipping changed the token's loss or weight."""
+    clipped_lower: Tensor
+    """bool: where the lower bound was active (PPO: the dual clip on negative advantages)."""
+
+
+PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, ActorConfig], PolicyLossTerms]
+POLICY_LOSSES: Registry[PolicyLossFn] = Registry("worker.actor.loss_type")
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `x` over the positions where `mask` is set (0 when none is); NaN/inf under the mask are ignored."""
+    mask = mask.bool()
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """Scalar from a `[B, T]` loss: 'token' = mean over all valid tokens; 'seq' = mean of per-sequence means.
+
+    In 'seq' mode responses without a valid token are left out of the mean over sequences.
+    """
+    mask = mask.bool()
+    masked = torch.where(mask, loss_mat, 0.0)
+    if mode == "token":
+        return masked.sum() / mask.sum().clamp(min=1)
+    if mode == "seq":
+        lengths = mask.sum(-1)
+        per_sequence = masked.sum(-1) / lengths.clamp(min=1)
+        return per_sequence.sum() / (lengths > 0).sum().clamp(min=1)
+    raise ConfigError(f"worker.actor.loss_avg_mode={mode!r} is unknown; choose from ['seq', 'token']")
+
+
+def compute_policy_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, response_mask: Tensor,
+                        cfg: ActorConfig, rollout_log_probs: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Scalar policy loss and metrics {pg_loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl}; all inputs `[B, T]`.
+
+    Only `log_probs` carries gradients. With `cfg.tis_cap` set, each token's loss is weighted by
+    min(pi_old / pi_rollout, tis_cap) (truncated importance sampling against the rollout engine).
+    """
+    shapes = {"log_probs": log_probs.shape, "old_log_probs": old_log_probs.shape,
+              "advantages": advantages.shape, "response_mask": response_mask.shape}
+    if rollout_log_probs is not None:
+        shapes["rollout_log_probs"] = rollout_log_probs.shape
+    if len(set(shapes.values())) > 1 or log_probs.ndim != 2:
+        raise ValueError(f"policy loss inputs must all be [batch, response_length]; got "
+                         f"{ {k: tuple(v) for k, v in shapes.items()} }")
+    loss_fn = POLICY_LOSSES[cfg.loss_type]
+    mask = response_mask.bool()
+    log_probs = log_probs.float()
+    old_log_probs = old_log_probs.detach().float()
+    terms = loss_fn(log_probs, old_log_probs, advantages.detach().float(), mask, cfg)
+    loss_mat = terms.loss
+    if cfg.tis_cap is not None:
+        if rollout_log_probs is None:
+            raise ValueError(f"worker.actor.tis_cap={cfg.tis_cap} weights the loss by pi_old / pi_rollout, but no "
+                             f"rollout_log_probs were given; return log-probs from the rollout engine or set "
+                             f"worker.actor.tis_cap=null")
+        # The rollout engine (vLLM, bf16 kernels) samples from a slightly different policy than the trainer
+        # scores; truncated IS corrects for it (https://fengyao.notion.site/off-policy-rl).
+        log_w = (old_log_probs - rollout_log_probs.detach().float()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+        loss_mat = loss_mat * log_w.exp().clamp(max=cfg.tis_cap)
+    loss = aggregate_loss(loss_mat, mask, cfg.loss_avg_mode)
+    metrics = {
+        "pg_loss": loss.item(),
+        "pg_clipfrac": masked_mean(terms.clipped.float(), mask).item(),
+        "pg_clipfrac_lower": masked_mean(terms.clipped_lower.float(), mask).item(),
+        # k1 estimate of KL(pi_old || pi): how far this update has moved the policy.
+        "ppo_kl": masked_mean(old_log_probs - log_probs.detach(), mask).item(),
+    }
+    return loss, metrics
+
+
+def _ratio(log_probs: Tensor, old_log_probs: Tensor) -> Tensor:
+    return (log_probs - old_log_probs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
+
+
+@POLICY_LOSSES.register("ppo")
+def ppo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
+    """PPO clip (https://arxiv.org/abs/1707.06347) with asymmetric bounds and the dual clip for A < 0.
+
+    loss = max(-A r, -A clip(r, 1-low, 1+high)); for A < 0 it is further capped at -A * clip_ratio_dual
+    so one token with a huge ratio cannot dominate (dual-clip PPO, https://arxiv.org/abs/1912.09729).
+    """
+    if cfg.clip_ratio_dual <= 1.0:
+        raise ConfigError(f"worker.actor.clip_ratio_dual={cfg.clip_ratio_dual} must be > 1 (it caps the ratio "
+                          f"for negative advantages above the normal clip); the usual value is 3.0")
+    ratio = _ratio(log_probs, old_log_probs)
+    loss_unclipped = -advantages * ratio
+    loss_clipped = -advantages * ratio.clamp(1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high)
+    loss = torch.maximum(loss_unclipped, loss_clipped)
+    loss_dual = -advantages * cfg.clip_ratio_dual
+    negative = advantages < 0
+    return PolicyLossTerms(
+        loss=torch.where(negative, torch.minimum(loss, loss_dual), loss),
+        clipped=loss_clipped > loss_unclipped,
+        clipped_lower=negative & (loss > loss_dual),
+    )
+
+
+@POLICY_LOSSES.register("gspo")
+def gspo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
+    """GSPO (https://arxiv.org/abs/2507.18071): clip the sequence ratio s = exp(mean_t log(pi/pi_old)).
+
+    Written in the paper's GSPO-token form (sec. 4.3): every token carries the value s, with
+    gradient s * grad log pi(y_t); with one advantage per sequence and loss_avg_mode=seq this is
+    exactly the GSPO objective.
+    """
+    lengths = mask.sum(-1).clamp(min=1)
+    seq_log_ratio = torch.where(mask, log_probs - old_log_probs, 0.0).sum(-1) / lengths
+    log_s = log_probs - log_probs.detach() + seq_log_ratio.detach()[:, None]
+    ratio = log_s.clamp(max=10.0).exp()  # as verl: one runaway sequence must not overflow the loss
+    loss_unclipped = -advantages * ratio
+    loss_clipped = -advantages * ratio.clamp(1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high)
+    return PolicyLossTerms(
+        loss=torch.maximum(loss_unclipped, loss_clipped),
+        clipped=loss_clipped > loss_unclipped,
+        clipped_lower=torch.zeros_like(mask),
+    )
+
+
+@POLICY_LOSSES.register("cispo")
+def cispo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
+    """CISPO (MiniMax-M1, https://arxiv.org/abs/2506.13585): -sg(clip(r, 1-low, 1+high)) * A * log pi.
+
+    Clipping the detached IS weight instead of the update keeps every token's gradient, unlike
+    PPO which zeroes it outside the trust region.
+    """
+    ratio = _ratio(log_probs, old_log_probs).detach()
+    low, high = 1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high
+    weight = ratio.clamp(low, high)
+    return PolicyLossTerms(
+        loss=-advantages * weight * log_probs,
+        clipped=(ratio < low) | (ratio > high),
+        clipped_lower=ratio < low,
+    )
+
+
+def compute_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, response_mask: Tensor,
+                       cliprange_value: float, loss_avg_mode: str) -> tuple[Tensor, dict[str, float]]:
+    """PPO clipped value loss 0.5 * max((V - R)^2, (V_clip - R)^2), V_clip within old +- cliprange; `[B, T]` inputs.
+
+    Returns the scalar loss and {vf_loss, vf_clipfrac}; only `values` carries gradients.
+    """
+    values = values.float()
+    old_values = old_values.detach().float()
+    returns = returns.detach().float()
+    clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    loss_unclipped = (values - returns) ** 2
+    loss_clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * aggregate_loss(torch.maximum(loss_unclipped, loss_clipped), response_mask, loss_avg_mode)
+    clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), response_mask)
+    return loss, {"vf_loss": loss.item(), "vf_clipfrac": clipfrac.item()}
