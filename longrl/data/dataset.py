@@ -1,0 +1,295 @@
+"""Prompt datasets: rows of local json/jsonl/parquet files turned into chat prompts, and their batches.
+
+`RLDataset` renders every prompt (format prompt, then chat template), tokenizes it and drops
+(or refuses) the ones longer than data.max_prompt_length once, at construction, so that a bad
+row is reported before any worker starts. `PromptLoader` deals the rows out as `Batch`es in a
+seeded order per epoch and can resume exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import jinja2
+import torch
+
+from longrl.config import ConfigError, DataConfig
+from longrl.protocol import Batch
+
+logger = logging.getLogger(__name__)
+
+BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# Keys every item has; row fields with these names are not copied as extras.
+ITEM_KEYS = ("prompt_ids", "prompt_text", "ground_truth", "row", "images", "videos")
+MEDIA_PLACEHOLDER = re.compile(r"(<image>|<video>)")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading rows
+# ---------------------------------------------------------------------------------------------
+def _data_files(path: Path, key: str) -> list[Path]:
+    if path.is_file():
+        if path.suffix not in BUILDERS:
+            raise ConfigError(f"{key}={str(path)!r}: unsupported file type {path.suffix!r}; "
+                              f"use one of {sorted(BUILDERS)}")
+        return [path]
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in BUILDERS)
+    if not found:
+        raise FileNotFoundError(f"{key}={str(path)!r}: the directory holds no {sorted(BUILDERS)} files")
+    return found
+
+
+def load_rows(files: str, key: str = "data.train_files") -> tuple[datasets.Dataset, list[tuple[int, str]]]:
+    """The rows of `files` and, per source, (first row index, source name) for error messages.
+
+    `files` is a json/jsonl/parquet file, a directory of them (read in name order), or
+    `name@split` where name is a local dataset directory or file (there is no hub here).
+    """
+    path = Path(files).expanduser()
+    if not files:
+        raise ConfigError(f"{key} is empty; set it to a json/jsonl/parquet file, a directory or name@split")
+    if not path.exists() and "@" in files:
+        name, split = files.rsplit("@", 1)
+        local = Path(name).expanduser()
+        if not local.exists():
+            raise FileNotFoundError(f"{key}={files!r}: {name!r} is not a local file or directory (datasets are "
+                                    f"never downloaded here); give a local path")
+        try:
+            if local.is_file():
+                rows = datasets.load_dataset(BUILDERS.get(local.suffix, "json"), data_files=str(local), split=split)
+            else:
+                rows = datasets.load_dataset(str(local), split=split)
+        except ValueError as exc:
+            raise ConfigError(f"{key}={files!r}: cannot read split {split!r}: {exc}") from exc
+        return rows, [(0, files)]
+    if not path.exists():
+        raise FileNotFoundError(f"{key}={files!r}: no such file or directory ({path.resolve()})")
+    parts, sources, start = [], [], 0
+    for file in _data_files(path, key):
+        part = datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
+        parts.append(part)
+        sources.append((start, str(file)))
+        start += len(part)
+    try:
+        return datasets.concatenate_datasets(parts), sources
+    except ValueError as exc:
+        columns = {name: part.features for (_, name), part in zip(sources, parts)}
+        raise ConfigError(f"{key}={files!r}: the files have different columns or types and cannot be joined: "
+                          f"{columns}") from exc
+
+
+def _media_paths(value: Any, base: Path) -> list[str]:
+    """A row's image/video field (a path, a list of paths, or empty) as paths, relative ones joined to `base`."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    return [str(v) if Path(v).is_absolute() else str(base / v) for v in values]
+
+
+def build_messages(content: str, n_images: int = 0, n_videos: int = 0) -> list[dict[str, Any]]:
+    """One user turn; with media, a list of parts where `<image>`/`<video>` placeholders stood.
+
+    Media without placeholders go before the text. The chat template turns each media part
+    into a single placeholder token that the rollout engine expands.
+    """
+    if not n_images and not n_videos:
+        return [{"role": "user", "content": content}]
+    pieces = [p for p in MEDIA_PLACEHOLDER.split(content) if p]
+    marks = [p for p in pieces if MEDIA_PLACEHOLDER.fullmatch(p)]
+    if not marks:
+        pieces = ["<image>"] * n_images + ["<video>"] * n_videos + pieces
+    elif marks.count("<image>") != n_images or marks.count("<video>") != n_videos:
+        raise ValueError(f"the prompt has {marks.count('<image>')} <image> and {marks.count('<video>')} <video> "
+                         f"placeholders but the row has {n_images} images and {n_videos} videos")
+    parts = [{"type": p[1:-1]} if MEDIA_PLACEHOLDER.fullmatch(p) else {"type": "text", "text": p} for p in pieces]
+    return [{"role": "user", "content": parts}]
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset
+# ---------------------------------------------------------------------------------------------
+class RLDataset(torch.utils.data.Dataset):
+    """Rendered, tokenized prompts with their ground truths; rows too long are dropped or refused.
+
+    Items: {"prompt_ids": list[int], "prompt_text": str, "ground_truth": str, "row": int}, plus
+    "images"/"videos" (lists of paths) when the data has those columns, plus every other string
+    column of the row under its own name (e.g. problem_type) for the reward function.
+    Media parts count as one token each against data.max_prompt_length here; the expanded
+    length is only known once frames are decoded.
+    """
+
+    def __init__(self, files: str, cfg: DataConfig, tokenizer: Any, processor: Any = None,
+                 *, config_key: str = "data.train_files") -> None:
+        self.cfg, self.tokenizer, self.processor = cfg, tokenizer, processor
+        self.rows, self._sources = load_rows(files, config_key)
+        self._template_owner = processor if processor is not None else tokenizer
+        if cfg.override_chat_template is None and getattr(self._template_owner, "chat_template", None) is None:
+            raise ConfigError("the tokenizer has no chat template; set data.override_chat_template")
+        self._format = self._load_format_prompt(cfg.format_prompt)
+        self.items = self._build_items()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return dict(self.items[i])
+
+    # ---- construction -----------------------------------------------------------------------
+    @staticmethod
+    def _load_format_prompt(path: str | None) -> jinja2.Template | None:
+        if path is None:
+            return None
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"data.format_prompt={path!r}: no such jinja file ({file.resolve()})")
+        return jinja2.Template(file.read_text())
+
+    def _where(self, row: int) -> str:
+        """`row R of FILE`, R counted within that file."""
+        k = bisect.bisect_right([start for start, _ in self._sources], row) - 1
+        start, name = self._sources[k]
+        return f"row {row - start} of {name}"
+
+    def _source_dir(self, row: int) -> Path:
+        """The directory of the file (or dataset directory) that `row` came from."""
+        name = self._sources[bisect.bisect_right([start for start, _ in self._sources], row) - 1][1]
+        source = Path(name) if Path(name).exists() else Path(name.rsplit("@", 1)[0])  # name@split
+        return source if source.is_dir() else source.parent
+
+    def _column(self, name: str, key: str) -> list[Any]:
+        if name not in self.rows.column_names:
+            raise ConfigError(f"{self._where(0)} has no field {name!r} ({key}); the rows have fields "
+                              f"{self.rows.column_names}; set {key} to one of them")
+        values = self.rows[name]
+        for row, value in enumerate(values):
+            if value is None:
+                raise ConfigError(f"{self._where(row)} has no field {name!r} ({key}); give every row a value")
+        return values
+
+    def _render(self, content: str, n_images: int, n_videos: int) -> str:
+        if self._format is not None:
+            content = self._format.render(content=content)
+        messages = build_messages(content, n_images, n_videos)
+        return self._template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                        chat_template=self.cfg.override_chat_template)
+
+    def _build_items(self) -> list[dict[str, Any]]:
+        cfg, columns = self.cfg, self.rows.column_names
+        prompts = self._column(cfg.prompt_key, "data.prompt_key")
+        answers = self._column(cfg.answer_key, "data.answer_key")
+        media = {}
+        for item_key, column, base in (("images", cfg.image_key, cfg.image_dir), ("videos", cfg.video_key, cfg.video_dir)):
+            if column in columns:
+                # Without data.image_dir/video_dir, relative paths are relative to their data file.
+                media[item_key] = [_media_paths(v, Path(base) if base else self._source_dir(row))
+                                   for row, v in enumerate(self.rows[column])]
+        reserved = {cfg.prompt_key, cfg.answer_key, cfg.image_key, cfg.video_key, *ITEM_KEYS}
+        extras = {name: ["" if v is None else v for v in self.rows[name]] for name, feature in self.rows.features.items()
+                  if name not in reserved and getattr(feature, "dtype", None) in ("string", "large_string")}
+
+        texts = []
+        for row, prompt in enumerate(prompts):
+            n_images, n_videos = (len(media[k][row]) if k in media else 0 for k in ("images", "videos"))
+            try:
+                texts.append(self._render(str(prompt), n_images, n_videos))
+            except ValueError as exc:
+                raise ConfigError(f"{self._where(row)}: {exc}") from exc
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+        items, too_long = [], []
+        for row, (text, prompt_ids) in enumerate(zip(texts, ids)):
+            if len(prompt_ids) > cfg.max_prompt_length:
+                if not cfg.filter_overlong_prompts:
+                    raise ConfigError(f"{self._where(row)} has {len(prompt_ids)} prompt tokens, more than "
+                                      f"data.max_prompt_length={cfg.max_prompt_length}; raise the limit or set "
+                                      f"data.filter_overlong_prompts=true to drop such rows")
+                too_long.append(row)
+                continue
+            item = {"prompt_ids": list(prompt_ids), "prompt_text": text, "ground_truth": str(answers[row]), "row": row}
+            item.update({k: v[row] for k, v in media.items()})
+            item.update({k: v[row] for k, v in extras.items()})
+            items.append(item)
+        if too_long:
+            logger.warning("dropped %d of %d prompts longer than data.max_prompt_length=%d tokens (first: %s)",
+                           len(too_long), len(texts), cfg.max_prompt_length, self._where(too_long[0]))
+        if not items:
+            raise ConfigError(f"no usable prompts in {self._sources[0][1]}"
+                              + (f": all {len(too_long)} exceed data.max_prompt_length={cfg.max_prompt_length}"
+                                 if too_long else ": it has no rows"))
+        return items
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+# ---------------------------------------------------------------------------------------------
+def rows_to_batch(items: Sequence[dict[str, Any]]) -> Batch:
+    """Dataset items as one Batch of per-sample objects (keys of the first item)."""
+    return Batch(objects={key: [item[key] for item in items] for key in items[0]})
+
+
+def validation_batches(dataset: RLDataset, batch_size: int = -1) -> list[Batch]:
+    """Every row once, in order, in batches of `batch_size` (-1: one batch; data.val_batch_size)."""
+    size = len(dataset) if batch_size <= 0 else batch_size
+    return [rows_to_batch([dataset[i] for i in range(s, min(s + size, len(dataset)))])
+            for s in range(0, len(dataset), size)]
+
+
+class PromptLoader:
+    """Endless batches of dataset rows; epoch e visits the rows in a permutation seeded with seed + e.
+
+    The state is (epoch, position of the next batch in that epoch), so a resumed loader deals
+    exactly the batches an uninterrupted one would have dealt.
+    """
+
+    def __init__(self, dataset: Sequence[dict[str, Any]], batch_size: int, shuffle: bool, seed: int,
+                 drop_last: bool = True) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"data.rollout_batch_size={batch_size} must be at least 1")
+        n = len(dataset)
+        self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"data.rollout_batch_size={batch_size} is larger than the dataset's {n} rows; "
+                              f"lower it or add data")
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.epoch, self.position = 0, 0
+        self._order: tuple[int, list[int]] | None = None  # (epoch, permutation) cache
+
+    def _permutation(self) -> list[int]:
+        if self._order is None or self._order[0] != self.epoch:
+            n = len(self.dataset)
+            if self.shuffle:
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+            else:
+                order = list(range(n))
+            self._order = (self.epoch, order)
+        return self._order[1]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position >= self.steps_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        start = self.position * self.batch_size
+        indices = self._permutation()[start:start + self.batch_size]
+        self.position += 1
+        return rows_to_batch([self.dataset[i] for i in indices])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        missing = {"epoch", "position"} - set(state)
+        if missing:
+            raise ValueError(f"data loader state {state!r} lacks {sorted(missing)}; it is not a PromptLoader state")
+        if not 0 <= state["position"] <= self.steps_per_epoch:
+            raise ValueError(f"data loader state position={state['position']} is outside this loader's epoch of "
+                             f"{self.steps_per_epoch} batches; the checkpoint was made with another "
+                             f"data.rollout_batch_size or data set")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
