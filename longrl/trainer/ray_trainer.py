@@ -22,13 +22,13 @@ from tqdm import tqdm
 
 from longrl.algorithms import (AdvantageInputs, apply_kl_to_rewards, compute_advantages, groups_to_keep,
                                make_kl_controller)
-from longrl.checkpoint import CheckpointManager
+from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, dp_size, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
-from longrl.data.dataset import PromptLoader, RLDataset
+from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
 from longrl.logging import Tracker, reduce_metrics
 from longrl.protocol import Batch
-from longrl.rewards import score_responses
+from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.workers.fsdp_worker import HybridWorker
 from longrl.workers.rollout import SamplingSpec
 
@@ -43,15 +43,17 @@ class RayTrainer:
         model = cfg.worker.actor.model
         self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
         self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
-        self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer) if cfg.data.val_files else None
+        self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files") \
+            if cfg.data.val_files else None
         prompts_per_round = cfg.data.mini_rollout_batch_size or cfg.data.rollout_batch_size
         self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.kl_ctrl = make_kl_controller(cfg.algorithm)
         self.checkpoints = CheckpointManager(cfg.trainer.save_checkpoint_path, cfg.trainer.save_limit)
-        # Reward functions run in Ray worker processes, whose working directory may differ from ours.
-        spec_path, _, fn_name = cfg.worker.reward.reward_function.rpartition(":")
-        self.reward_cfg = dataclasses.replace(cfg.worker.reward, reward_function=f"{os.path.abspath(spec_path)}:{fn_name}")
+        # Reward functions run in Ray worker processes, whose working directory may differ from ours;
+        # resolving here also reports a bad spec before any worker starts.
+        reward_path, reward_fn = resolve_reward_spec(cfg.worker.reward.reward_function)
+        self.reward_cfg = dataclasses.replace(cfg.worker.reward, reward_function=f"{reward_path.resolve()}:{reward_fn}")
         self.step_count = 0
         self.workers: WorkerGroup | None = None
         self.tracker: Tracker | None = None
@@ -200,12 +202,9 @@ class RayTrainer:
         cfg = self.cfg
         spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length,
                                         **cfg.worker.rollout.val_override_config)
-        size = cfg.data.val_batch_size if cfg.data.val_batch_size > 0 else len(self.val_set)
-        loader = PromptLoader(self.val_set, size, shuffle=False, seed=0, drop_last=False)
         scores: list[dict[str, float]] = []
         lengths: list[float] = []
-        for _ in range(loader.steps_per_epoch):
-            prompts = next(loader)
+        for prompts in validation_batches(self.val_set, cfg.data.val_batch_size):
             prompts["uid"] = [str(i) for i in range(len(prompts))]
             batch = self.workers.generate(prompts, spec)
             scores.extend(ray.get(self.score_async(batch)))

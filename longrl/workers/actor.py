@@ -147,12 +147,12 @@ class Actor:
             entropy = aggregate_loss(entropy_of(logits), mask, self.cfg.loss_avg_mode)
         if self.cfg.entropy_coef:
             loss = loss - self.cfg.entropy_coef * entropy
-        stats["entropy"] = float(entropy)
+        stats["entropy"] = entropy.item()
         if self.algo.use_kl_loss and "ref_log_probs" in micro:
             kl = aggregate_loss(kl_penalty(log_probs, micro["ref_log_probs"], self.algo.kl_penalty), mask,
                                 self.cfg.loss_avg_mode)
             loss = loss + self.algo.kl_coef * kl
-            stats["kl_loss"] = float(kl)
+            stats["kl_loss"] = kl.item()
             stats["kl_coef"] = self.algo.kl_coef
         return loss, stats
 

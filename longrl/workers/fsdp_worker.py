@@ -129,7 +129,7 @@ class HybridWorker:
     @verb(Dispatch.ALL)
     def save_checkpoint(self, directory: str) -> None:
         """Sharded model + optimizer + scheduler + RNG into `directory` (collective)."""
-        from longrl.checkpoint import save_hf_metadata, save_train_state
+        from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
 
         save_train_state(Path(directory), self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
         if self.rank == 0:
@@ -139,7 +139,7 @@ class HybridWorker:
     @verb(Dispatch.ALL)
     def load_checkpoint(self, directory: str) -> None:
         """Restore what save_checkpoint wrote; the rollout engine is refreshed before the next generation."""
-        from longrl.checkpoint import load_train_state
+        from longrl.checkpoint.sharded import load_train_state
 
         load_train_state(Path(directory), self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
         self.rollout_is_stale = True
