@@ -45,16 +45,15 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:
     """Scalar from a `[B, T]` loss: 'token' = mean over all valid tokens; 'seq' = mean of per-sequence means.
 
-    In 'seq' mode responses without a valid token are left out of the mean over sequences.
+    A response without a valid token counts as 0 in 'seq' mode, so the mean is always over B
+    sequences (what a caller scaling micro-batches by their number of sequences expects).
     """
     mask = mask.bool()
     masked = torch.where(mask, loss_mat, 0.0)
     if mode == "token":
         return masked.sum() / mask.sum().clamp(min=1)
     if mode == "seq":
-        lengths = mask.sum(-1)
-        per_sequence = masked.sum(-1) / lengths.clamp(min=1)
-        return per_sequence.sum() / (lengths > 0).sum().clamp(min=1)
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
     raise ConfigError(f"worker.actor.loss_avg_mode={mode!r} is unknown; choose from ['seq', 'token']")
 
 

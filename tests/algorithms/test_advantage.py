@@ -176,6 +176,14 @@ def test_reinforce_plus_plus_whitens_discounted_returns_over_valid_tokens():
     torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
 
 
+def test_reinforce_plus_plus_return_does_not_flow_back_across_a_masked_span():
+    rewards = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 0, 1], [1, 1, 1]])  # row 0: a non-response token in the middle
+    _, returns = run("reinforce_plus_plus", rewards, mask, [0, 1], gamma=1.0)
+    # row 0: t2 1 ; t1 masked: the running return resets to 0 ; t0 1 + 0 = 1 (not 2)
+    torch.testing.assert_close(returns, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
+
+
 # ---- gae -----------------------------------------------------------------------------------------
 def test_gae_runs_the_backward_recursion_and_whitens_advantages():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
@@ -192,6 +200,17 @@ def test_gae_runs_the_backward_recursion_and_whitens_advantages():
     # var 1.2170008 / 4 = 0.3042502, std 0.55158880; (A - 0.5298) / 0.55158880
     expected = torch.tensor([[-0.40936291, -0.38035580, -0.23532022], [-0.73388001, 1.75891895, 0.0]])
     torch.testing.assert_close(adv, expected, atol=1e-5, rtol=0)
+
+
+def test_gae_skips_a_masked_span_so_the_next_valid_value_bootstraps():
+    rewards = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 9.0, 0.25]])
+    mask = torch.tensor([[1, 0, 1]])  # a non-response token in the middle
+    adv, returns = run("gae", rewards, mask, [0], values=values, gamma=1.0, lam=1.0)
+    # t2: d = 1 - 0.25 = 0.75, A = 0.75 ; t1 skipped (A and V carried) ; t0: d = 0.25 - 0.5 = -0.25, A = 0.5
+    torch.testing.assert_close(returns, torch.tensor([[1.0, 0.0, 1.0]]), atol=1e-6, rtol=0)
+    # whiten 0.5, 0.75: mean 0.625, var (0.015625 + 0.015625) / 1 = 0.03125, std 0.17677670 -> -+0.70710667
+    torch.testing.assert_close(adv, torch.tensor([[-0.70710667, 0.0, 0.70710667]]), atol=1e-6, rtol=0)
 
 
 def test_gae_without_critic_values_names_the_fix():
