@@ -1,0 +1,114 @@
+"""Turn a sharded actor checkpoint (global_step_N/actor) into a Hugging Face model directory.
+
+Runs in one process with no process group: DCP reads every shard of every tensor named in the checkpoint's
+metadata, the model is built on the meta device from actor/huggingface/config.json (no random init of a
+big model) and the weights are assigned into it.
+
+CLI: `python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--target_dir DIR]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+from longrl.checkpoint.sharded import HF_DIR, MODEL_OPTIM_DIR
+
+logger = logging.getLogger(__name__)
+
+MODEL_PREFIX = "model."  # save_train_state stores {"model": ..., "optim": ...}; DCP flattens to "model.<fqn>"
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
+
+
+def load_model_weights(model_optim_dir: Path) -> dict[str, torch.Tensor]:
+    """Full (unsharded) model tensors by FQN from a DCP directory, without a process group; optimizer skipped."""
+    reader = FileSystemReader(str(model_optim_dir))
+    metadata = reader.read_metadata()
+    state = {key: torch.empty(meta.size, dtype=meta.properties.dtype)
+             for key, meta in metadata.state_dict_metadata.items()
+             if key.startswith(MODEL_PREFIX) and isinstance(meta, TensorStorageMetadata)}
+    if not state:
+        raise ValueError(f"{model_optim_dir} holds no '{MODEL_PREFIX}*' tensors: not a checkpoint written by "
+                         f"longrl.checkpoint.sharded.save_train_state")
+    with warnings.catch_warnings():  # loading in one process is the point here, not a mistake to warn about
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=reader, no_dist=True)
+    return {key[len(MODEL_PREFIX):]: tensor for key, tensor in state.items()}
+
+
+def model_class(config) -> type:
+    """The transformers class named in config.architectures (LM or VL); AutoModelForCausalLM when unnamed."""
+    import transformers
+
+    for name in config.architectures or []:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    logger.warning("config.architectures=%s names no transformers class; using AutoModelForCausalLM",
+                   config.architectures)
+    return transformers.AutoModelForCausalLM
+
+
+def build_model(hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Model from `hf_dir`/config.json with `weights` loaded strictly (only tied parameters may be absent)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(hf_dir))
+    cls = model_class(config)
+    with torch.device("meta"):
+        model = cls.from_config(config) if cls is AutoModelForCausalLM else cls(config)
+    result = model.load_state_dict(weights, strict=False, assign=True)
+    model.tie_weights()  # a tied lm_head is not in the checkpoint; it now shares embed_tokens' tensor
+    still_meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if result.unexpected_keys or still_meta:
+        raise ValueError(f"checkpoint does not match {hf_dir}/config.json ({cls.__name__}): unexpected keys "
+                         f"{result.unexpected_keys[:10]}, missing {still_meta[:10]}; merge with the config "
+                         f"saved beside the checkpoint")
+    return model
+
+
+def _copy_metadata(hf_dir: Path, target: Path) -> None:
+    """Tokenizer/processor/generation files: copied, not re-created, so no processor class has to import."""
+    weights = {p for pattern in WEIGHT_FILES for p in hf_dir.glob(pattern)}
+    for path in hf_dir.iterdir():
+        if path.is_file() and path.name != "config.json" and path not in weights:
+            shutil.copy2(path, target / path.name)
+
+
+def merge(local_dir: str | Path, target_dir: str | Path | None = None) -> Path:
+    """Write a from_pretrained-loadable model + tokenizer for `local_dir` (global_step_N/actor); returns the dir."""
+    local_dir = Path(local_dir)
+    hf_dir = local_dir / HF_DIR
+    if not (hf_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{hf_dir / 'config.json'} is missing: --local_dir must be a global_step_N/actor "
+                                f"directory saved with save_hf_metadata")
+    target = Path(target_dir) if target_dir is not None else hf_dir
+    model = build_model(hf_dir, load_model_weights(local_dir / MODEL_OPTIM_DIR))
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(target))
+    if target.resolve() != hf_dir.resolve():
+        _copy_metadata(hf_dir, target)
+    logger.info("merged %s into %s", local_dir, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Merge a sharded longrl checkpoint into a Hugging Face model.")
+    parser.add_argument("--local_dir", required=True, help="a global_step_N/actor directory")
+    parser.add_argument("--target_dir", default=None, help="output directory (default: <local_dir>/huggingface)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    target = merge(args.local_dir, args.target_dir)
+    print(f"saved Hugging Face model to {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+
+from longrl.checkpoint.manager import CheckpointManager
+
+
+def _save(manager: CheckpointManager, step: int) -> None:
+    staging = manager.staging_dir(step)
+    (staging / "actor").mkdir()
+    (staging / "actor" / "rank_0.pt").write_bytes(b"shard")
+    manager.commit(step, {"step": step, "dataloader": {"epoch": 0, "index": step * 4}})
+
+
+def _dirs(root) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def test_commit_publishes_the_staging_dir_and_points_at_it(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    staging = manager.staging_dir(5)
+    assert staging == tmp_path / "global_step_5.tmp"
+    (staging / "actor").mkdir()
+    path = manager.commit(5, {"step": 5, "kl_coef": 0.1})
+    assert path == tmp_path / "global_step_5"
+    assert _dirs(tmp_path) == ["global_step_5"]
+    assert (path / "actor").is_dir()
+    assert json.loads((path / "trainer_state.json").read_text()) == {"step": 5, "kl_coef": 0.1}
+    assert (tmp_path / "latest_checkpointed_iteration.txt").read_text() == "5"
+    assert manager.latest() == path
+    assert manager.driver_state(path) == {"step": 5, "kl_coef": 0.1}
+
+
+def test_no_checkpoint_yet_means_latest_is_none(tmp_path):
+    assert CheckpointManager(tmp_path / "not_created").latest() is None
+
+
+def test_crash_mid_save_leaves_a_tmp_dir_that_latest_ignores(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 2)
+    crashed = manager.staging_dir(4)  # workers wrote shards, the driver died before commit
+    (crashed / "actor").mkdir()
+    assert manager.latest() == tmp_path / "global_step_2"
+    assert (tmp_path / "latest_checkpointed_iteration.txt").read_text() == "2"
+
+
+def test_staging_again_removes_a_crashed_leftover(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    (manager.staging_dir(4) / "half_written.pt").write_bytes(b"x")
+    assert list(manager.staging_dir(4).iterdir()) == []
+
+
+def test_latest_falls_back_to_the_highest_complete_step_when_the_pointer_is_stale(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    for step in (1, 3):
+        _save(manager, step)
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("7")  # names a dir that is not there
+    (tmp_path / "global_step_9").mkdir()  # no trainer_state.json: not a committed checkpoint
+    assert manager.latest() == tmp_path / "global_step_3"
+    (tmp_path / "latest_checkpointed_iteration.txt").unlink()
+    assert manager.latest() == tmp_path / "global_step_3"
+
+
+def test_save_limit_prunes_the_oldest_and_keeps_the_newest(tmp_path):
+    manager = CheckpointManager(tmp_path, save_limit=2)
+    for step in (1, 2, 3, 4):
+        _save(manager, step)
+    assert _dirs(tmp_path) == ["global_step_3", "global_step_4"]
+    assert manager.latest() == tmp_path / "global_step_4"
+
+
+def test_save_limit_never_prunes_the_checkpoint_just_committed(tmp_path):
+    manager = CheckpointManager(tmp_path, save_limit=1)
+    for step in (5, 6):
+        _save(manager, step)
+    _save(manager, 3)  # resumed from an older step: step 3 is the newest commit though not the highest
+    assert _dirs(tmp_path) == ["global_step_3", "global_step_6"]  # steps (3, 5, 6): 5 goes, 3 stays
+    assert manager.latest() == tmp_path / "global_step_3"
+
+
+def test_committing_a_step_again_replaces_it(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    _save(manager, 2)
+    staging = manager.staging_dir(2)
+    (staging / "new.pt").write_bytes(b"x")
+    manager.commit(2, {"step": 2, "again": True})
+    assert _dirs(tmp_path) == ["global_step_2"]
+    assert sorted(p.name for p in (tmp_path / "global_step_2").iterdir()) == ["new.pt", "trainer_state.json"]
+
+
+def test_commit_without_staging_says_what_to_call_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"call staging_dir\(3\)"):
+        CheckpointManager(tmp_path).commit(3, {})
+
+
+def test_driver_state_of_an_uncommitted_dir_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="trainer_state.json is missing"):
+        CheckpointManager(tmp_path).driver_state(tmp_path / "global_step_1.tmp")
+
+
+def test_save_limit_zero_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="trainer.save_limit=0: keep at least 1 checkpoint, or -1 to keep all"):
+        CheckpointManager(tmp_path, save_limit=0)
