@@ -125,13 +125,16 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
 
 
 def save_hf_metadata(directory: Path, hf_config: Any, tokenizer: Any, generation_config: Any | None = None) -> None:
-    """Collective: rank 0 writes config (+ generation config) and tokenizer/processor to directory/huggingface."""
+    """Rank 0 writes config (+ generation config) and tokenizer/processor to directory/huggingface.
+
+    Not collective (no barrier), so it is safe both when every rank calls it and when only rank 0 does.
+    """
     rank, _ = _rank_world()
-    if rank == 0:
-        out = Path(directory) / HF_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        hf_config.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
-        if generation_config is not None:
-            generation_config.save_pretrained(str(out))
-    _barrier()
+    if rank != 0:
+        return
+    out = Path(directory) / HF_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    hf_config.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    if generation_config is not None:
+        generation_config.save_pretrained(str(out))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import socket
@@ -67,7 +68,8 @@ def _worker(rank: int, port: int, phase: str, model_dir: str, ckpt_dir: str, out
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    # a collective that one rank skips fails after 60 s instead of hanging the test run
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     out = Path(out_dir)
     try:
         model, optimizer, scheduler = _build(model_dir)
@@ -78,7 +80,10 @@ def _worker(rank: int, port: int, phase: str, model_dir: str, ckpt_dir: str, out
             save_train_state(Path(ckpt_dir), model, optimizer, scheduler, extra={"rank": rank, "step": 2})
             from transformers import AutoTokenizer
 
-            save_hf_metadata(Path(ckpt_dir), model.config, AutoTokenizer.from_pretrained(model_dir))
+            if rank == 0:  # as the worker calls it: rank 0 alone, then a barrier of its own
+                save_hf_metadata(Path(ckpt_dir), model.config, AutoTokenizer.from_pretrained(model_dir),
+                                 model.generation_config)
+            dist.barrier()
             saved = _full_weights(model)
             if rank == 0:
                 torch.save(saved, out / "w_saved.pt")

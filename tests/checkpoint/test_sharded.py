@@ -29,6 +29,7 @@ def test_checkpoint_layout_has_dcp_dir_rank_files_and_hf_metadata(fsdp_checkpoin
     assert sorted(p.name for p in ckpt.glob("rank_*.pt")) == ["rank_0.pt", "rank_1.pt"]
     assert (ckpt / "huggingface" / "config.json").is_file()
     assert (ckpt / "huggingface" / "tokenizer.json").is_file()
+    assert (ckpt / "huggingface" / "generation_config.json").is_file()
 
 
 def test_loading_onto_another_world_size_names_both_sizes(fsdp_checkpoint):
