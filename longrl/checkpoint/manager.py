@@ -16,6 +16,8 @@ import re
 import shutil
 from pathlib import Path
 
+from longrl.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^global_step_(\d+)$")
@@ -46,7 +48,7 @@ class CheckpointManager:
 
     def __init__(self, root: str | Path, save_limit: int = -1) -> None:
         if save_limit == 0 or save_limit < -1:
-            raise ValueError(f"trainer.save_limit={save_limit}: keep at least 1 checkpoint, or -1 to keep all")
+            raise ConfigError(f"trainer.save_limit={save_limit}: keep at least 1 checkpoint, or -1 to keep all")
         self.root = Path(root)
         self.save_limit = save_limit
 

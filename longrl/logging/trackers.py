@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from longrl.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 GROUPS = ("actor", "critic", "reward", "rollout", "response_length", "video", "perf", "timing_s", "val")
@@ -162,7 +164,7 @@ class Tracker:
                  config: dict, resume_step: int = 0) -> None:
         unknown = [name for name in loggers if name not in BACKENDS]
         if unknown:
-            raise ValueError(f"trainer.logger={loggers!r}: {unknown} unknown; choose from {sorted(BACKENDS)}")
+            raise ConfigError(f"trainer.logger={loggers!r}: {unknown} unknown; choose from {sorted(BACKENDS)}")
         self.save_dir = Path(save_dir)
         self.save_dir.mkdir(parents=True, exist_ok=True)
         self.backends = [BACKENDS[name](save_dir=self.save_dir, project=project, experiment=experiment,

@@ -20,7 +20,8 @@ def test_fsdp2_resume_from_checkpoint_reproduces_uninterrupted_training(fsdp_res
 
 
 def test_resume_returns_each_ranks_extra(fsdp_resumed):
-    assert [torch.load(fsdp_resumed / f"extra_{r}.pt") for r in (0, 1)] == [{"rank": 0, "step": 2}, {"rank": 1, "step": 2}]
+    extras = [torch.load(fsdp_resumed / f"extra_{r}.pt") for r in (0, 1)]
+    assert extras == [{"rank": 0, "step": 2}, {"rank": 1, "step": 2}]
 
 
 def test_checkpoint_layout_has_dcp_dir_rank_files_and_hf_metadata(fsdp_checkpoint):
