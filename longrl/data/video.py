@@ -48,7 +48,7 @@ class VideoError(Exception):
         return f"video {self.path}: {self.reason}"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class VideoFrames:
     """Sampled frames of one video.
 
@@ -100,7 +100,7 @@ def sample_indices(total_frames: int, source_fps: float, num_frames: int | None 
 def _decode_decord(path: str, num_frames: int | None, fps: float | None, frame_factor: int) -> VideoFrames:
     from decord import VideoReader, cpu
 
-    reader = VideoReader(path, ctx=cpu(0), num_threads=1)
+    reader = VideoReader(path, ctx=cpu(0))
     total, source_fps = len(reader), float(reader.get_avg_fps())
     if total == 0 or source_fps <= 0:
         raise RuntimeError(f"decord reports {total} frames at {source_fps} fps")
@@ -125,7 +125,7 @@ def _decode_pyav(path: str, num_frames: int | None, fps: float | None, frame_fac
         stream.thread_type = "AUTO"
         # Sequential decode keeps only the wanted frames (seeking per frame is slower for the
         # dense sampling used here, and exact on every codec).
-        wanted: dict[int, np.ndarray] = {int(i): None for i in idx}
+        wanted: dict[int, np.ndarray | None] = {int(i): None for i in idx}
         last = int(idx[-1])
         for i, frame in enumerate(container.decode(stream)):
             if i in wanted:
@@ -244,19 +244,33 @@ def load_video_or_none(path: str | os.PathLike, num_frames: int | None = None, f
         return None
 
 
+def video_metadata(video: VideoFrames) -> dict:
+    """transformers/vLLM video metadata for already-sampled frames.
+
+    vLLM 0.32 takes a Qwen2.5-VL video as `(frames, metadata)`; with these values its processor
+    does not sample again and derives the same second_per_grid_ts as preprocess_video
+    (sampled fps = len(frames_indices) / total_num_frames * fps).
+    """
+    return {"fps": video.fps, "duration": video.duration, "total_num_frames": video.total_frames,
+            "frames_indices": np.rint(video.timestamps * video.fps).astype(int).tolist(),
+            "video_backend": "pyav", "do_sample_frames": False}
+
+
 # ---------------------------------------------------------------------------------------------
 # Qwen2-VL preprocessing
 # ---------------------------------------------------------------------------------------------
 def frames_to_patches(frames: np.ndarray, min_pixels: int, max_pixels: int, patch_size: int = 14,
                       merge_size: int = 2, temporal_patch_size: int = 2,
                       image_mean: tuple[float, ...] = CLIP_MEAN, image_std: tuple[float, ...] = CLIP_STD,
-                      do_resize: bool = True) -> tuple[np.ndarray, tuple[int, int, int]]:
+                      do_resize: bool = True, do_rescale: bool = True, rescale_factor: float = 1 / 255,
+                      do_normalize: bool = True) -> tuple[np.ndarray, tuple[int, int, int]]:
     """uint8 [T, H, W, 3] frames -> (float32 [gt*gh*gw, 3*tps*P*P] patches, (gt, gh, gw)).
 
     Same steps and layout as transformers' Qwen2VLVideoProcessor: smart_resize (bicubic, PIL,
-    as the image processor's PIL backend), rescale 1/255, normalize, repeat the last frame up to
-    a multiple of temporal_patch_size, patchify with merge-window order (gt, gh/m, gw/m, m, m)
-    and channel-major patch vectors (C, tps, P, P).
+    as the image processor's PIL backend), rescale, normalize, repeat the last frame up to a
+    multiple of temporal_patch_size, patchify with merge-window order (gt, gh/m, gw/m, m, m) and
+    channel-major patch vectors (C, tps, P, P). With do_rescale and do_normalize both False
+    the patches stay uint8: vLLM then normalizes on the device (mm_device_do_normalize).
     """
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
@@ -271,8 +285,11 @@ def frames_to_patches(frames: np.ndarray, min_pixels: int, max_pixels: int, patc
         if (h, w) != (height, width):
             frames = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f, np.uint8)).resize((w, h), Image.BICUBIC))
                                for f in frames])
-    x = frames.astype(np.float32) * np.float32(1 / 255)
-    x = (x - np.asarray(image_mean, np.float32)) / np.asarray(image_std, np.float32)
+    x = frames.astype(np.float32) if do_rescale or do_normalize else frames
+    if do_rescale:
+        x = x * np.float32(rescale_factor)
+    if do_normalize:
+        x = (x - np.asarray(image_mean, np.float32)) / np.asarray(image_std, np.float32)
     x = x.transpose(0, 3, 1, 2)  # T C h w
     if pad := -t % temporal_patch_size:
         x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0)

@@ -210,6 +210,17 @@ def test_a_damaged_cache_entry_is_decoded_again(tmp_path, clip, counted_decodes)
     assert len(counted_decodes) == 2
 
 
+def test_video_metadata_describes_the_sampled_frames_so_vllm_derives_the_same_fps(clip):
+    from transformers.video_utils import VideoMetadata
+
+    v = V.decode_video(clip, num_frames=4)
+    meta = V.video_metadata(v)
+    assert meta["frames_indices"] == [0, 3, 6, 9] and meta["total_num_frames"] == 10 and meta["fps"] == 8.0
+    assert meta["do_sample_frames"] is False
+    fields = {k: x for k, x in meta.items() if k in VideoMetadata.__dataclass_fields__}
+    assert VideoMetadata(**fields).sampled_fps == pytest.approx(v.sample_fps) == pytest.approx(3.2)  # 4 / 10 * 8
+
+
 # --- Qwen2-VL preprocessing -----------------------------------------------------------------
 def _frames(t: int, h: int, w: int) -> np.ndarray:
     return np.random.default_rng(t * 1000 + h).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
