@@ -22,14 +22,21 @@ from longrl.vllm_plugin import discovery
 REPO = Path(__file__).resolve().parents[1]
 MIN_PX, MAX_PX = 3136, 50176  # the tiny model's processor limits (28*28*4, 28*28*64)
 
-needs_plugin = pytest.mark.skipif(plugin.torchvision_available(),
-                                  reason="torchvision is installed, so register() rightly leaves transformers' processor")
+needs_plugin = pytest.mark.skipif(
+    plugin.torchvision_available(), reason="torchvision is installed: register() keeps transformers' processor")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     plugin.register()
     return build_qwen2_5_vl(tmp_path_factory.mktemp("tiny_vl"), min_pixels=MIN_PX, max_pixels=MAX_PX)
+
+
+def _video_processor(model_dir):
+    # the top-level transformers.AutoVideoProcessor is a placeholder that demands torchvision
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
+    return AutoVideoProcessor.from_pretrained(model_dir)
 
 
 def _frames(t: int, h: int = 70, w: int = 90) -> np.ndarray:
@@ -49,18 +56,14 @@ def test_register_does_nothing_where_torchvision_is_installed(monkeypatch):
 
 @needs_plugin
 def test_auto_video_processor_loads_ours_with_the_checkpoints_pixel_limits(model_dir):
-    from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # the top-level name is a torchvision placeholder
-
-    vp = AutoVideoProcessor.from_pretrained(model_dir)
+    vp = _video_processor(model_dir)
     assert type(vp).__module__ == "longrl.vllm_plugin.video_processor"
     assert vp.size["shortest_edge"] == MIN_PX and vp.size["longest_edge"] == MAX_PX
 
 
 @needs_plugin
 def test_processor_output_equals_preprocess_video_for_arrays_tensors_and_pil_frames(model_dir):
-    from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # the top-level name is a torchvision placeholder
-
-    vp = AutoVideoProcessor.from_pretrained(model_dir)
+    vp = _video_processor(model_dir)
     frames = _frames(6)
     ref = preprocess_video(VideoFrames(frames, np.arange(6) / 2, 2.0, 6, "x"), MIN_PX, MAX_PX)
     as_tchw = torch.from_numpy(frames).permute(0, 3, 1, 2)
@@ -73,9 +76,7 @@ def test_processor_output_equals_preprocess_video_for_arrays_tensors_and_pil_fra
 
 @needs_plugin
 def test_without_rescale_and_normalize_the_patches_stay_raw_uint8_for_vllms_device_normalize(model_dir):
-    from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # the top-level name is a torchvision placeholder
-
-    vp = AutoVideoProcessor.from_pretrained(model_dir)
+    vp = _video_processor(model_dir)
     frames = _frames(4)
     raw = vp(videos=[frames], do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values_videos"]
     ref = vp(videos=[frames], return_tensors="np")["pixel_values_videos"]
@@ -88,9 +89,7 @@ def test_without_rescale_and_normalize_the_patches_stay_raw_uint8_for_vllms_devi
 
 @needs_plugin
 def test_patch_count_vllm_sizes_placeholders_with_matches_the_processor_output(model_dir):
-    from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # the top-level name is a torchvision placeholder
-
-    vp = AutoVideoProcessor.from_pretrained(model_dir)
+    vp = _video_processor(model_dir)
     out = vp(videos=[_frames(5)], return_tensors="np")
     # 70x90 -> smart_resize 56x84 (multiples of 28); 5 frames -> 3 temporal groups: 3*4*6 = 72
     assert vp.get_num_of_video_patches(5, 70, 90) == len(out["pixel_values_videos"]) == 72

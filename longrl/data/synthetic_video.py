@@ -229,7 +229,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    paths = generate_dataset(args.out, args.frames, args.n_train, args.n_val, args.n_test, args.size, args.fps, args.seed)
+    paths = generate_dataset(args.out, args.frames, args.n_train, args.n_val, args.n_test, args.size, args.fps,
+                             args.seed)
     print(json.dumps({split: str(p) for split, p in paths.items()}))
 
 

@@ -134,7 +134,8 @@ def _decode_pyav(path: str, num_frames: int | None, fps: float | None, frame_fac
                 break
     missing = [i for i, f in wanted.items() if f is None]
     if missing:
-        raise VideoError(path, f"truncated: the container lists {total} frames but frame {missing[0]} cannot be decoded")
+        raise VideoError(path, f"truncated: the container lists {total} frames but frame {missing[0]} "
+                               "cannot be decoded")
     return VideoFrames(np.stack([wanted[int(i)] for i in idx]), idx / source_fps, source_fps, total, path)
 
 
@@ -283,8 +284,8 @@ def frames_to_patches(frames: np.ndarray, min_pixels: int, max_pixels: int, patc
     if do_resize:
         h, w = smart_resize(height, width, factor=patch_size * merge_size, min_pixels=min_pixels, max_pixels=max_pixels)
         if (h, w) != (height, width):
-            frames = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f, np.uint8)).resize((w, h), Image.BICUBIC))
-                               for f in frames])
+            frames = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f, np.uint8)).resize(
+                (w, h), Image.BICUBIC)) for f in frames])
     x = frames.astype(np.float32) if do_rescale or do_normalize else frames
     if do_rescale:
         x = x * np.float32(rescale_factor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from transformers.image_processing_utils import BatchFeature
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
@@ -24,7 +25,7 @@ def _to_thwc(video: Any) -> np.ndarray:
     """One video as uint8 [T, H, W, 3]: accepts an array/tensor (THWC or TCHW) or a list of frames."""
     if isinstance(video, (list, tuple)):
         video = np.stack([np.asarray(f.convert("RGB")) if isinstance(f, Image.Image) else np.asarray(f) for f in video])
-    if hasattr(video, "numpy"):  # torch tensor
+    if isinstance(video, torch.Tensor):
         video = video.cpu().numpy()
     video = np.asarray(video)
     if video.ndim == 3:
@@ -87,7 +88,8 @@ class Qwen2VLVideoProcessor(VideoProcessorMixin):
         kw = videos_kwargs or {}
         p, m, tps = (self._get(kw, k) for k in ("patch_size", "merge_size", "temporal_patch_size"))
         size = self._size(kw, kw.get("size") or self.size)
-        h, w = smart_resize(height, width, factor=p * m, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+        h, w = smart_resize(height, width, factor=p * m, min_pixels=size["shortest_edge"],
+                            max_pixels=size["longest_edge"])
         return -(-num_frames // tps) * (h // p) * (w // p)
 
     def __call__(self, videos: Any, **kwargs: Any) -> BatchFeature:
@@ -112,13 +114,14 @@ class Qwen2VLVideoProcessor(VideoProcessorMixin):
             x, grid = frames_to_patches(
                 frames, size["shortest_edge"], size["longest_edge"], self._get(kw, "patch_size"),
                 self._get(kw, "merge_size"), self._get(kw, "temporal_patch_size"),
-                tuple(self._get(kw, "image_mean")), tuple(self._get(kw, "image_std")), do_resize=self._get(kw, "do_resize"),
-                do_rescale=self._get(kw, "do_rescale"), rescale_factor=self._get(kw, "rescale_factor"),
-                do_normalize=self._get(kw, "do_normalize"))
+                tuple(self._get(kw, "image_mean")), tuple(self._get(kw, "image_std")),
+                do_resize=self._get(kw, "do_resize"), do_rescale=self._get(kw, "do_rescale"),
+                rescale_factor=self._get(kw, "rescale_factor"), do_normalize=self._get(kw, "do_normalize"))
             patches.append(x)
             grids.append(grid)
             if meta is None:
-                meta = VideoMetadata(total_num_frames=len(frames), fps=self.fps or 24, frames_indices=list(range(len(frames))))
+                meta = VideoMetadata(total_num_frames=len(frames), fps=self.fps or 24,
+                                     frames_indices=list(range(len(frames))))
             elif isinstance(meta, dict):
                 meta = VideoMetadata(**{k: v for k, v in meta.items() if k in VideoMetadata.__dataclass_fields__})
             metas.append(meta)

@@ -8,6 +8,7 @@ import pickle
 import av
 import numpy as np
 import pytest
+import torch
 
 from longrl.data import video as V
 from longrl.data.synthetic_video import write_mp4
@@ -236,7 +237,8 @@ def test_preprocess_video_matches_the_transformers_pil_image_processor_frame_by_
     out = V.preprocess_video(video, min_px, max_px)
     gt, gh, gw = out["video_grid_thw"][0].tolist()
     assert gt == (t + 1) // 2  # an odd count repeats the last frame once
-    assert out["pixel_values_videos"].dtype.is_floating_point and out["pixel_values_videos"].shape == (gt * gh * gw, 3 * 2 * 14 * 14)
+    assert out["pixel_values_videos"].dtype == torch.float32
+    assert out["pixel_values_videos"].shape == (gt * gh * gw, 3 * 2 * 14 * 14)
     assert out["second_per_grid_ts"].tolist() == [pytest.approx(2 / 4.0)]  # tps / (t frames over t/4 s)
 
     proc = Qwen2VLImageProcessorPil(min_pixels=min_px, max_pixels=max_px)

@@ -30,7 +30,8 @@ def test_vision_token_ids_in_the_config_are_the_tokenizers(model_dir):
     tok = AutoTokenizer.from_pretrained(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
     ids = dict(zip(VISION_TOKENS, tok.convert_tokens_to_ids(VISION_TOKENS)))
-    assert (cfg["vision_start_token_id"], cfg["vision_end_token_id"]) == (ids["<|vision_start|>"], ids["<|vision_end|>"])
+    assert cfg["vision_start_token_id"] == ids["<|vision_start|>"]
+    assert cfg["vision_end_token_id"] == ids["<|vision_end|>"]
     assert (cfg["image_token_id"], cfg["video_token_id"]) == (ids["<|image_pad|>"], ids["<|video_pad|>"])
     # each special token is a single id, never split by the BPE
     assert tok("<|vision_start|><|video_pad|><|vision_end|>").input_ids == [
@@ -101,8 +102,8 @@ def test_vllm_generates_from_cached_video_embeddings_like_hf(model_dir, monkeypa
     video = _video(8)
     inputs = preprocess_video(video, 3136, 50176)
     pv, grid, sgt = inputs["pixel_values_videos"], inputs["video_grid_thw"], inputs["second_per_grid_ts"]
-    prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Count."}]}],
-                                     tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Count."}]}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     n_video = int(grid.prod()) // 4  # (4, 4, 4) grid / 2x2 merge = 16 tokens
     ids = tok(prompt.replace("<|video_pad|>", "<|video_pad|>" * n_video), return_tensors="pt").input_ids
     with torch.no_grad():
