@@ -33,11 +33,17 @@ def ensure_discoverable(directory: str | os.PathLike | None = None) -> Path | No
     """
     if is_declared():
         return None
-    root = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="longrl_vllm_plugin_"))
+    # one fixed directory per user by default: repeated calls reuse it instead of piling up
+    default = Path(tempfile.gettempdir()) / f"longrl_vllm_plugin_{os.getuid()}"
+    root = Path(directory) if directory is not None else default
     dist = root / "longrl_vllm_plugin-0.0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: longrl-vllm-plugin\nVersion: 0.0.0\n")
-    (dist / "entry_points.txt").write_text(f"[{GROUP}]\n{NAME} = {VALUE}\n")
+    files = {"METADATA": "Metadata-Version: 2.1\nName: longrl-vllm-plugin\nVersion: 0.0.0\n",
+             "entry_points.txt": f"[{GROUP}]\n{NAME} = {VALUE}\n"}
+    for name, text in files.items():
+        path = dist / name
+        if not path.exists() or path.read_text() != text:  # never rewrite what another process may be reading
+            path.write_text(text)
     checkout = str(Path(__file__).resolve().parents[2])  # the directory holding the longrl package
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join([str(root), checkout, *inherited])
