@@ -332,6 +332,8 @@ class TrainerConfig:
     """Directory of checkpoints and metrics.jsonl; a re-run resumes from its latest checkpoint."""
     load_checkpoint_path: str | None = None
     """Resume from this checkpoint directory (global_step_N) instead of the latest."""
+    worker_timeout_s: float = 3600.0
+    """A worker call that takes longer is an error (the group is stopped) instead of a hang."""
     max_try_make_batch: int = 4
     """Online filtering: generation rounds allowed to fill one batch."""
 

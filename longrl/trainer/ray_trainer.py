@@ -69,7 +69,8 @@ class RayTrainer:
                "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
                # glibc malloc maps and unmaps the KV cache at every decode step without these (DESIGN.md)
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
-        self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,))
+        self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
+                                   call_timeout_s=cfg.trainer.worker_timeout_s)
         updates = self.total_steps * cfg.worker.actor.ppo_epochs * (
             cfg.data.rollout_batch_size * cfg.worker.rollout.n // cfg.worker.actor.global_batch_size)
         self.worker_info = self.workers.setup(updates)

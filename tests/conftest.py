@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny models and data built once per test session (there is no model hub here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Engines run in the test process or in Ray workers; both read these at import time.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny random-init Qwen2 checkpoint directory with its tokenizer."""
+    from longrl.models.tiny import build_qwen2
+
+    return build_qwen2(tmp_path_factory.mktemp("tiny") / "qwen2")
+
+
+@pytest.fixture(scope="session")
+def math_data(tmp_path_factory) -> dict[str, Path]:
+    """The synthetic arithmetic set (train.jsonl, val.jsonl)."""
+    from longrl.data.synthetic import write_math_dataset
+
+    return write_math_dataset(tmp_path_factory.mktemp("data") / "math", n_train=64, n_val=8)
