@@ -12,17 +12,16 @@ from longrl.config import ConfigError, load_config, to_dict, validate
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = sys.argv[1:] if argv is None else argv
+    from longrl.trainer.ray_trainer import RayTrainer
+
     try:
         cfg = load_config(args)
         validate(cfg, model_max_positions=_model_max_positions(cfg.worker.actor.model.model_path))
+        print("effective config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
+        trainer = RayTrainer(cfg)  # reads the data and the reward function: their errors come before any worker
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("effective config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
-
-    from longrl.trainer.ray_trainer import RayTrainer
-
-    trainer = RayTrainer(cfg)
     try:
         trainer.fit()
     finally:

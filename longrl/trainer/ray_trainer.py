@@ -20,8 +20,8 @@ import ray
 import torch
 from tqdm import tqdm
 
-from longrl.algorithms import (AdvantageInputs, apply_kl_to_rewards, compute_advantages, groups_to_keep,
-                               make_kl_controller)
+from longrl.algorithms import (CRITIC_ESTIMATORS, GREEDY_BASELINE_ESTIMATORS, AdvantageInputs, apply_kl_to_rewards,
+                               compute_advantages, groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, dp_size, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
@@ -49,6 +49,7 @@ class RayTrainer:
         self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.kl_ctrl = make_kl_controller(cfg.algorithm)
+        self.use_critic = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
         self.checkpoints = CheckpointManager(cfg.trainer.save_checkpoint_path, cfg.trainer.save_limit)
         # Reward functions run in Ray worker processes, whose working directory may differ from ours;
         # resolving here also reports a bad spec before any worker starts.
@@ -114,6 +115,9 @@ class RayTrainer:
             batch, scores_ref = self.generate_batch(step, metrics)
         with _timed(metrics, "old"):
             batch = batch.union(self.workers.log_probs(batch))
+        if self.use_critic:
+            with _timed(metrics, "values"):
+                batch = batch.union(self.workers.compute_values(batch))
         if not cfg.algorithm.disable_kl:
             with _timed(metrics, "ref"):
                 batch = batch.union(self.workers.ref_log_probs(batch))
@@ -126,10 +130,15 @@ class RayTrainer:
                                                           batch["response_mask"], self.kl_ctrl, cfg.algorithm.kl_penalty)
                 metrics.update(kl_metrics)
             advantages, returns = compute_advantages(
-                AdvantageInputs(rewards, batch["response_mask"], list(batch["uid"])), cfg.algorithm)
+                AdvantageInputs(rewards, batch["response_mask"], list(batch["uid"]), values=batch.tensors.get("values"),
+                                reward_baselines=batch.tensors.get("reward_baselines")), cfg.algorithm)
             batch["advantages"], batch["returns"] = advantages, returns
-        with _timed(metrics, "update"):
-            metrics.update(reduce_metrics(self.workers.update_actor(batch)))
+        if self.use_critic:
+            with _timed(metrics, "update_critic"):
+                metrics.update(reduce_metrics(self.workers.update_critic(batch)))
+        if step > cfg.trainer.critic_warmup:
+            with _timed(metrics, "update"):
+                metrics.update(reduce_metrics(self.workers.update_actor(batch)))
         metrics["timing_s/step"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
@@ -142,7 +151,12 @@ class RayTrainer:
         cfg = self.cfg
         spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length)
         if not cfg.algorithm.online_filtering:
-            batch = self.workers.generate(self.next_prompts(step, 0), spec)
+            prompts = self.next_prompts(step, 0)
+            batch = self.workers.generate(prompts, spec)
+            if cfg.algorithm.adv_estimator in GREEDY_BASELINE_ESTIMATORS:  # ReMax: the greedy response's score
+                greedy = self.workers.generate(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
+                baseline = torch.tensor([s["overall"] for s in ray.get(self.score_async(greedy))])
+                batch["reward_baselines"] = baseline.repeat_interleave(spec.n)
             return batch, self.score_async(batch)
         wanted, kept, rounds, seen = cfg.data.rollout_batch_size * spec.n, [], 0, 0
         while sum(len(b) for b in kept) < wanted:
@@ -217,7 +231,7 @@ class RayTrainer:
     # ---- checkpoints ------------------------------------------------------------------------
     def save(self) -> None:
         staging = self.checkpoints.staging_dir(self.step_count)
-        self.workers.save_checkpoint(str(staging / "actor"))
+        self.workers.save_checkpoint(str(staging))
         self.checkpoints.commit(self.step_count, {"step": self.step_count, "loader": self.loader.state_dict(),
                                                   "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
 
@@ -227,7 +241,7 @@ class RayTrainer:
         if path is None:
             return
         state = self.checkpoints.driver_state(path)
-        self.workers.load_checkpoint(str(path / "actor"))
+        self.workers.load_checkpoint(str(path))
         self.loader.load_state_dict(state["loader"])
         if self.kl_ctrl is not None and state.get("kl_coef") is not None:
             self.kl_ctrl.value = state["kl_coef"]

@@ -8,15 +8,14 @@ on its own slice of the batch, and FSDP averages gradients over ranks.
 from __future__ import annotations
 
 import math
+
 import torch
-import torch.distributed as dist
-from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
 from longrl.models.adapter import TextAdapter
 from longrl.protocol import Batch
+from longrl.workers.update import minibatch_updates
 
 
 def sequences_of(batch: Batch) -> list[list[int]]:
@@ -93,48 +92,12 @@ class Actor:
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
         """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch."""
-        self.model.train()
-        mini_size = self.cfg.global_batch_size // self.dp_size
-        metrics: dict[str, list[float]] = {}
-        for _ in range(self.cfg.ppo_epochs):
-            for mini in batch.split(mini_size):
-                for key, value in self._step(mini, temperature).items():
-                    metrics.setdefault(key, []).append(value)
-        return {f"actor/{k}": sum(v) / len(v) for k, v in metrics.items()}
-
-    def _step(self, mini: Batch, temperature: float) -> dict[str, float]:
-        # Each micro-batch's loss is a mean over its own tokens (or sequences); weighting it by its share of the
-        # whole mini-batch across all ranks makes the sum of micro losses the exact `loss_avg_mode` mean over the
-        # global mini-batch. FSDP averages gradients over the world, hence the factor `world`.
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        units = self._units(mini)
-        if world > 1:
-            dist.all_reduce(units)
-        stats: dict[str, float] = {}
-        micro_batches = mini.split(self.cfg.micro_batch_size_per_device_for_update)
-        for i, micro in enumerate(micro_batches):
-            share = float(self._units(micro) / units)
-            if isinstance(self.model, FSDPModule):  # reduce-scatter gradients only once per mini-batch
-                self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            loss, micro_stats = self._micro_loss(micro, temperature)
-            (loss * share * world).backward()
-            for key, value in micro_stats.items():
-                stats[key] = stats.get(key, 0.0) + value * share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
-        if math.isfinite(grad_norm):  # a non-finite norm skips the step instead of poisoning the weights
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        stats = {k: _sum_over_ranks(v) for k, v in stats.items()}
-        stats.update(grad_norm=grad_norm, lr=self.lr_scheduler.get_last_lr()[0])
-        self.lr_scheduler.step()
-        return stats
-
-    def _units(self, batch: Batch) -> torch.Tensor:
-        """What `loss_avg_mode` averages over: valid tokens, or sequences."""
-        if self.cfg.loss_avg_mode == "token":
-            return batch["response_mask"].sum().float()
-        return torch.tensor(float(len(batch)))
+        stats = minibatch_updates(
+            self.model, self.optimizer, self.lr_scheduler, batch, mini_size=self.cfg.global_batch_size // self.dp_size,
+            micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+            loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
+            micro_loss=lambda micro: self._micro_loss(micro, temperature))
+        return {f"actor/{k}": v for k, v in stats.items()}
 
     def _micro_loss(self, micro: Batch, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
         mask = micro["response_mask"].float()
@@ -155,12 +118,3 @@ class Actor:
             stats["kl_loss"] = kl.item()
             stats["kl_coef"] = self.algo.kl_coef
         return loss, stats
-
-
-def _sum_over_ranks(value: float) -> float:
-    """Sum of per-rank shares of a statistic (each already weighted by its share of the global mini-batch)."""
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor(value, dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t)

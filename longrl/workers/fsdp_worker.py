@@ -18,20 +18,27 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
+from longrl.algorithms import CRITIC_ESTIMATORS
 from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
+from longrl.workers.critic import Critic, load_value_model
 from longrl.workers.rollout import SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
 
 
 def load_sharded(adapter: TextAdapter, path: str, dtype: torch.dtype, cfg: Config, trainable: bool) -> torch.nn.Module:
-    """Load a Hugging Face model and shard it with FSDP2 over the whole world (one unit per decoder layer)."""
+    """Load a Hugging Face model and shard it with FSDP2 over the whole world."""
     model = adapter.load(path, dtype, cfg.worker.actor.model.trust_remote_code).to(device())
+    return shard(model, adapter, cfg, trainable)
+
+
+def shard(model: torch.nn.Module, adapter: TextAdapter, cfg: Config, trainable: bool) -> torch.nn.Module:
+    """FSDP2 over the whole world, one unit per decoder layer plus the root."""
     if trainable and cfg.worker.actor.model.enable_gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if not trainable:
@@ -76,6 +83,13 @@ class HybridWorker:
         if not cfg.algorithm.disable_kl:
             ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False)
+        self.critic = None
+        if cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS:
+            critic_path = cfg.worker.critic.model.model_path or model_cfg.model_path
+            value_model = shard(load_value_model(critic_path, dtype).to(device()), self.adapter, cfg, trainable=True)
+            critic_updates = total_steps * cfg.worker.actor.global_batch_size // cfg.worker.critic.global_batch_size
+            self.critic = Critic(value_model, self.adapter, cfg.worker.critic, cfg.worker.actor.loss_avg_mode,
+                                 self.pad_id, dp, critic_updates)
         max_len = cfg.data.max_prompt_length + cfg.data.max_response_length
         self.rollout = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
         self.rollout_is_stale = False  # the engine loaded the same checkpoint from disk
@@ -125,23 +139,40 @@ class HybridWorker:
         self.rollout_is_stale = True
         return metrics
 
+    @verb(Dispatch.SPLIT_BY_DP)
+    def compute_values(self, batch: Batch) -> Batch:
+        """The critic's value of the state before each response token (`values`, [B, R])."""
+        assert self.critic is not None, "compute_values needs algorithm.adv_estimator=gae"
+        return Batch({"values": self.critic.values(batch)})
+
+    @verb(Dispatch.SPLIT_BY_DP)
+    def update_critic(self, batch: Batch) -> dict[str, float]:
+        """One value-regression update on this rank's part of the batch; returns critic/* metrics."""
+        assert self.critic is not None, "update_critic needs algorithm.adv_estimator=gae"
+        return self.critic.update(batch)
+
     # ---- checkpoints ------------------------------------------------------------------------
+    def _trained_roles(self) -> dict[str, object]:
+        return {"actor": self.actor, **({"critic": self.critic} if self.critic is not None else {})}
+
     @verb(Dispatch.ALL)
-    def save_checkpoint(self, directory: str) -> None:
-        """Sharded model + optimizer + scheduler + RNG into `directory` (collective)."""
+    def save_checkpoint(self, step_dir: str) -> None:
+        """Sharded model + optimizer + scheduler + RNG of each trained role into step_dir/<role> (collective)."""
         from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
 
-        save_train_state(Path(directory), self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
+        for name, role in self._trained_roles().items():
+            save_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
         if self.rank == 0:
-            save_hf_metadata(Path(directory), self.hf_config, self.tokenizer)
+            save_hf_metadata(Path(step_dir) / "actor", self.hf_config, self.tokenizer)
         dist.barrier()
 
     @verb(Dispatch.ALL)
-    def load_checkpoint(self, directory: str) -> None:
+    def load_checkpoint(self, step_dir: str) -> None:
         """Restore what save_checkpoint wrote; the rollout engine is refreshed before the next generation."""
         from longrl.checkpoint.sharded import load_train_state
 
-        load_train_state(Path(directory), self.actor.model, self.actor.optimizer, self.actor.lr_scheduler)
+        for name, role in self._trained_roles().items():
+            load_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
         self.rollout_is_stale = True
 
     @verb(Dispatch.ALL)

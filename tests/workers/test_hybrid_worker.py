@@ -98,7 +98,7 @@ def test_merged_checkpoint_loads_in_transformers_and_vllm_with_the_actors_output
     from longrl.models.adapter import TextAdapter
 
     group, batch, _, _ = setup
-    group.save_checkpoint(str(tmp_path / "actor"))
+    group.save_checkpoint(str(tmp_path))
     merged = merge(tmp_path / "actor")
     rollout = group.generate(batch, SAMPLED)
     actor_lp = group.log_probs(rollout)["old_log_probs"]

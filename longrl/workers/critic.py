@@ -1,0 +1,55 @@
+"""The value model on one rank (PPO with GAE): per-token values, and the clipped value-loss update.
+
+The critic is a token-classification head (one label) on the same backbone as the policy,
+initialised from `worker.critic.model.model_path` (default: the actor's checkpoint), sharded
+with FSDP like the actor. Text models only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from longrl.algorithms import compute_value_loss
+from longrl.config import CriticConfig
+from longrl.models.adapter import TextAdapter
+from longrl.protocol import Batch
+from longrl.workers.actor import build_optimizer, response_logits
+from longrl.workers.update import minibatch_updates
+
+
+def load_value_model(path: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A one-label token-classification model: the backbone of `path` with a fresh value head."""
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype, attn_implementation="sdpa")
+
+
+class Critic:
+    def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: CriticConfig, loss_avg_mode: str,
+                 pad_id: int, dp_size: int, total_steps: int):
+        self.model, self.adapter, self.cfg, self.loss_avg_mode = model, adapter, cfg, loss_avg_mode
+        self.pad_id, self.dp_size = pad_id, dp_size
+        self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
+
+    def _values(self, batch: Batch) -> torch.Tensor:
+        # The value of the state before each response token sits where the policy's logits for it sit.
+        return response_logits(self.model, self.adapter, batch, self.pad_id, temperature=1.0)[..., 0]
+
+    @torch.no_grad()
+    def values(self, batch: Batch) -> torch.Tensor:
+        """V(s_t) for every response token, zero on padding: [B, R]."""
+        self.model.eval()
+        parts = [self._values(mb) for mb in batch.split(self.cfg.micro_batch_size_per_device_for_experience)]
+        return torch.cat(parts) * batch["response_mask"]
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Clipped value regression onto `returns`, in mini-batches of global_batch_size/dp responses."""
+        def micro_loss(micro: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+            return compute_value_loss(self._values(micro), micro["values"], micro["returns"],
+                                      micro["response_mask"].float(), self.cfg.cliprange_value, self.loss_avg_mode)
+
+        stats = minibatch_updates(
+            self.model, self.optimizer, self.lr_scheduler, batch, mini_size=self.cfg.global_batch_size // self.dp_size,
+            micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+            loss_avg_mode=self.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm, micro_loss=micro_loss)
+        return {f"critic/{k}": v for k, v in stats.items()}

@@ -1,0 +1,78 @@
+"""One optimisation pass shared by the actor and the critic: epochs x mini-batches x micro-batches.
+
+Each micro-batch's loss is a mean over its own tokens (or sequences). Weighting it by its share
+of the whole mini-batch across all ranks makes the sum of micro losses the exact `loss_avg_mode`
+mean over the global mini-batch; FSDP averages gradients over the world, hence the factor `world`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+
+from longrl.protocol import Batch
+
+MicroLoss = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
+    """What `loss_avg_mode` averages over: valid response tokens, or sequences."""
+    if loss_avg_mode == "token":
+        return batch["response_mask"].sum().float()
+    return torch.tensor(float(len(batch)))
+
+
+def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, batch: Batch, *,
+                      mini_size: int, micro_size: int, epochs: int, loss_avg_mode: str, max_grad_norm: float,
+                      micro_loss: MicroLoss) -> dict[str, float]:
+    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, one optimizer step each; mean stats."""
+    model.train()
+    history: dict[str, list[float]] = {}
+    for _ in range(epochs):
+        for mini in batch.split(mini_size):
+            stats = _optimizer_step(model, optimizer, lr_scheduler, mini, micro_size, loss_avg_mode, max_grad_norm,
+                                    micro_loss)
+            for key, value in stats.items():
+                history.setdefault(key, []).append(value)
+    return {k: sum(v) / len(v) for k, v in history.items()}
+
+
+def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int, loss_avg_mode: str,
+                    max_grad_norm: float, micro_loss: MicroLoss) -> dict[str, float]:
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    units = loss_units(mini, loss_avg_mode)
+    if world > 1:
+        dist.all_reduce(units)
+    stats: dict[str, float] = {}
+    micro_batches = mini.split(micro_size)
+    for i, micro in enumerate(micro_batches):
+        share = float(loss_units(micro, loss_avg_mode) / units)
+        if isinstance(model, FSDPModule):  # reduce-scatter gradients only once per mini-batch
+            model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+        loss, micro_stats = micro_loss(micro)
+        (loss * share * world).backward()
+        for key, value in micro_stats.items():
+            stats[key] = stats.get(key, 0.0) + value * share
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
+    if math.isfinite(grad_norm):  # a non-finite norm skips the step instead of poisoning the weights
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    stats = {k: _sum_over_ranks(v) for k, v in stats.items()}
+    stats.update(grad_norm=grad_norm, lr=lr_scheduler.get_last_lr()[0])
+    lr_scheduler.step()
+    return stats
+
+
+def _sum_over_ranks(value: float) -> float:
+    """Sum of per-rank shares of a statistic (each weighted by its share of the global mini-batch)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor(value, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)
