@@ -1,0 +1,207 @@
+"""Ulysses attention for Hugging Face decoders, registered through transformers' `AttentionInterface`.
+
+Inside `ulysses_attention(model, sp)` the decoder's attention layers call `ulysses_attention_forward`: each
+rank arrives with its slice of the sequence and all heads; one all-to-all gives it the whole sequence for
+H/sp heads, it runs causal attention (flash-attn on GPU when importable, sdpa otherwise), and a second
+all-to-all brings the output back to its slice. Everything outside attention (MLP, norms, RoPE, lm_head) is
+per token and runs on the slice unchanged.
+
+Masks: right-padded batches need none beyond causality (a pad key sits after every real query of its row,
+so causal attention already hides it; outputs at pad positions are never read). Packed rows (padding-free)
+pass `cu_seq_lens_q`/`max_length_q` through the model's `**kwargs` (transformers' own varlen keyword names),
+and attention stays inside each sequence. Because the hook is not in transformers' mask registry, the model
+builds no O(L^2) mask at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from longrl.config import ConfigError
+from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_all_seq_to_heads, gather_sequence,
+                                     shard_sequence)
+
+NAME = "longrl_ulysses"
+_ACTIVE: list[SPGroup] = []  # the SP group of the innermost `ulysses_attention` block
+
+
+def kv_repeat_factor(num_heads: int, num_kv_heads: int, sp_size: int) -> int:
+    """How often each KV head is repeated so KV heads split evenly over sp ranks (1 = no repeat).
+
+    Raises ConfigError when the query heads themselves cannot be split. The smallest r with
+    num_kv_heads * r % sp == 0 is sp / gcd(num_kv_heads, sp); it always divides the GQA group size
+    num_heads / num_kv_heads when sp divides num_heads, so repeated heads still line up with their queries.
+    """
+    if num_heads % sp_size:
+        choices = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
+        raise ConfigError(f"worker.actor.ulysses_size={sp_size} must divide the model's num_attention_heads="
+                          f"{num_heads} (each rank attends with whole heads); choose ulysses_size from {choices}")
+    return sp_size // math.gcd(num_kv_heads, sp_size)
+
+
+def ulysses_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                              attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                              scaling: float | None = None, sliding_window: int | None = None,
+                              cu_seq_lens_q: torch.Tensor | None = None, max_length_q: int | None = None,
+                              **kwargs) -> tuple[torch.Tensor, None]:
+    """query [B, H, L/sp, D], key/value [B, Hkv, L/sp, D] -> attention output [B, L/sp, H, D]."""
+    if not _ACTIVE:
+        raise RuntimeError(f"attn_implementation={NAME!r} runs only inside `with ulysses_attention(model, sp):`")
+    sp = _ACTIVE[-1]
+    if sliding_window is not None:
+        raise NotImplementedError(f"Ulysses attention has no sliding window (layer asks for {sliding_window}); "
+                                  "set use_sliding_window=false in the model config")
+    if not getattr(module, "is_causal", True):
+        raise NotImplementedError("Ulysses attention is for causal decoder layers only")
+    heads, kv_heads = query.shape[1], key.shape[1]
+    repeat = kv_repeat_factor(heads, kv_heads, sp.size)
+    if repeat > 1:
+        key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
+    q, k, v = _exchange_qkv(query, key, value, sp)
+    out = _causal_attention(q, k, v, scaling, dropout, cu_seq_lens_q, max_length_q)  # [B, H/sp, L, D]
+    return all_to_all_heads_to_seq(out, sp).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(NAME, ulysses_attention_forward)
+
+
+def _exchange_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  sp: SPGroup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One all-to-all for q, k and v together: rank j's heads of all three travel in one piece."""
+    if sp.size == 1:
+        return q, k, v
+    b, _, length, d = q.shape
+    per_rank = [t.reshape(b, sp.size, t.shape[1] // sp.size, length, d) for t in (q, k, v)]
+    sizes = [t.shape[2] for t in per_rank]
+    joined = torch.cat(per_rank, dim=2).flatten(1, 2)  # [B, sp * (h_q + h_k + h_v), L/sp, D]
+    q, k, v = all_to_all_seq_to_heads(joined, sp).split(sizes, dim=1)
+    return q, k, v
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None, dropout: float,
+                      cu_seqlens: torch.Tensor | None, max_seqlen: int | None) -> torch.Tensor:
+    """Causal attention over the full sequence, inside each packed sequence: [B, h, L, D] -> [B, h, L, D]."""
+    length = q.shape[2]
+    bounds = None
+    if cu_seqlens is not None:
+        # tokens past the last sequence are sp padding (shard_sequence): they form one sequence of their own
+        bounds = cu_seqlens.tolist() + ([length] if int(cu_seqlens[-1]) < length else [])
+        max_seqlen = max(max_seqlen or 0, max(e - s for s, e in zip(bounds[:-1], bounds[1:])))
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _has_flash_attn():
+        return _flash(q, k, v, scaling, dropout, bounds, max_seqlen)
+    gqa = q.shape[1] != k.shape[1]
+    if bounds is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
+                                              enable_gqa=gqa)
+    # one causal call per sequence: exact, and no [T, T] block-diagonal mask is ever built
+    return torch.cat([F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], dropout_p=dropout,
+                                                     is_causal=True, scale=scaling, enable_gqa=gqa)
+                      for s, e in zip(bounds[:-1], bounds[1:])], dim=2)
+
+
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None, dropout: float,
+           bounds: list[int] | None, max_seqlen: int | None) -> torch.Tensor:
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # flash-attn wants [B, L, h, D]; it handles GQA itself
+    if bounds is None:
+        out = flash_attn_func(q, k, v, dropout, softmax_scale=scaling, causal=True)
+    else:
+        cu = torch.tensor(bounds, dtype=torch.int32, device=q.device)
+        out = flash_attn_varlen_func(q[0], k[0], v[0], cu, cu, max_seqlen, max_seqlen, dropout,
+                                     softmax_scale=scaling, causal=True)[None]
+    return out.transpose(1, 2)
+
+
+@functools.cache
+def _has_flash_attn() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def ulysses_attention(model: torch.nn.Module, sp: SPGroup) -> Iterator[torch.nn.Module]:
+    """Run the decoder's attention through the Ulysses hook inside the block; restore the previous one after.
+
+    Only the text decoder's config is switched (`get_text_config`), so a vision tower keeps its own attention.
+    """
+    config = model.config.get_text_config(decoder=True)
+    kv_repeat_factor(config.num_attention_heads, config.num_key_value_heads, sp.size)  # fail before any collective
+    previous = config._attn_implementation
+    config._attn_implementation = NAME
+    _ACTIVE.append(sp)
+    try:
+        yield model
+    finally:
+        _ACTIVE.pop()
+        config._attn_implementation = previous
+
+
+# ---- reference usage: the forward pass the actor runs -------------------------------------------------------------
+
+
+def _varlen_kwargs(input_ids: torch.Tensor, mask_or_cu: torch.Tensor | None) -> dict[str, object]:
+    """Checks the mask or cu_seqlens and returns the extra model kwargs (varlen bounds, or none)."""
+    if mask_or_cu is None:
+        return {}
+    if mask_or_cu.dim() == 1:  # cu_seqlens of one packed row
+        cu = mask_or_cu.to(device=input_ids.device, dtype=torch.int32)
+        if input_ids.shape[0] != 1 or int(cu[-1]) != input_ids.shape[-1] or int(cu[0]) != 0:
+            raise ValueError(f"cu_seqlens {cu.tolist()} must start at 0 and end at the packed length "
+                             f"{input_ids.shape[-1]} of a batch of 1 row (got {input_ids.shape[0]} rows)")
+        longest = int((cu[1:] - cu[:-1]).max())
+        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    if not bool((mask_or_cu[:, 1:] <= mask_or_cu[:, :-1]).all()):
+        raise ValueError("attention_mask must be right-padded (ones, then zeros) for Ulysses attention, "
+                         "which relies on causality to hide pad keys; pad on the right or pack the sequences")
+    return {}
+
+
+def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                      attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup,
+                      gather: bool = True) -> torch.Tensor:
+    """Logits of a sequence-parallel forward pass.
+
+    input_ids [B, L]; position_ids [B, L] or [3, B, L] (M-RoPE); attention_mask [B, L] (right-padded) or
+    cu_seqlens [n+1] of one packed row (B=1), or None for unpadded rows. Every rank of the SP group passes the
+    same full inputs. Returns logits [B, L, V] on every rank, or with gather=False this rank's slice
+    [B, ceil(L/sp), V] of the sp-padded sequence (compute per-token values on it and `gather_sequence` those:
+    the full [B, L, V] never has to exist on one rank).
+    """
+    kwargs = _varlen_kwargs(input_ids, attention_mask_or_cu_seqlens)
+    ids = shard_sequence(input_ids, sp, dim=-1)
+    positions = shard_sequence(position_ids, sp, dim=-1)
+    with ulysses_attention(model, sp):
+        logits = model(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).logits
+    return gather_sequence(logits, sp, dim=1, original_len=input_ids.shape[-1]) if gather else logits
+
+
+def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                       attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup, temperature: float = 1.0,
+                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for t < L-1: [B, L-1] (and the entropy there, [B, L-1]).
+
+    Each rank turns its logits slice into per-token values before the gather, so per-rank memory for the
+    vocabulary-sized tensors is 1/sp of a plain forward. At a packed sequence's last token the value
+    refers to the next sequence's first token and must be ignored, as for any padding-free model.
+    """
+    length = input_ids.shape[-1]
+    labels = shard_sequence(torch.roll(input_ids, -1, dims=-1), sp, dim=-1)
+    logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False)
+    logits = logits.float() / temperature
+    log_z = torch.logsumexp(logits, dim=-1)
+    log_probs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - log_z
+    entropy = None
+    if with_entropy:
+        entropy = gather_sequence(log_z - (torch.softmax(logits, -1) * logits).sum(-1), sp, 1, length)[:, :-1]
+    return gather_sequence(log_probs, sp, dim=1, original_len=length)[:, :-1], entropy
