@@ -169,7 +169,7 @@ class RayTrainer:
                     f"trainer.max_try_make_batch, or turn algorithm.online_filtering off")
             batch = self.workers.generate(self.next_prompts(step, rounds), spec)
             batch = self.attach_scores(batch, self.score_async(batch), metrics)
-            keep = groups_to_keep(batch["scores"][cfg.algorithm.filter_key], list(batch["uid"]),
+            keep = groups_to_keep(score_column(batch, cfg.algorithm.filter_key), list(batch["uid"]),
                                   cfg.algorithm.filter_low, cfg.algorithm.filter_high)
             seen += len(batch) // spec.n
             kept.append(batch.index(np.flatnonzero(keep)))
@@ -247,6 +247,15 @@ class RayTrainer:
             self.kl_ctrl.value = state["kl_coef"]
         self.step_count = state["step"]
         logger.info("resumed from %s at step %d", path, self.step_count)
+
+
+def score_column(batch: Batch, key: str) -> torch.Tensor:
+    """One entry of every sample's reward dict: [B]."""
+    missing = [i for i, s in enumerate(batch["scores"]) if key not in s]
+    if missing:
+        raise KeyError(f"algorithm.filter_key={key!r} is not in the reward function's output (it returns "
+                       f"{sorted(batch['scores'][missing[0]])}); set filter_key to one of those")
+    return torch.tensor([s[key] for s in batch["scores"]], dtype=torch.float32)
 
 
 def batch_metrics(batch: Batch, max_response_length: int) -> dict[str, float]:
