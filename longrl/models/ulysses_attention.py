@@ -134,6 +134,8 @@ def ulysses_attention(model: torch.nn.Module, sp: SPGroup) -> Iterator[torch.nn.
     """Run the decoder's attention through the Ulysses hook inside the block; restore the previous one after.
 
     Only the text decoder's config is switched (`get_text_config`), so a vision tower keeps its own attention.
+    With gradient checkpointing, backward recomputes attention and must run inside the block too (outside it
+    the recomputation would pick the restored implementation; torch then raises a CheckpointError).
     """
     config = model.config.get_text_config(decoder=True)
     kv_repeat_factor(config.num_attention_heads, config.num_key_value_heads, sp.size)  # fail before any collective

@@ -2,7 +2,8 @@
 
 A real 2-rank gloo world (one spawn for the module) runs sp=2 and the plain Hugging Face sdpa reference on
 every rank; tests compare log-probs (< 1e-5) and gradients of a policy-gradient loss (relative < 1e-4),
-padded, padding-free, with 1 KV head (repeated), and with FSDP2 over the same 2 ranks.
+padded, padding-free, with 1 KV head (repeated), with gradient checkpointing, and with FSDP2 over the same
+2 ranks.
 """
 
 from __future__ import annotations
@@ -127,9 +128,14 @@ def _fsdp(model: torch.nn.Module) -> torch.nn.Module:
     return fully_shard(model, mesh=mesh)
 
 
+def _load(model_dir: str) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+
+
 def _worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     import torch.distributed as dist
-    from transformers import AutoModelForCausalLM
 
     from longrl.parallel.ulysses import init_sp_groups
 
@@ -138,9 +144,7 @@ def _worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     try:
         sp = init_sp_groups(2)
-        load = lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,  # noqa: E731
-                                                            attn_implementation="sdpa")
-        model = load()
+        model = _load(model_dir)
         res: dict[str, object] = {"ref": _reference(model)}
         padded = _sp_padded_via_logits(model, sp)
         res["padded"] = {**padded, "grads": _summed_over_sp(padded["grads"], sp.size)}
@@ -148,13 +152,25 @@ def _worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
         res["packed"] = {**packed, "grads": _summed_over_sp(packed["grads"], sp.size)}
         res["attn_after"] = model.config._attn_implementation
 
+        # gradient checkpointing recomputes attention during backward: backward runs inside the block
+        checkpointed = _load(model_dir)
+        checkpointed.gradient_checkpointing_enable()
+        checkpointed.train()
+        with ulysses_attention(checkpointed, sp):
+            gc = _sp_log_probs(checkpointed, sp, packed=True)
+        res["checkpointed"] = {**gc, "grads": _summed_over_sp(gc["grads"], sp.size)}
+        try:  # outside the block the recomputation would run plain sdpa on the slice: torch refuses it
+            _sp_log_probs(checkpointed, sp, packed=True)
+        except torch.utils.checkpoint.CheckpointError as e:
+            res["checkpoint_error"] = str(e)
+
         kv1 = _one_kv_head_model()
         res["kv1_ref"] = _reference(kv1)
         kv1_sp = _sp_log_probs(kv1, sp, packed=False)
         res["kv1"] = {**kv1_sp, "grads": _summed_over_sp(kv1_sp["grads"], sp.size)}
 
         # FSDP averages gradients over the world, which turns the sum over the SP group into one copy's gradient
-        res["fsdp"] = _sp_log_probs(_fsdp(load()), sp, packed=True)
+        res["fsdp"] = _sp_log_probs(_fsdp(_load(model_dir)), sp, packed=True)
         torch.save(res, Path(out_dir) / f"rank_{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -181,13 +197,13 @@ def _assert_grads_equal(got: dict, ref: dict) -> None:
         assert error < 1e-4, f"{name}: relative gradient error {error:.2e}"
 
 
-@pytest.mark.parametrize("case", ["padded", "packed", "fsdp"])
+@pytest.mark.parametrize("case", ["padded", "packed", "fsdp", "checkpointed"])
 def test_sp2_log_probs_equal_plain_sdpa(ranks, case):
     for res in ranks:
         _assert_log_probs_equal(res[case], res["ref"])
 
 
-@pytest.mark.parametrize("case", ["padded", "packed", "fsdp"])
+@pytest.mark.parametrize("case", ["padded", "packed", "fsdp", "checkpointed"])
 def test_sp2_gradients_equal_plain_sdpa(ranks, case):
     for res in ranks:
         _assert_grads_equal(res[case], res["ref"])
@@ -197,6 +213,12 @@ def test_one_kv_head_is_repeated_over_two_ranks_and_stays_exact(ranks):
     for res in ranks:
         _assert_log_probs_equal(res["kv1"], res["kv1_ref"])
         _assert_grads_equal(res["kv1"], res["kv1_ref"])
+
+
+def test_backward_outside_the_block_with_gradient_checkpointing_fails_loudly(ranks):
+    for res in ranks:
+        # torch compares what the recomputation saves with what the forward saved (count or shapes differ)
+        assert res["checkpoint_error"].startswith("torch.utils.checkpoint:")
 
 
 def test_attention_implementation_is_restored_after_the_sp_forward(ranks):
