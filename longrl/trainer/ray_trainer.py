@@ -90,7 +90,7 @@ class RayTrainer:
         self.tracker = Tracker(cfg.logger, cfg.save_checkpoint_path, cfg.project_name, cfg.experiment_name,
                                to_dict(self.cfg), resume_step=self.step_count)
         if self.val_set is not None and (cfg.val_before_train or cfg.val_only) and self.step_count == 0:
-            self.tracker.log(self.validate(), step=0)
+            self.tracker.log(self.validate(step=0), step=0)
         if cfg.val_only:
             return
         with tqdm(total=self.total_steps, initial=self.step_count, desc="RL steps", dynamic_ncols=True) as bar:
@@ -99,7 +99,7 @@ class RayTrainer:
                 metrics = self.step(self.step_count)
                 last = self.step_count == self.total_steps
                 if self.val_set is not None and cfg.val_freq > 0 and (self.step_count % cfg.val_freq == 0 or last):
-                    metrics.update(self.validate())
+                    metrics.update(self.validate(self.step_count))
                 if cfg.save_freq > 0 and (self.step_count % cfg.save_freq == 0 or last):
                     with _timed(metrics, "save"):
                         self.save()
@@ -184,11 +184,14 @@ class RayTrainer:
         prompts.meta["step"] = step * 1000 + round_
         return prompts
 
+    def decode_responses(self, batch: Batch) -> list[str]:
+        lengths = batch["response_mask"].sum(-1).tolist()
+        return self.tokenizer.batch_decode([r[:n] for r, n in zip(batch["responses"].tolist(), lengths)],
+                                           skip_special_tokens=self.reward_cfg.skip_special_tokens)
+
     def score_async(self, batch: Batch) -> ray.ObjectRef:
         """Start scoring the responses in a Ray task; `attach_scores` collects it."""
-        texts = self.tokenizer.batch_decode([r[:n] for r, n in zip(batch["responses"].tolist(),
-                                                                     batch["response_mask"].sum(-1).tolist())],
-                                            skip_special_tokens=self.reward_cfg.skip_special_tokens)
+        texts = self.decode_responses(batch)
         extra_keys = [k for k in ("problem_type", "problem") if k in batch]
         inputs = [{"response": t, "response_length": int(n), "ground_truth": gt,
                    **{k: batch[k][i] for k in extra_keys}}
@@ -212,18 +215,27 @@ class RayTrainer:
             metrics[f"reward/{key}"] = float(np.mean([s[key] for s in scores]))
         return batch
 
-    def validate(self) -> dict[str, float]:
-        """Greedy (val_override_config) responses on the validation set, scored; val/* metrics."""
+    def validate(self, step: int) -> dict[str, float]:
+        """Responses (val_override_config: greedy by default) on the validation set, scored; val/* metrics.
+        The first trainer.val_generations_to_log samples go to the loggers."""
         cfg = self.cfg
         spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length,
                                         **cfg.worker.rollout.val_override_config)
         scores: list[dict[str, float]] = []
         lengths: list[float] = []
+        samples: list[tuple[str, str, float]] = []
         for prompts in validation_batches(self.val_set, cfg.data.val_batch_size):
             prompts["uid"] = [str(i) for i in range(len(prompts))]
             batch = self.workers.generate(prompts, spec)
-            scores.extend(ray.get(self.score_async(batch)))
+            batch_scores = ray.get(self.score_async(batch))
+            scores.extend(batch_scores)
             lengths.extend(batch["response_mask"].sum(-1).tolist())
+            wanted = cfg.trainer.val_generations_to_log - len(samples)
+            if wanted > 0:
+                texts = self.decode_responses(batch)
+                samples += [(p, r, s["overall"]) for p, r, s in zip(batch["prompt_text"], texts, batch_scores)][:wanted]
+        if samples:
+            self.tracker.log_generations(samples, step)
         out = {f"val/{key}": float(np.mean([s[key] for s in scores])) for key in scores[0]}
         out["val/response_length"] = float(np.mean(lengths))
         return out

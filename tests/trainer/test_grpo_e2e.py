@@ -21,7 +21,8 @@ def run_example(tiny_qwen2: Path, math_data: dict, out: Path, *overrides: str) -
     env = {**os.environ, "MODEL_PATH": str(tiny_qwen2), "DATA_DIR": str(math_data["train"].parent),
            "PYTHON": sys.executable, "RAY_DEDUP_LOGS": "1"}
     cmd = ["bash", "examples/cpu/qwen2_math_grpo.sh", f"trainer.save_checkpoint_path={out}", "trainer.save_freq=1",
-           "trainer.save_limit=2", "trainer.worker_timeout_s=300", *overrides]
+           "trainer.save_limit=2", "trainer.worker_timeout_s=300", "trainer.val_freq=5",
+           "trainer.val_generations_to_log=2", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
@@ -47,6 +48,10 @@ def test_three_steps_write_metrics_and_checkpoints(resumed_run):
     required = {"step", "reward/overall", "response_length/mean", "actor/pg_loss", "actor/kl_loss",
                 "actor/grad_norm", "actor/entropy", "actor/lr", "timing_s/gen", "timing_s/update", "timing_s/step"}
     assert all(required <= set(line) for line in steps)
+    # validation runs on the last step; two of its generations are logged
+    assert {"val/overall", "val/accuracy", "val/response_length"} <= set(steps[-1])
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["step"] for g in generations][:2] == [3, 3] and "What is" in generations[0]["prompt"]
 
 
 def test_second_run_resumes_at_step_four_and_keeps_save_limit(resumed_run):
