@@ -1,0 +1,1 @@
+"""Evaluation helpers: answer extraction and grading (the CLI is eval/eval.py)."""
