@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from longrl.config import ConfigError
+from longrl.parallel.packing import pack_sequences, unpack_to_padded
 from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_all_seq_to_heads, gather_sequence,
                                      shard_sequence)
 
@@ -207,3 +208,36 @@ def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position
     if with_entropy:
         entropy = gather_sequence(log_z - (torch.softmax(logits, -1) * logits).sum(-1), sp, 1, length)[:, :-1]
     return gather_sequence(log_probs, sp, dim=1, original_len=length)[:, :-1], entropy
+
+
+def sp_response_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor], prompt_lens: torch.Tensor,
+                          width: int, sp: SPGroup, temperature: float = 1.0, padding_free: bool = False,
+                          with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The actor's drop-in: log-probs (and entropies) of the `width` response tokens of each row, [B, R] each.
+
+    `inputs` are right-padded `input_ids`/`attention_mask` [B, L] and `position_ids` ([B, L] or [3, B, L]) as
+    an adapter's `forward_inputs` builds them; response token j of row b sits at prompt_lens[b] + j. With
+    `padding_free` the rows are packed without their padding first. Columns past a row's end hold junk, as
+    with the actor's clamped gather: mask them with `response_mask`.
+    """
+    unsupported = sorted(set(inputs) - {"input_ids", "attention_mask", "position_ids"})
+    if unsupported:
+        raise ValueError(f"Ulysses sequence parallelism takes text inputs only; got {unsupported} too "
+                         "(vision-language inputs need the VL adapter's sharded embeddings)")
+    ids, mask, positions = inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]
+    if padding_free:
+        lengths = mask.sum(-1).tolist()
+        packed = pack_sequences([row[:n] for row, n in zip(ids, lengths)],
+                                [positions[..., b, :n] for b, n in enumerate(lengths)], ids.device)
+        log_probs, entropy = sp_token_log_probs(model, packed.input_ids, packed.position_ids, packed.cu_seqlens,
+                                                sp, temperature, with_entropy)
+        # [1, T-1] -> [1, T] so that row b's column t is the value predicting its token t+1, then per row
+        per_row = [unpack_to_padded(F.pad(t, (0, 1)), packed.cu_seqlens) if t is not None else None
+                   for t in (log_probs, entropy)]
+    else:
+        log_probs, entropy = sp_token_log_probs(model, ids, positions, mask, sp, temperature, with_entropy)
+        per_row = [F.pad(t, (0, 1)) if t is not None else None for t in (log_probs, entropy)]
+    # the token at position t is predicted at t-1
+    index = prompt_lens.to(ids.device)[:, None] - 1 + torch.arange(width, device=ids.device)
+    picked = [torch.gather(t, 1, index.clamp(max=t.shape[1] - 1)) if t is not None else None for t in per_row]
+    return picked[0], picked[1]

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from longrl.config import ConfigError
-from longrl.models.ulysses_attention import (kv_repeat_factor, sp_forward_logits, sp_token_log_probs,
-                                             ulysses_attention, ulysses_attention_forward)
+from longrl.models.ulysses_attention import (kv_repeat_factor, sp_forward_logits, sp_response_log_probs,
+                                             sp_token_log_probs, ulysses_attention, ulysses_attention_forward)
 from longrl.parallel.packing import pack_sequences
 from longrl.parallel.ulysses import SPGroup
 
@@ -109,6 +109,32 @@ def _sp_log_probs(model, sp, packed: bool) -> dict[str, object]:
     return {"log_probs": [lp.detach() for lp in per_seq], "grads": _grads(model)}
 
 
+PROMPT_LENS = [3, 5]  # responses of 8-3 = 5 and 13-5 = 8 tokens
+TEMPERATURE = 0.7
+
+
+def _response_case(model, sp, mode: str) -> dict[str, object]:
+    """Response log-probs and entropies [B, R=8] as the actor uses them, and the gradient of a loss on them."""
+    ids, mask, pos = _padded()
+    width = max(len(s) - p for s, p in zip(SEQS, PROMPT_LENS))
+    if mode == "ref":
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float() / TEMPERATURE
+        index = torch.tensor(PROMPT_LENS)[:, None] - 1 + torch.arange(width)
+        picked = torch.gather(logits, 1, index.clamp(max=ids.shape[1] - 1)[..., None].expand(-1, -1, logits.shape[-1]))
+        logp = torch.log_softmax(picked, -1)
+        log_probs = torch.gather(logp, -1, torch.gather(ids, 1, (index + 1).clamp(max=ids.shape[1] - 1))[..., None])
+        log_probs, entropy = log_probs.squeeze(-1), -(logp.exp() * logp).sum(-1)
+    else:
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        log_probs, entropy = sp_response_log_probs(model, inputs, torch.tensor(PROMPT_LENS), width, sp, TEMPERATURE,
+                                                   padding_free=mode == "packed", with_entropy=True)
+    valid = [len(s) - p for s, p in zip(SEQS, PROMPT_LENS)]
+    per_seq = [log_probs[b, :n] for b, n in enumerate(valid)]
+    (_loss(per_seq) + 0.1 * sum(entropy[b, :n].sum() for b, n in enumerate(valid))).backward()
+    return {"log_probs": [lp.detach() for lp in per_seq], "entropy": [entropy[b, :n].detach() for b, n in
+                                                                      enumerate(valid)], "grads": _grads(model)}
+
+
 def _one_kv_head_model() -> torch.nn.Module:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -151,6 +177,10 @@ def _worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
         packed = _sp_log_probs(model, sp, packed=True)
         res["packed"] = {**packed, "grads": _summed_over_sp(packed["grads"], sp.size)}
         res["attn_after"] = model.config._attn_implementation
+        res["response_ref"] = _response_case(model, sp, "ref")
+        for mode in ("padded", "packed"):
+            case = _response_case(model, sp, mode)
+            res[f"response_{mode}"] = {**case, "grads": _summed_over_sp(case["grads"], sp.size)}
 
         # gradient checkpointing recomputes attention during backward: backward runs inside the block
         checkpointed = _load(model_dir)
@@ -207,6 +237,16 @@ def test_sp2_log_probs_equal_plain_sdpa(ranks, case):
 def test_sp2_gradients_equal_plain_sdpa(ranks, case):
     for res in ranks:
         _assert_grads_equal(res[case], res["ref"])
+
+
+@pytest.mark.parametrize("mode", ["padded", "packed"])
+def test_sp2_response_log_probs_entropies_and_gradients_equal_the_actors_plain_path(ranks, mode):
+    for res in ranks:
+        got, ref = res[f"response_{mode}"], res["response_ref"]
+        _assert_log_probs_equal(got, ref)
+        for ent, ent_ref in zip(got["entropy"], ref["entropy"], strict=True):
+            torch.testing.assert_close(ent, ent_ref, atol=1e-5, rtol=0)
+        _assert_grads_equal(got, ref)
 
 
 def test_one_kv_head_is_repeated_over_two_ranks_and_stays_exact(ranks):
@@ -315,6 +355,13 @@ def test_left_padded_mask_is_refused(model):
     left = torch.tensor([[0, 1, 1], [1, 1, 1]])
     with pytest.raises(ValueError, match="must be right-padded"):
         sp_forward_logits(model, ids[:, :3], pos[:, :3], left, SPGroup(0, 1, None))
+
+
+def test_response_log_probs_refuse_media_inputs(model):
+    ids, mask, pos = _padded()
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "pixel_values_videos": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"text inputs only; got \['pixel_values_videos'\]"):
+        sp_response_log_probs(model, inputs, torch.tensor(PROMPT_LENS), 8, SPGroup(0, 1, None))
 
 
 def test_cu_seqlens_that_do_not_cover_the_row_are_refused(model):
