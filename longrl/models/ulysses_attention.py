@@ -98,6 +98,10 @@ def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _has_flash_attn():
         return _flash(q, k, v, scaling, dropout, bounds, max_seqlen)
     gqa = q.shape[1] != k.shape[1]
+    if gqa and q.is_cuda:
+        # CUDA's memory-efficient sdpa kernel has no GQA; with enable_gqa torch would pick the O(L^2) math kernel
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+        gqa = False
     if bounds is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
                                               enable_gqa=gqa)
