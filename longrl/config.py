@@ -68,6 +68,8 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
+    strict_videos: bool = False
+    """A missing, empty or corrupt video is an error; false skips its prompt (logged, counted in video/skipped)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +266,8 @@ class RolloutConfig:
     """vLLM concurrent sequences."""
     limit_images: int = 0
     """Images per prompt (0 = text or video only)."""
+    limit_videos: int = 1
+    """Videos per prompt the engine accepts (vision-language models)."""
     num_video_frames: int = 16
     """Frames sampled per video."""
     cache_video_embeds: bool = True

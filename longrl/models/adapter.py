@@ -14,12 +14,21 @@ import torch
 
 from longrl.algorithms.registry import Registry
 from longrl.parallel.device import device_type
+from longrl.protocol import Batch
+
+
+def sequences_of(batch: Batch) -> list[list[int]]:
+    """prompt ids + the valid response ids of each sample."""
+    lengths = batch["response_mask"].sum(-1).tolist()
+    return [list(p) + r[:n] for p, r, n in zip(batch["prompt_ids"], batch["responses"].tolist(), lengths)]
 
 
 class TextAdapter:
     """Causal language models (Qwen2, Qwen2.5, Llama, ...): token ids in, logits out."""
 
     auto_class = "AutoModelForCausalLM"
+    fsdp_forward_methods: tuple[str, ...] = ()
+    """Methods besides `forward` that run the root module's parameters (FSDP must gather them)."""
 
     def load(self, path: str | Path, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
         import transformers
@@ -44,6 +53,16 @@ class TextAdapter:
         positions = torch.arange(width).expand(len(sequences), width)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
 
+    def model_inputs(self, model: torch.nn.Module, batch: Batch, pad_id: int,
+                     device: torch.device) -> tuple[dict[str, object], torch.Tensor]:
+        """Forward inputs for the prompt+response rows of `batch`, and each row's prompt length in them ([b])."""
+        lengths = torch.tensor([len(p) for p in batch["prompt_ids"]])
+        return self.forward_inputs(sequences_of(batch), pad_id, device), lengths
+
+    def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The vision encoder (None for text models)."""
+        return None
+
 
 def _has_flash_attn() -> bool:
     try:
@@ -61,3 +80,7 @@ ADAPTERS.register("llama")(TextAdapter)
 def adapter_for(model_type: str) -> TextAdapter:
     """The adapter instance for a Hugging Face `model_type`."""
     return ADAPTERS[model_type]()
+
+
+# Vision-language adapters live in their own modules and register themselves on import.
+import longrl.models.qwen2_5_vl  # noqa: E402,F401

@@ -18,20 +18,18 @@ from longrl.protocol import Batch
 from longrl.workers.update import minibatch_updates
 
 
-def sequences_of(batch: Batch) -> list[list[int]]:
-    """prompt ids + the valid response ids of each sample."""
-    lengths = batch["response_mask"].sum(-1).tolist()
-    return [list(p) + r[:n] for p, r, n in zip(batch["prompt_ids"], batch["responses"].tolist(), lengths)]
-
-
 def response_logits(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
                     temperature: float) -> torch.Tensor:
-    """Logits that predict each response token, divided by the sampling temperature: [B, R, V]."""
+    """Logits that predict each response token, divided by the sampling temperature: [B, R, V].
+
+    The adapter builds the inputs (media included, e.g. a `video_inputs` column) and says where
+    each prompt ends once its media placeholders are expanded.
+    """
     device = next(model.parameters()).device
-    inputs = adapter.forward_inputs(sequences_of(batch), pad_id, device)
+    inputs, prompt_lens = adapter.model_inputs(model, batch, pad_id, device)
     logits = model(**inputs, use_cache=False).logits  # [B, L, V]
     width = batch["responses"].shape[1]
-    prompt_lens = torch.tensor([len(p) for p in batch["prompt_ids"]], device=device)
+    prompt_lens = prompt_lens.to(device)
     # the token at position t is predicted by the logits at t-1
     index = (prompt_lens[:, None] - 1 + torch.arange(width, device=device)).clamp(max=logits.shape[1] - 1)
     picked = torch.gather(logits, 1, index[..., None].expand(-1, -1, logits.shape[-1]))

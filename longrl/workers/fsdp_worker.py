@@ -15,18 +15,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import CRITIC_ESTIMATORS
 from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
+from longrl.models.qwen2_5_vl import VIDEO_INPUTS
+from longrl.models.vision_cache import Purpose, max_over_ranks, media_mode, vision_cache_for
 from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
 from longrl.workers.critic import Critic, load_value_model
-from longrl.workers.rollout import SamplingSpec, rollout_engine
+from longrl.workers.rollout import Sample, SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,16 @@ def shard(model: torch.nn.Module, adapter: TextAdapter, cfg: Config, trainable: 
         model.gradient_checkpointing_enable()
     if not trainable:
         model.requires_grad_(False).eval()
+    tower = adapter.vision_tower(model)
+    if trainable and tower is not None and cfg.worker.actor.model.freeze_vision_tower:
+        tower.requires_grad_(False)
     mesh = init_device_mesh(device_type(), (dist.get_world_size(),))
     reshard = cfg.worker.actor.fsdp.enable_full_shard
     for layer in adapter.decoder_layers(model):
         fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+    for method in adapter.fsdp_forward_methods:  # e.g. the vision tower, called on its own to fill the VisionCache
+        register_fsdp_forward_method(model, method)
     return model
 
 
@@ -91,6 +98,10 @@ class HybridWorker:
             self.critic = Critic(value_model, self.adapter, cfg.worker.critic, cfg.worker.actor.loss_avg_mode,
                                  self.pad_id, dp, critic_updates)
         max_len = cfg.data.max_prompt_length + cfg.data.max_response_length
+        self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
+        if self.vision is not None and cfg.worker.rollout.name != "vllm":
+            raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take videos; "
+                             f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
         self.rollout = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
         self.rollout_is_stale = False  # the engine loaded the same checkpoint from disk
         return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
@@ -104,7 +115,17 @@ class HybridWorker:
             self.rollout.load_weights(full_tensors(self.actor.model))
             self.rollout_is_stale = False
         seed = zlib.crc32(f"{self.cfg.worker.rollout.seed}/{prompts.meta.get('step', 0)}/{self.rank}".encode())
-        samples = [s for group in self.rollout.generate(list(prompts["prompt_ids"]), spec, seed) for s in group]
+        prompts, videos = self._rollout_videos(prompts)
+        if videos is None:
+            groups = self.rollout.generate(list(prompts["prompt_ids"]), spec, seed)
+        else:  # a prompt whose video is unusable gets n empty responses: no tokens, no loss
+            keep = [i for i, v in enumerate(videos) if v is not None]
+            sampled = iter(self.rollout.generate([prompts["prompt_ids"][i] for i in keep], spec, seed,
+                                                 media=[videos[i] for i in keep]) if keep else [])
+            groups = [next(sampled) if v is not None else [Sample([], [])] * spec.n for v in videos]
+            if "step" not in prompts.meta:  # validation: no later pass of this step reuses these videos
+                self.vision.clear()
+        samples = [s for group in groups for s in group]
         width = max(1, max(len(s.token_ids) for s in samples))
         responses = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(samples), width), dtype=torch.long)
@@ -121,12 +142,14 @@ class HybridWorker:
     @verb(Dispatch.SPLIT_BY_DP)
     def log_probs(self, batch: Batch) -> Batch:
         """The current policy's log-probs of the response tokens (`old_log_probs`, [B, R])."""
+        batch = self._with_videos(batch, "log_probs")
         return Batch({"old_log_probs": self.actor.log_probs(batch, self.cfg.worker.rollout.temperature)})
 
     @verb(Dispatch.SPLIT_BY_DP)
     def ref_log_probs(self, batch: Batch) -> Batch:
         """The reference model's log-probs of the response tokens (`ref_log_probs`, [B, R])."""
         assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
+        batch = self._with_videos(batch, "log_probs", tower="ref")
         return Batch({"ref_log_probs": response_log_probs(
             self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
             self.cfg.worker.actor.micro_batch_size_per_device_for_experience)})
@@ -135,8 +158,10 @@ class HybridWorker:
     @verb(Dispatch.SPLIT_BY_DP)
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """One RL update of the policy on this rank's part of the batch; returns actor/* metrics."""
-        metrics = self.actor.update(batch, self.cfg.worker.rollout.temperature)
+        metrics = self.actor.update(self._with_videos(batch, "update"), self.cfg.worker.rollout.temperature)
         self.rollout_is_stale = True
+        if self.vision is not None:  # the step is over (and a trained tower made its embeddings stale)
+            self.vision.clear()
         return metrics
 
     @verb(Dispatch.SPLIT_BY_DP)
@@ -174,11 +199,64 @@ class HybridWorker:
         for name, role in self._trained_roles().items():
             load_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
         self.rollout_is_stale = True
+        if self.vision is not None:
+            self.vision.clear()
 
     @verb(Dispatch.ALL)
     def full_weights(self) -> dict[str, torch.Tensor]:
         """The actor's unsharded weights (collective; small models, tests and exports)."""
         return {name: t.cpu() for name, t in full_tensors(self.actor.model)}
+
+    # ---- videos (VisionCache) ---------------------------------------------------------------
+    @verb(Dispatch.ALL)
+    def video_stats(self) -> dict[str, float]:
+        """This rank's video/* counters since the last call (decoded, skipped, encoded, embed_hits, *_s)."""
+        return self.vision.take_stats() if self.vision is not None else {}
+
+    def _video_rows(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> list:
+        """Per row, its videos as `purpose` needs them (None: unusable), encoded once per step and tower."""
+        frozen = self.cfg.worker.actor.model.freeze_vision_tower
+        model = self.ref if tower == "ref" else self.actor.model
+        return self.vision.row_inputs(
+            batch["videos"], media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
+            "actor" if frozen else tower,  # a frozen tower is the same in the actor and the reference
+            lambda video: self.adapter.encode_video(model, video), max_over_ranks)
+
+    def _with_videos(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> Batch:
+        """`batch` plus the VIDEO_INPUTS column for a log-prob or update pass (unchanged for text)."""
+        if self.vision is None or "videos" not in batch:
+            return batch
+        rows = self._video_rows(batch, purpose, tower)
+        bad = [paths for paths, row in zip(batch["videos"], rows) if row is None]
+        if bad:
+            raise RuntimeError(f"videos {bad[0]} became unreadable after generation (they were read then)")
+        return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+
+    def _rollout_videos(self, prompts: Batch) -> tuple[Batch, list | None]:
+        """The prompts, and per prompt its videos for the engine (None: skipped). A skipped prompt
+        (unusable video, or too long once its video tokens are counted) loses its video parts, so
+        later passes see a text row, and is flagged in `video_skipped`."""
+        if self.vision is None or "videos" not in prompts:
+            return prompts, None
+        rows = self._video_rows(prompts, "rollout")
+        limit = self.cfg.data.max_prompt_length
+        for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
+            length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
+            if length > limit:
+                message = (f"the prompt with videos {prompts['videos'][i]} has {length} tokens with its video "
+                           f"tokens, more than data.max_prompt_length={limit}")
+                if not self.cfg.data.filter_overlong_prompts:
+                    raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
+                                     f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such prompts")
+                logger.warning("skipping: %s", message)
+                rows[i] = None
+        skipped = [row is None for row in rows]
+        prompts = prompts.index(range(len(prompts)))  # a copy: the caller's batch stays as it was
+        prompts["prompt_ids"] = [self.adapter.strip_media(self.hf_config, ids) if skip else ids
+                                 for ids, skip in zip(prompts["prompt_ids"], skipped)]
+        prompts["videos"] = [[] if skip else paths for paths, skip in zip(prompts["videos"], skipped)]
+        prompts["video_skipped"] = torch.tensor(skipped)
+        return prompts, rows
 
 
 def _node_id() -> str:

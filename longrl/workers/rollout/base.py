@@ -44,7 +44,11 @@ class RolloutEngine(Protocol):
         """Replace the engine's weights (full, unsharded tensors, Hugging Face names)."""
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int) -> list[list[Sample]]:
-        """`spec.n` samples per prompt, reproducible for a given seed."""
+        """`spec.n` samples per prompt, reproducible for a given seed.
+
+        Engines that take videos (vLLM) accept `media=`: per prompt, its VideoInputs
+        (longrl.models.vision_cache) in placeholder order, as embeddings or frames.
+        """
 
 
 ROLLOUT_ENGINES: Registry = Registry("worker.rollout.name")

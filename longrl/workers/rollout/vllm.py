@@ -10,12 +10,16 @@ on large batches.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 
 from longrl.config import RolloutConfig
+from longrl.data.video import video_metadata
+from longrl.models.vision_cache import VideoInput
 from longrl.parallel.device import device_type, vllm_dtype
 from longrl.workers.rollout.base import Sample, SamplingSpec
 
@@ -29,6 +33,11 @@ class VLLMRollout:
         kwargs = {}
         if device_type() == "cuda":
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
+        if _is_vision_language(model_path):
+            # Videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as frames.
+            kwargs.update(enable_mm_embeds=True, limit_mm_per_prompt={"image": cfg.limit_images,
+                                                                      "video": cfg.limit_videos})
+            _load_video_plugin()
         with torch.random.fork_rng():
             self.llm = LLM(model=model_path, dtype=vllm_dtype(cfg.dtype), max_model_len=max_model_len,
                            enforce_eager=cfg.enforce_eager, seed=cfg.seed, tensor_parallel_size=cfg.tensor_parallel_size,
@@ -42,15 +51,61 @@ class VLLMRollout:
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
 
-    def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int) -> list[list[Sample]]:
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int,
+                 media: Sequence[Sequence[VideoInput]] | None = None) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
                                 max_tokens=spec.max_tokens, ignore_eos=spec.ignore_eos, logprobs=0)
+        media = media if media is not None else [()] * len(prompts)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+            outputs = self.llm.generate([_request(p, v) for p, v in zip(prompts, media)], params, use_tqdm=False)
+        for prompt, videos, out in zip(prompts, media, outputs):
+            _check_expansion(prompt, videos, out.prompt_token_ids)
         return [[Sample(list(c.token_ids), _chosen_log_probs(c)) for c in out.outputs] for out in outputs]
+
+
+def _is_vision_language(model_path: str) -> bool:
+    config = Path(model_path) / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text())
+
+
+def _load_video_plugin() -> None:
+    """Our torchvision-free video processor, also for the subprocesses vLLM starts (no-op with torchvision)."""
+    from longrl.vllm_plugin import register
+    from longrl.vllm_plugin.discovery import ensure_discoverable
+
+    ensure_discoverable()
+    register()
+
+
+def _request(prompt: list[int], videos: Sequence[VideoInput]) -> dict:
+    """A vLLM prompt: token ids with one placeholder per video, which vLLM expands.
+
+    Cached embeddings go in as `video_embeds` (with grid and timing, which fix the M-RoPE
+    positions); otherwise the frames, already resized to the grid so vLLM's resize keeps them.
+    """
+    if not videos:
+        return {"prompt_token_ids": prompt}
+    items: list[object] = []
+    for v in videos:
+        if v.embeds is not None:
+            items.append({"video_embeds": v.embeds, "video_grid_thw": torch.tensor([v.grid_thw]),
+                          "second_per_grid_ts": torch.tensor([v.second_per_grid_ts], dtype=torch.float32)})
+        else:
+            items.append((v.frames.frames, video_metadata(v.frames)))
+    return {"prompt_token_ids": prompt, "multi_modal_data": {"video": items[0] if len(items) == 1 else items}}
+
+
+def _check_expansion(prompt: list[int], videos: Sequence[VideoInput], expanded: list[int]) -> None:
+    """vLLM must expand each video to the token count the trainer uses, or their log-probs differ."""
+    expected = len(prompt) + sum(v.num_tokens - 1 for v in videos)
+    if len(expanded) != expected:
+        raise RuntimeError(
+            f"vLLM expanded the prompt with video(s) {[v.path for v in videos]} to {len(expanded)} tokens, the "
+            f"trainer to {expected}: its video processor resized the frames differently. Make data.min_pixels/"
+            f"data.max_pixels lie within the model's video_preprocessor_config.json size bounds")
 
 
 def _chosen_log_probs(completion) -> list[float]:

@@ -1,0 +1,239 @@
+"""VisionCache (MR-SP stage 1): each unique video of a step is decoded once and encoded once.
+
+RL on long videos is dominated by the vision tower when every pass re-encodes every frame:
+n rollout samples, old log-probs, reference log-probs and the update each see the same video
+(Long-RL, https://arxiv.org/abs/2507.07966, section 4). A worker keeps, for the prompts of its
+own rank, the preprocessed video (pixels, grid, timing) and the tower's output embeddings, and
+hands every pass what it needs (`media_mode`):
+
+  purpose     cache on (worker.rollout.cache_video_embeds)        cache off
+  rollout     embeddings -> vLLM (enable_mm_embeds)               frames -> vLLM encodes
+  log_probs   embeddings (the ref tower's own when it trains)     pixels, encoded per row
+  update      embeddings if the tower is frozen, else pixels      pixels, encoded per row
+
+Entries live for one RL step: the worker clears the cache after the update (the tower may have
+changed, and the next step brings other videos). Embeddings are kept on the CPU: vLLM takes
+them from there, and a long video's embeddings would crowd the GPU between passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from longrl.config import Config
+from longrl.data.video import CLIP_MEAN, CLIP_STD, VideoFrames, load_video_or_none, preprocess_video
+from longrl.parallel.device import device
+
+logger = logging.getLogger(__name__)
+
+Purpose = Literal["rollout", "log_probs", "update"]
+Mode = Literal["embeds", "pixels", "frames"]
+DUMMY_PATH = "<padding video>"
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+    """How videos become model inputs: frame count, resize bounds, patching, normalisation, disk cache."""
+
+    num_frames: int
+    min_pixels: int
+    max_pixels: int
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    image_mean: tuple[float, ...] = CLIP_MEAN
+    image_std: tuple[float, ...] = CLIP_STD
+    cache_dir: str | None = None
+    strict: bool = False
+
+    @staticmethod
+    def for_model(model_path: str | Path, vision_config: object, num_frames: int, min_pixels: int, max_pixels: int,
+                  cache_dir: str | None = None, strict: bool = False) -> VideoSettings:
+        """Patch sizes from the model's vision config, mean/std from its video_preprocessor_config.json."""
+        mean, std = CLIP_MEAN, CLIP_STD
+        file = Path(model_path) / "video_preprocessor_config.json"
+        if file.is_file():
+            processor = json.loads(file.read_text())
+            mean = tuple(processor.get("image_mean", mean))
+            std = tuple(processor.get("image_std", std))
+        return VideoSettings(num_frames, min_pixels, max_pixels, vision_config.patch_size,
+                             vision_config.spatial_merge_size, vision_config.temporal_patch_size, mean, std,
+                             cache_dir, strict)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VideoInput:
+    """One video ready for a model: grid (in patches), timing, and pixels, frames and/or embeddings.
+
+    grid_thw: (t, h, w) patches; num_tokens = t*h*w / merge^2 language-model tokens;
+    pixel_values: float32 [t*h*w, 3*tps*P*P]; embeds: [num_tokens, hidden] (tower output);
+    frames: the sampled frames resized to the grid, for an engine that encodes itself.
+    """
+
+    path: str
+    grid_thw: tuple[int, int, int]
+    second_per_grid_ts: float
+    num_tokens: int
+    pixel_values: torch.Tensor | None = None
+    embeds: torch.Tensor | None = None
+    frames: VideoFrames | None = None
+
+
+def media_mode(purpose: Purpose, cache_embeds: bool, tower_trainable: bool) -> Mode:
+    """What a pass gets for each video (see the table in the module docstring)."""
+    if not cache_embeds:
+        return "frames" if purpose == "rollout" else "pixels"
+    if purpose == "update" and tower_trainable:
+        return "pixels"  # the update needs the tower's gradients
+    return "embeds"
+
+
+def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
+    """The worker's VisionCache for a vision-language model (None for a text model)."""
+    vision = getattr(hf_config, "vision_config", None)
+    if vision is None:
+        return None
+    rollout = cfg.worker.rollout
+    settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, vision, rollout.num_video_frames,
+                                       cfg.data.min_pixels, cfg.data.max_pixels, cfg.data.cache_dir,
+                                       cfg.data.strict_videos)
+    return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds)
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest `value` over all ranks (a collective; `value` itself outside a process group)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], device=device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _resized_frames(video: VideoFrames, height: int, width: int) -> VideoFrames:
+    """The frames resized (PIL bicubic, as preprocessing does) so an engine's own resize is a no-op."""
+    from PIL import Image
+
+    if video.frames.shape[1:3] == (height, width):
+        return video
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in video.frames])
+    return dataclasses.replace(video, frames=frames)
+
+
+class VisionCache:
+    """Preprocessed videos and tower embeddings of one worker, for one RL step.
+
+    `keep_frames`: also keep the sampled frames (the rollout engine encodes them when the
+    embedding cache is off).
+    """
+
+    def __init__(self, settings: VideoSettings, cache_embeds: bool = True, keep_frames: bool = False):
+        self.settings, self.cache_embeds, self.keep_frames = settings, cache_embeds, keep_frames
+        self._videos: dict[str, VideoInput | None] = {}  # path -> preprocessed video (None: unusable)
+        self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, path) -> embeddings on the CPU
+        self._stats: Counter = Counter()
+
+    # ---- videos -----------------------------------------------------------------------------
+    def video(self, path: str) -> VideoInput | None:
+        """The decoded, preprocessed video (memoized); None, logged and counted once, if it is unusable."""
+        if path in self._videos:
+            return self._videos[path]
+        s = self.settings
+        start = time.perf_counter()
+        frames = load_video_or_none(path, s.num_frames, cache_dir=s.cache_dir, strict=s.strict,
+                                    frame_factor=s.temporal_patch_size)
+        if frames is None:
+            self._stats["skipped"] += 1
+            self._videos[path] = None
+            return None
+        inputs = preprocess_video(frames, s.min_pixels, s.max_pixels, s.patch_size, s.merge_size,
+                                  s.temporal_patch_size, s.image_mean, s.image_std)
+        grid = tuple(int(x) for x in inputs["video_grid_thw"][0])
+        video = VideoInput(path, grid, float(inputs["second_per_grid_ts"][0]),
+                           grid[0] * grid[1] * grid[2] // s.merge_size ** 2, inputs["pixel_values_videos"],
+                           frames=_resized_frames(frames, grid[1] * s.patch_size, grid[2] * s.patch_size)
+                           if self.keep_frames else None)
+        self._stats["decoded"] += 1
+        self._stats["decode_s"] += time.perf_counter() - start
+        self._videos[path] = video
+        return video
+
+    def dummy_video(self) -> VideoInput:
+        """The smallest valid video (one merged token): encoded by ranks with fewer videos, so that every
+        rank makes the same number of (collective) tower calls."""
+        s = self.settings
+        width = 3 * s.temporal_patch_size * s.patch_size ** 2
+        return VideoInput(DUMMY_PATH, (1, s.merge_size, s.merge_size), 1.0, 1,
+                          torch.zeros(s.merge_size ** 2, width))
+
+    # ---- per-pass inputs --------------------------------------------------------------------
+    def row_inputs(self, rows: Sequence[Sequence[str]], mode: Mode, tower: str = "actor",
+                   encode: Callable[[VideoInput], torch.Tensor] | None = None,
+                   peers_max: Callable[[int], int] | None = None) -> list[list[VideoInput] | None]:
+        """Per row, its videos as `mode` needs them; None for a row with an unusable video.
+
+        In "embeds" mode each video not yet encoded by `tower` is encoded once with `encode`
+        ([num_tokens, hidden]). `peers_max(k)` returns the largest k over all ranks: a rank with
+        fewer videos to encode encodes a dummy video instead, because with FSDP every tower call
+        is a collective that all ranks must make.
+        """
+        videos = [[self.video(p) for p in paths] for paths in rows]
+        usable = [None if any(v is None for v in vs) else vs for vs in videos]
+        if mode == "embeds":
+            self._encode_missing([v for vs in usable if vs for v in vs], tower, encode, peers_max)
+        return [None if vs is None else [self._as(v, mode, tower) for v in vs] for vs in usable]
+
+    def _encode_missing(self, videos: list[VideoInput], tower: str,
+                        encode: Callable[[VideoInput], torch.Tensor] | None,
+                        peers_max: Callable[[int], int] | None) -> None:
+        missing = list({v.path: v for v in videos if (tower, v.path) not in self._embeds}.values())
+        calls = peers_max(len(missing)) if peers_max is not None else len(missing)
+        if calls and encode is None:
+            raise AssertionError("row_inputs(mode='embeds') needs an encode function")
+        self._stats["embed_hits"] += len(videos) - len(missing)
+        start = time.perf_counter()
+        for video in missing:
+            embeds = encode(video).detach().to("cpu")
+            if embeds.shape[0] != video.num_tokens:
+                raise AssertionError(f"{video.path}: tower gave {embeds.shape[0]} embeddings for {video.num_tokens} tokens")
+            self._embeds[(tower, video.path)] = embeds
+        for _ in range(calls - len(missing)):
+            encode(self.dummy_video())
+        self._stats["encoded"] += len(missing)
+        self._stats["encode_s"] += time.perf_counter() - start
+
+    def _as(self, video: VideoInput, mode: Mode, tower: str) -> VideoInput:
+        if mode == "embeds":
+            return dataclasses.replace(video, embeds=self._embeds[(tower, video.path)], pixel_values=None, frames=None)
+        if mode == "frames":
+            if video.frames is None:
+                raise AssertionError("frames mode needs VisionCache(keep_frames=True)")
+            return dataclasses.replace(video, pixel_values=None)
+        return dataclasses.replace(video, frames=None)
+
+    # ---- lifetime and metrics ---------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget every video and embedding (end of a step, or the weights changed)."""
+        self._videos.clear()
+        self._embeds.clear()
+
+    def __len__(self) -> int:
+        """Embeddings held."""
+        return len(self._embeds)
+
+    def take_stats(self) -> dict[str, float]:
+        """video/* counters since the last call: decoded, skipped, encoded, embed_hits, decode_s, encode_s."""
+        stats = {f"video/{k}": float(v) for k, v in sorted(self._stats.items())}
+        self._stats.clear()
+        return stats
