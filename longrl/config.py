@@ -70,6 +70,8 @@ class DataConfig:
     """Directory for decoded-video caches; None disables the cache."""
     strict_videos: bool = False
     """A missing, empty or corrupt video is an error; false skips its prompt (logged, counted in video/skipped)."""
+    sft_response_template: str = "<think>{{ reasoning }}</think><answer>{{ answer }}</answer>"
+    """CoT-SFT target (longrl.trainer.sft): Jinja over the row's fields; `answer` is the reference without <answer> tags."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,9 +151,9 @@ class FSDPConfig:
     enable_full_shard: bool = True
     """Shard parameters, gradients and optimizer state across the world (FSDP2)."""
     enable_cpu_offload: bool = False
-    """Offload sharded parameters to CPU (GPU runs)."""
+    """GPU runs: keep sharded parameters, gradients and optimizer state in CPU memory (FSDP2 CPUOffloadPolicy)."""
     enable_rank0_init: bool = False
-    """Kept for config compatibility; weights are loaded on every rank and sharded."""
+    """Accepted for EasyR1 compatibility: every rank reads the checkpoint and keeps only its own shard."""
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
     """Parameter dtype while training; None = fp32 for the actor, bf16 for the reference."""
     mp_param_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
@@ -161,9 +163,9 @@ class FSDPConfig:
 @dataclasses.dataclass
 class OffloadConfig:
     offload_params: bool = False
-    """Move parameters to CPU between verbs (GPU runs)."""
+    """GPU runs: parameters live in CPU memory and stream to the GPU per layer (FSDP2 CPUOffloadPolicy)."""
     offload_optimizer: bool = False
-    """Move optimizer state to CPU between updates (GPU runs)."""
+    """GPU runs: optimizer state in CPU memory; FSDP2 offloads it with the parameters (either flag turns both on)."""
 
 
 @dataclasses.dataclass
@@ -198,8 +200,6 @@ class ActorConfig:
     """Pack sequences without pad tokens."""
     ulysses_size: int = 1
     """Ulysses sequence-parallel degree (ranks that split one sequence)."""
-    use_torch_compile: bool = False
-    """torch.compile the log-prob computation."""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     fsdp: FSDPConfig = dataclasses.field(default_factory=FSDPConfig)
