@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import CRITIC_ESTIMATORS
-from longrl.config import Config
+from longrl.config import Config, FSDPConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
@@ -33,14 +33,34 @@ from longrl.workers.rollout import Sample, SamplingSpec, rollout_engine
 logger = logging.getLogger(__name__)
 
 
-def load_sharded(adapter: TextAdapter, path: str, dtype: torch.dtype, cfg: Config, trainable: bool) -> torch.nn.Module:
+def load_sharded(adapter: TextAdapter, path: str, dtype: torch.dtype, cfg: Config, trainable: bool,
+                 fsdp: FSDPConfig | None = None, offload: bool = False) -> torch.nn.Module:
     """Load a Hugging Face model and shard it with FSDP2 over the whole world."""
     model = adapter.load(path, dtype, cfg.worker.actor.model.trust_remote_code).to(device())
-    return shard(model, adapter, cfg, trainable)
+    return shard(model, adapter, cfg, trainable, fsdp, offload)
 
 
-def shard(model: torch.nn.Module, adapter: TextAdapter, cfg: Config, trainable: bool) -> torch.nn.Module:
-    """FSDP2 over the whole world, one unit per decoder layer plus the root."""
+def _offloads(offload: OffloadConfig) -> bool:
+    # FSDP2 offloads parameters, gradients and optimizer state together (the optimizer steps on CPU)
+    return offload.offload_params or offload.offload_optimizer
+
+
+def fsdp_policies(fsdp: FSDPConfig, offload: bool) -> dict[str, object]:
+    """Mixed precision and CPU offload for `fully_shard` (GPU only: on CPU, compute follows the param dtype)."""
+    if device_type() != "cuda":
+        return {}
+    policies: dict[str, object] = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch_dtype(fsdp.mp_param_dtype),
+                                                                     reduce_dtype=torch.float32)}
+    if offload:
+        policies["offload_policy"] = CPUOffloadPolicy()
+    return policies
+
+
+def shard(model: torch.nn.Module, adapter: TextAdapter, cfg: Config, trainable: bool,
+          fsdp: FSDPConfig | None = None, offload: bool = False) -> torch.nn.Module:
+    """FSDP2 over the whole world, one unit per decoder layer plus the root (`fsdp`: the role's section,
+    default worker.actor.fsdp)."""
+    fsdp = fsdp or cfg.worker.actor.fsdp
     if trainable and cfg.worker.actor.model.enable_gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if not trainable:
@@ -49,10 +69,11 @@ def shard(model: torch.nn.Module, adapter: TextAdapter, cfg: Config, trainable: 
     if trainable and tower is not None and cfg.worker.actor.model.freeze_vision_tower:
         tower.requires_grad_(False)
     mesh = init_device_mesh(device_type(), (dist.get_world_size(),))
-    reshard = cfg.worker.actor.fsdp.enable_full_shard
+    kwargs = {"mesh": mesh, "reshard_after_forward": fsdp.enable_full_shard,
+              **fsdp_policies(fsdp, offload or fsdp.enable_cpu_offload)}
     for layer in adapter.decoder_layers(model):
-        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
     for method in adapter.fsdp_forward_methods:  # e.g. the vision tower, called on its own to fill the VisionCache
         register_fsdp_forward_method(model, method)
     return model
@@ -84,16 +105,20 @@ class HybridWorker:
         self.adapter = adapter_for(self.hf_config.model_type)
         dtype = torch_dtype(cfg.worker.actor.fsdp.torch_dtype or "fp32")
         dp = self.world // cfg.worker.actor.ulysses_size
-        self.actor = Actor(load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True), self.adapter,
-                           cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps)
+        actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
+                                   offload=_offloads(cfg.worker.actor.offload))
+        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps)
         self.ref = None
         if not cfg.algorithm.disable_kl:
             ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
-            self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False)
+            self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
+                                    fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.critic = None
         if cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS:
             critic_path = cfg.worker.critic.model.model_path or model_cfg.model_path
-            value_model = shard(load_value_model(critic_path, dtype).to(device()), self.adapter, cfg, trainable=True)
+            critic_dtype = torch_dtype(cfg.worker.critic.fsdp.torch_dtype or "fp32")
+            value_model = shard(load_value_model(critic_path, critic_dtype).to(device()), self.adapter, cfg,
+                                trainable=True, fsdp=cfg.worker.critic.fsdp, offload=_offloads(cfg.worker.critic.offload))
             critic_updates = total_steps * cfg.worker.actor.global_batch_size // cfg.worker.critic.global_batch_size
             self.critic = Critic(value_model, self.adapter, cfg.worker.critic, cfg.worker.actor.loss_avg_mode,
                                  self.pad_id, dp, critic_updates)
