@@ -1,0 +1,222 @@
+"""Qwen2.5-VL adapter: token expansion, vLLM's M-RoPE positions, and log-probs from embeddings or pixels."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from longrl.data.synthetic_video import write_mp4
+from longrl.models.adapter import adapter_for
+from longrl.models.qwen2_5_vl import VIDEO_INPUTS, Qwen2_5_VLAdapter, expand_video_tokens, mrope_positions
+from longrl.models.tiny_vl import build_qwen2_5_vl
+from longrl.models.vision_cache import VideoInput, VideoSettings, VisionCache
+from longrl.protocol import Batch
+from longrl.workers.actor import response_log_probs, response_logits, token_log_probs
+
+V = 99  # a video placeholder id in the hand-written examples
+
+
+def _video(grid: tuple[int, int, int], second_per_grid_ts: float) -> VideoInput:
+    return VideoInput("v.mp4", grid, second_per_grid_ts, grid[0] * grid[1] * grid[2] // 4)
+
+
+# --- pure functions -------------------------------------------------------------------------
+def test_expand_video_tokens_repeats_each_placeholder_by_its_video_token_count():
+    assert expand_video_tokens([1, V, 2, V], V, [3, 2]) == [1, V, V, V, 2, V, V]
+
+
+def test_text_only_positions_count_up_on_all_three_axes():
+    assert mrope_positions([5, 6, 7], V, [], 2, 2).tolist() == [[0, 1, 2]] * 3
+
+
+def test_text_after_a_video_resumes_after_its_largest_position_as_in_vllm():
+    # grid (2, 4, 4) patches, 2x2 merge -> (t, h, w) = (2, 2, 2) tokens; 1.0 s per grid step x 2 tokens/s
+    # -> time index x 2. Two text tokens first, so the video starts at position 2:
+    #   t = 2 + [0,0,0,0,2,2,2,2], h = 2 + [0,0,1,1,0,0,1,1], w = 2 + [0,1,0,1,0,1,0,1]; max = 4 -> text at 5, 6.
+    # (transformers 5.19 would put the text at 2 + max(2, 2) = 4, on top of the last frame's time.)
+    tokens = [10, 11] + [V] * 8 + [12, 13]
+    assert mrope_positions(tokens, V, [_video((2, 4, 4), 1.0)], 2, 2).tolist() == [
+        [0, 1, 2, 2, 2, 2, 4, 4, 4, 4, 5, 6],
+        [0, 1, 2, 2, 3, 3, 2, 2, 3, 3, 5, 6],
+        [0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 5, 6]]
+
+
+def test_video_time_positions_are_truncated_like_vllms_integer_cast():
+    # grid (4, 2, 2) -> 4 tokens of 1x1; 0.25 s per step x 2 tokens/s = 0.5: floor(0, .5, 1, 1.5) = 0, 0, 1, 1
+    assert mrope_positions([V] * 4 + [7], V, [_video((4, 2, 2), 0.25)], 2, 2).tolist() == [
+        [0, 0, 1, 1, 2], [0, 0, 0, 0, 2], [0, 0, 0, 0, 2]]
+
+
+def test_positions_refuse_a_video_with_fewer_tokens_than_its_grid():
+    with pytest.raises(ValueError, match="expected 8 consecutive video tokens"):
+        mrope_positions([1] + [V] * 7 + [2], V, [_video((2, 4, 4), 1.0)], 2, 2)
+
+
+def test_the_adapter_is_registered_for_qwen2_5_vl_and_keeps_the_tower_in_the_root_unit():
+    adapter = adapter_for("qwen2_5_vl")
+    assert isinstance(adapter, Qwen2_5_VLAdapter) and adapter.fsdp_forward_methods == ("get_video_features",)
+
+
+def test_strip_media_removes_the_video_parts_of_a_prompt():
+    cfg = SimpleNamespace(video_token_id=V, vision_start_token_id=97, vision_end_token_id=98)
+    assert Qwen2_5_VLAdapter().strip_media(cfg, [1, 97, V, 98, 2]) == [1, 2]
+
+
+# --- with the tiny model --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    d = tmp_path_factory.mktemp("vl")
+    model_dir = build_qwen2_5_vl(d / "model")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rng = np.random.default_rng(0)
+    # 8 frames at 8 fps: 0.25 s per grid step x 2 tokens/s -> time positions 0, 0, 1, 1 within the 2x2
+    # merged spatial grid; 32 frames at 2 fps (16 s) sampled to 8: 4 s per step -> 0, 8, 16, 24, beyond it
+    for name, frames, fps in (("short", 8, 8.0), ("long", 32, 2.0)):
+        write_mp4(d / f"{name}.mp4", rng.integers(0, 256, (frames, 56, 56, 3), dtype=np.uint8), fps)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "How many shapes?"}]}]
+    prompt = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                 add_special_tokens=False).input_ids
+    cache = VisionCache(VideoSettings.for_model(model_dir, model.config.vision_config, 8, 3136, 50176),
+                        keep_frames=True)
+    return SimpleNamespace(dir=model_dir, model=model, tok=tok, prompt=prompt, cache=cache,
+                           videos={k: str(d / f"{k}.mp4") for k in ("short", "long")})
+
+
+def _rows(tiny, n: int = 3) -> Batch:
+    """n sampled responses (random ids, one cut short) for each of the two videos."""
+    g = torch.Generator().manual_seed(0)
+    responses = torch.randint(0, 300, (2 * n, 6), generator=g)
+    mask = torch.ones_like(responses)
+    mask[1, 4:] = 0
+    return Batch({"responses": responses, "response_mask": mask},
+                 {"prompt_ids": [tiny.prompt] * 2 * n, "videos": [[tiny.videos["short"]]] * n + [[tiny.videos["long"]]] * n})
+
+
+def _with(batch: Batch, tiny, mode: str) -> Batch:
+    adapter = Qwen2_5_VLAdapter()
+    rows = tiny.cache.row_inputs(batch["videos"], mode, "actor", lambda v: adapter.encode_video(tiny.model, v))
+    return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+
+
+def test_model_inputs_expand_each_video_and_report_the_expanded_prompt_length(tiny):
+    batch = _with(_rows(tiny, n=1), tiny, "pixels")
+    inputs, prompt_lens = Qwen2_5_VLAdapter().model_inputs(tiny.model, batch, 0, torch.device("cpu"))
+    # each 8-frame 56x56 video is 16 tokens: the prompt grows by 16 - 1; sequences = prompt + 6 and + 4 tokens
+    assert prompt_lens.tolist() == [len(tiny.prompt) + 15] * 2
+    assert inputs["attention_mask"].sum(-1).tolist() == [len(tiny.prompt) + 15 + 6, len(tiny.prompt) + 15 + 4]
+    assert (inputs["input_ids"] == tiny.model.config.video_token_id).sum().item() == 32
+    assert inputs["position_ids"].shape == (3, 2, len(tiny.prompt) + 21)
+    assert inputs["pixel_values_videos"].shape == (2 * 64, 1176) and inputs["video_grid_thw"].tolist() == [[4, 4, 4]] * 2
+
+
+def test_model_inputs_refuse_a_row_whose_placeholders_and_videos_differ(tiny):
+    batch = _rows(tiny, n=1).union(Batch(objects={VIDEO_INPUTS: [[], []]}))
+    with pytest.raises(ValueError, match="row 0: the prompt has 1 <|video_pad|> placeholders but 0 videos"):
+        Qwen2_5_VLAdapter().model_inputs(tiny.model, batch, 0, torch.device("cpu"))
+
+
+def test_positions_equal_transformers_rope_index_unless_time_outruns_space(tiny):
+    batch = _with(_rows(tiny, n=1), tiny, "pixels")
+    inputs, _ = Qwen2_5_VLAdapter().model_inputs(tiny.model, batch, 0, torch.device("cpu"))
+    ids = inputs["input_ids"]
+    hf, _ = tiny.model.model.get_rope_index(
+        ids, (ids == tiny.model.config.video_token_id).int() * 2, video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"])
+    mask = inputs["attention_mask"].bool()
+    assert torch.equal(hf[:, 0][:, mask[0]], inputs["position_ids"][:, 0][:, mask[0]])  # short video: same
+    assert not torch.equal(hf[:, 1][:, mask[1]], inputs["position_ids"][:, 1][:, mask[1]])  # long: vLLM's differ
+
+
+def test_log_probs_from_cached_embeddings_equal_those_recomputed_from_pixels(tiny):
+    batch = _rows(tiny)
+    adapter = Qwen2_5_VLAdapter()
+    from_pixels = response_log_probs(tiny.model, adapter, _with(batch, tiny, "pixels"), 0, 1.0, 4)
+    from_embeds = response_log_probs(tiny.model, adapter, _with(batch, tiny, "embeds"), 0, 1.0, 4)
+    assert (from_pixels - from_embeds).abs().max() < 1e-4
+    assert from_pixels[1, 4:].abs().sum() == 0 and from_pixels[0].abs().sum() > 0
+
+
+def test_with_a_frozen_tower_embeddings_give_the_update_the_same_gradients_as_pixels(tiny):
+    model, adapter, batch = tiny.model, Qwen2_5_VLAdapter(), _rows(tiny, n=2)
+    model.model.visual.requires_grad_(False)
+    try:
+        grads = []
+        for mode in ("pixels", "embeds"):
+            model.zero_grad(set_to_none=True)
+            rows = _with(batch, tiny, mode)
+            (token_log_probs(response_logits(model, adapter, rows, 0, 1.0), rows["responses"])
+             * rows["response_mask"]).sum().backward()
+            grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    finally:
+        model.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+    assert sorted(grads[0]) == sorted(grads[1]) and not any("visual" in n for n in grads[0])
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_vllm_request_checks_that_vllm_expands_videos_as_the_trainer_does():
+    from longrl.workers.rollout.vllm import _check_expansion
+
+    video = _video((2, 4, 4), 1.0)  # 8 tokens: a 3-token prompt expands to 3 - 1 + 8 = 10
+    _check_expansion([1, V, 2], [video], list(range(10)))
+    with pytest.raises(RuntimeError, match="data.min_pixels"):
+        _check_expansion([1, V, 2], [video], list(range(12)))
+
+
+# --- against vLLM ---------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_trainer_log_probs_equal_vllms_for_sampled_tokens_from_embeddings_and_from_frames(tiny, monkeypatch):
+    """VLLMRollout fed cached embeddings or frames samples tokens whose log-probs the adapter reproduces,
+    including a video whose time span exceeds its spatial span; and vLLM's own M-RoPE code gives our
+    positions on random grids."""
+    from longrl.config import RolloutConfig
+    from longrl.workers.rollout import SamplingSpec
+    from longrl.workers.rollout.vllm import VLLMRollout
+
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # restored after the test
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    rollout = VLLMRollout(str(tiny.dir), RolloutConfig(dtype="fp32", seed=0), max_model_len=512)
+    adapter, spec = Qwen2_5_VLAdapter(), SamplingSpec(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8)
+    paths = [[tiny.videos["short"]], [tiny.videos["long"]]]
+    for mode in ("embeds", "frames"):
+        media = tiny.cache.row_inputs(paths, mode, "actor", lambda v: adapter.encode_video(tiny.model, v))
+        groups = rollout.generate([tiny.prompt] * 2, spec, seed=1, media=media)
+        samples = [s for g in groups for s in g]
+        width = max(len(s.token_ids) for s in samples)
+        responses = torch.zeros((6, width), dtype=torch.long)
+        mask, vllm_lp = torch.zeros_like(responses), torch.zeros((6, width))
+        for i, s in enumerate(samples):
+            responses[i, : len(s.token_ids)], mask[i, : len(s.token_ids)] = torch.tensor(s.token_ids), 1
+            vllm_lp[i, : len(s.token_ids)] = torch.tensor(s.log_probs)
+        batch = Batch({"responses": responses, "response_mask": mask},
+                      {"prompt_ids": [tiny.prompt] * 6, "videos": [paths[0]] * 3 + [paths[1]] * 3})
+        ours = response_log_probs(tiny.model, adapter, _with(batch, tiny, "pixels"), 0, 1.0, 6)
+        assert (ours - vllm_lp)[mask.bool()].abs().max() < 1e-3, mode
+
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration as VllmQwen
+
+    config = SimpleNamespace(vision_config=SimpleNamespace(spatial_merge_size=2, tokens_per_second=2))
+    fake = SimpleNamespace(config=config)
+    fake.iter_mm_grid_thw = lambda features: VllmQwen.iter_mm_grid_thw(fake, features)
+    rand = random.Random(0)
+    for _ in range(50):
+        videos = [_video((rand.randint(1, 6), 2 * rand.randint(1, 4), 2 * rand.randint(1, 4)),
+                         float(np.float32(rand.choice([0.25, 0.5, 1 / 3, 2.0, 0.7])))) for _ in range(rand.randint(1, 3))]
+        tokens, features = [1] * rand.randint(0, 3), []
+        for v in videos:
+            features.append(SimpleNamespace(modality="video", mm_position=SimpleNamespace(offset=len(tokens)), data={
+                "video_grid_thw": SimpleNamespace(data=torch.tensor(v.grid_thw)),
+                "second_per_grid_ts": SimpleNamespace(data=torch.tensor(v.second_per_grid_ts, dtype=torch.float32))}))
+            tokens += [V] * v.num_tokens + [2] * rand.randint(1, 3)
+        expected, _ = VllmQwen.get_mrope_input_positions(fake, tokens, features)
+        assert torch.equal(mrope_positions(tokens, V, videos, 2, 2), expected.long())

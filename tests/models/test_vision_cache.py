@@ -1,0 +1,169 @@
+"""VisionCache: decode and encode each video once per step, what each pass gets, bad videos skipped."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from longrl.config import load_config
+from longrl.data.synthetic_video import write_mp4
+from longrl.data.video import VideoError
+from longrl.models.vision_cache import (DUMMY_PATH, VideoSettings, VisionCache, media_mode, vision_cache_for)
+
+SETTINGS = VideoSettings(num_frames=8, min_pixels=3136, max_pixels=50176)
+
+
+def _write(path, frames: int, height: int = 56, width: int = 56, fps: float = 8.0) -> str:
+    write_mp4(path, np.random.default_rng(frames).integers(0, 256, (frames, height, width, 3), dtype=np.uint8), fps)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("clips")
+    return {"a": _write(d / "a.mp4", 8), "b": _write(d / "b.mp4", 16), "short": _write(d / "short.mp4", 4),
+            "wide": _write(d / "wide.mp4", 8, height=44, width=60)}
+
+
+class Encoder:
+    """A stand-in tower: embeddings [num_tokens, 4] filled with the call number; records the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, video):
+        self.calls.append(video.path)
+        return torch.full((video.num_tokens, 4), float(len(self.calls)))
+
+
+# --- policy ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("purpose, cache, trainable, expected", [
+    ("rollout", True, True, "embeds"), ("log_probs", True, True, "embeds"), ("update", True, False, "embeds"),
+    ("update", True, True, "pixels"),  # a trained tower needs its gradients: recompute from pixels
+    ("rollout", False, False, "frames"), ("log_probs", False, False, "pixels"), ("update", False, False, "pixels"),
+])
+def test_media_mode_follows_the_cache_and_tower_settings(purpose, cache, trainable, expected):
+    assert media_mode(purpose, cache, trainable) == expected
+
+
+# --- encode once ----------------------------------------------------------------------------
+def test_each_unique_video_is_encoded_once_for_all_rows_and_passes(clips):
+    cache, encode = VisionCache(SETTINGS), Encoder()
+    rows = [[clips["a"]]] * 4 + [[clips["b"]]] * 4  # two prompts, n=4 samples each
+    first = cache.row_inputs(rows, "embeds", "actor", encode)
+    again = cache.row_inputs(rows, "embeds", "actor", encode)  # e.g. old log-probs after the rollout
+    assert encode.calls == [clips["a"], clips["b"]]
+    assert all(row[0].embeds is first[0][0].embeds for row in first[:4] + again[:4])  # one tensor, shared
+    assert torch.equal(again[4][0].embeds, torch.full((16, 4), 2.0))  # b was the 2nd call
+    assert all(row[0].pixel_values is None and row[0].frames is None for row in first)
+    stats = cache.take_stats()
+    # 16 rows asked for embeddings, 2 were encoded: 14 hits; 2 videos decoded
+    assert (stats["video/encoded"], stats["video/embed_hits"], stats["video/decoded"]) == (2.0, 14.0, 2.0)
+    assert cache.take_stats() == {}  # counters restart after each read
+
+
+def test_each_tower_keeps_its_own_embeddings(clips):
+    cache, encode = VisionCache(SETTINGS), Encoder()
+    cache.row_inputs([[clips["a"]]], "embeds", "actor", encode)
+    cache.row_inputs([[clips["a"]]], "embeds", "ref", encode)
+    assert encode.calls == [clips["a"], clips["a"]] and len(cache) == 2
+
+
+def test_a_rank_with_fewer_videos_encodes_padding_videos_to_match_its_peers(clips):
+    cache, encode = VisionCache(SETTINGS), Encoder()
+    seen = []
+    cache.row_inputs([[clips["a"]], [clips["a"]]], "embeds", "actor", encode,
+                     peers_max=lambda k: seen.append(k) or 3)
+    assert seen == [1] and encode.calls == [clips["a"], DUMMY_PATH, DUMMY_PATH]
+    dummy = cache.dummy_video()
+    # one merged token: a (1, 2, 2) grid of patches of 3 channels x 2 frames x 14 x 14 = 1176 values
+    assert (dummy.grid_thw, dummy.num_tokens, tuple(dummy.pixel_values.shape)) == ((1, 2, 2), 1, (4, 1176))
+
+
+def test_clear_forgets_videos_and_embeddings(clips):
+    cache, encode = VisionCache(SETTINGS), Encoder()
+    cache.row_inputs([[clips["a"]]], "embeds", "actor", encode)
+    cache.clear()
+    assert len(cache) == 0
+    cache.row_inputs([[clips["a"]]], "embeds", "actor", encode)
+    assert encode.calls == [clips["a"], clips["a"]] and cache.take_stats()["video/decoded"] == 2.0
+
+
+# --- what a video becomes -------------------------------------------------------------------
+def test_a_video_is_sampled_to_num_frames_and_timed_by_its_sampled_fps(clips):
+    cache = VisionCache(SETTINGS)
+    a, b = cache.video(clips["a"]), cache.video(clips["b"])
+    # 8 frames of 56x56 -> grid (8/2, 56/14, 56/14) = (4, 4, 4) patches -> 64/(2*2) = 16 tokens
+    assert (a.grid_thw, a.num_tokens, tuple(a.pixel_values.shape)) == ((4, 4, 4), 16, (64, 1176))
+    # a: 8 of 8 frames at 8 fps -> 8 sampled fps -> 2 frames per grid step = 0.25 s;
+    # b: 8 of 16 frames (2 s) -> 4 sampled fps -> 0.5 s
+    assert (a.second_per_grid_ts, b.second_per_grid_ts) == (0.25, 0.5)
+
+
+def test_a_video_shorter_than_num_frames_is_sampled_up_to_num_frames(clips):
+    short = VisionCache(SETTINGS).video(clips["short"])  # 4 frames, 8 asked: frames repeat evenly
+    assert short.grid_thw == (4, 4, 4) and short.num_tokens == 16
+
+
+def test_pixels_and_frames_modes_give_what_the_engines_encode(clips):
+    cache = VisionCache(SETTINGS, cache_embeds=False, keep_frames=True)
+    [[pixels]] = cache.row_inputs([[clips["wide"]]], "pixels")
+    [[frames]] = cache.row_inputs([[clips["wide"]]], "frames")
+    # 44x60 resized within [3136, 50176] pixels to multiples of 28: round(44/28)*28 = 56, round(60/28)*28 = 56
+    assert pixels.grid_thw == (4, 4, 4) and pixels.frames is None and pixels.embeds is None
+    assert frames.pixel_values is None and frames.frames.frames.shape == (8, 56, 56, 3)
+    assert len(cache) == 0  # nothing was encoded
+
+
+# --- bad inputs -----------------------------------------------------------------------------
+def _bad(kind: str, tmp_path, clips) -> str:
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "truncated":  # an mp4 cut in half: its index (written last) is gone
+        data = open(clips["b"], "rb").read()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "zero_byte":
+        path.write_bytes(b"")
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zero_byte", "missing"])
+def test_an_unusable_video_skips_its_rows_with_one_warning_naming_the_file(kind, tmp_path, clips, caplog):
+    cache, encode = VisionCache(SETTINGS), Encoder()
+    bad = _bad(kind, tmp_path, clips)
+    rows = [[clips["a"]], [bad], [bad]]
+    with caplog.at_level(logging.WARNING, logger="longrl.data.video"):
+        got = cache.row_inputs(rows, "embeds", "actor", encode)
+        cache.row_inputs(rows, "embeds", "actor", encode)
+    assert got[0][0].num_tokens == 16 and got[1] is None and got[2] is None
+    assert encode.calls == [clips["a"]]
+    assert [bad in r.getMessage() for r in caplog.records] == [True]  # warned once, then remembered for the step
+    assert cache.take_stats()["video/skipped"] == 1.0
+
+
+def test_with_strict_videos_an_unusable_video_is_an_error(tmp_path, clips):
+    cache = VisionCache(VideoSettings(8, 3136, 50176, strict=True))
+    with pytest.raises(VideoError, match="empty"):
+        cache.row_inputs([[_bad("zero_byte", tmp_path, clips)]], "pixels")
+
+
+# --- construction ---------------------------------------------------------------------------
+def test_settings_take_patching_from_the_model_and_normalisation_from_its_processor_config(tmp_path):
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3,
+                                                                         "image_std": [0.25] * 3}))
+    vision = SimpleNamespace(patch_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    s = VideoSettings.for_model(tmp_path, vision, 32, 100, 200, "/c", strict=True)
+    assert s == VideoSettings(32, 100, 200, 16, 2, 2, (0.5,) * 3, (0.25,) * 3, "/c", True)
+
+
+def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path):
+    cfg = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.rollout.num_video_frames=32",
+                       "worker.rollout.cache_video_embeds=false", "data.strict_videos=true"])
+    assert vision_cache_for(cfg, SimpleNamespace()) is None
+    vision = SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    cache = vision_cache_for(cfg, SimpleNamespace(vision_config=vision))
+    assert (cache.settings.num_frames, cache.settings.strict, cache.cache_embeds, cache.keep_frames) == (32, True, False, True)
