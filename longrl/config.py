@@ -169,17 +169,29 @@ class OffloadConfig:
 
 
 @dataclasses.dataclass
-class ActorConfig:
-    strategy: Literal["fsdp"] = "fsdp"
-    """Training backend."""
+class TrainedRoleConfig:
+    """What every trained model (actor, critic) is configured with."""
+
     global_batch_size: int = 8
     """Responses (not prompts) per optimizer step, summed over all data-parallel ranks."""
     micro_batch_size_per_device_for_update: int = 4
     """Responses per forward/backward on one device (gradient accumulation fills the rest)."""
     micro_batch_size_per_device_for_experience: int = 8
-    """Responses per forward when computing log-probs."""
+    """Responses per forward when computing log-probs (actor) or values (critic)."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm."""
+    ppo_epochs: int = 1
+    """Passes over the rollout batch per step."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    fsdp: FSDPConfig = dataclasses.field(default_factory=FSDPConfig)
+    offload: OffloadConfig = dataclasses.field(default_factory=OffloadConfig)
+
+
+@dataclasses.dataclass
+class ActorConfig(TrainedRoleConfig):
+    strategy: Literal["fsdp"] = "fsdp"
+    """Training backend."""
     clip_ratio_low: float = 0.2
     """PPO lower clip: ratio >= 1 - clip_ratio_low."""
     clip_ratio_high: float = 0.3
@@ -194,16 +206,10 @@ class ActorConfig:
     """Truncated importance sampling cap against the rollout engine's log-probs; None disables."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient."""
-    ppo_epochs: int = 1
-    """Passes over the rollout batch per step."""
     padding_free: bool = False
     """Pack sequences without pad tokens."""
     ulysses_size: int = 1
     """Ulysses sequence-parallel degree (ranks that split one sequence)."""
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    fsdp: FSDPConfig = dataclasses.field(default_factory=FSDPConfig)
-    offload: OffloadConfig = dataclasses.field(default_factory=OffloadConfig)
 
 
 @dataclasses.dataclass
@@ -213,23 +219,12 @@ class RefConfig:
 
 
 @dataclasses.dataclass
-class CriticConfig:
-    global_batch_size: int = 8
-    """Responses per critic optimizer step across all ranks."""
-    micro_batch_size_per_device_for_update: int = 4
-    """Responses per critic forward/backward on one device."""
-    micro_batch_size_per_device_for_experience: int = 8
-    """Responses per critic forward when computing values."""
-    max_grad_norm: float = 1.0
-    """Critic gradient clipping."""
+class CriticConfig(TrainedRoleConfig):
+    """The value model of PPO with GAE (algorithm.adv_estimator=gae); model_path empty = the actor's."""
+
     cliprange_value: float = 0.5
     """Value clipping around the old values."""
-    ppo_epochs: int = 1
-    """Passes over the rollout batch per step."""
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1.0e-5))
-    fsdp: FSDPConfig = dataclasses.field(default_factory=FSDPConfig)
-    offload: OffloadConfig = dataclasses.field(default_factory=OffloadConfig)
 
 
 @dataclasses.dataclass

@@ -64,3 +64,9 @@ def test_every_problem_is_listed_at_once(tmp_path):
 
 def test_default_config_validates(tmp_path):
     validate(load_config(valid_args(tmp_path)))
+
+
+def test_configs_config_yaml_is_exactly_the_full_default():
+    from longrl.config import Config
+
+    assert load_config(["config=configs/config.yaml"]) == Config()
