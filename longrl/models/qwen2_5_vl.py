@@ -122,10 +122,32 @@ class Qwen2_5_VLAdapter(TextAdapter):
             ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = 1
             pos[:, i, : len(seq)] = p
+        videos = [v for row in rows for v in row]
+        if not videos and torch.is_grad_enabled() and any(p.requires_grad for p in model.model.visual.parameters()):
+            ids, mask, pos, videos = _with_padding_video(ids, mask, pos, cfg)
         inputs: dict[str, object] = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
-        inputs.update(_media_inputs([v for videos in rows for v in videos], device))
+        inputs.update(_media_inputs(videos, device))
         return inputs, torch.tensor(prompt_lens)
+
+
+def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+                        cfg: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[VideoInput]]:
+    """One more (masked) padding slot holding a one-token dummy video.
+
+    Why: FSDP reduce-scatters, after backward, the gradients each rank has; a rank whose
+    micro-batch has no video would have none for a trainable tower and the ranks' collectives
+    would not match. The dummy slot is masked out and its logits unused, so the tower gets
+    exactly-zero gradients.
+    """
+    vision = cfg.vision_config
+    merge = vision.spatial_merge_size
+    dummy = VideoInput("<padding video>", (1, merge, merge), 1.0, 1,
+                       torch.zeros(merge * merge, vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2))
+    slot = torch.zeros((ids.shape[0], 1), dtype=ids.dtype)
+    ids, mask = torch.cat([ids, slot], 1), torch.cat([mask, slot], 1)
+    ids[0, -1] = cfg.video_token_id
+    return ids, mask, torch.cat([pos, slot[None].expand(3, -1, -1)], 2), [dummy]
 
 
 def _media_inputs(videos: list[VideoInput], device: torch.device) -> dict[str, object]:

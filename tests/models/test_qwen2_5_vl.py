@@ -164,6 +164,23 @@ def test_with_a_frozen_tower_embeddings_give_the_update_the_same_gradients_as_pi
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_a_micro_batch_without_videos_still_gives_a_trainable_tower_gradients_of_zero(tiny):
+    # FSDP reduce-scatters the gradients each rank has: every rank's tower must get some, even without videos
+    model, adapter = tiny.model, Qwen2_5_VLAdapter()
+    text = adapter.strip_media(model.config, tiny.prompt)
+    batch = _rows(tiny, n=1)
+    batch = Batch(batch.tensors, {"prompt_ids": [text, text], VIDEO_INPUTS: [[], []]})
+    with torch.no_grad():
+        plain = response_logits(model, adapter, batch, 0, 1.0)  # no grad: no padding video
+    model.zero_grad(set_to_none=True)
+    logits = response_logits(model, adapter, batch, 0, 1.0)
+    (token_log_probs(logits, batch["responses"]) * batch["response_mask"]).sum().backward()
+    tower_grads = [p.grad for p in model.model.visual.parameters()]
+    model.zero_grad(set_to_none=True)
+    assert all(g is not None and not g.any() for g in tower_grads)
+    torch.testing.assert_close(logits.detach(), plain, rtol=0, atol=1e-5)
+
+
 def test_vllm_request_checks_that_vllm_expands_videos_as_the_trainer_does():
     from longrl.workers.rollout.vllm import _check_expansion
 
