@@ -107,7 +107,9 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
     settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, vision, rollout.num_video_frames,
                                        cfg.data.min_pixels, cfg.data.max_pixels, cfg.data.cache_dir,
                                        cfg.data.strict_videos)
-    return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds)
+    pixels_reused = not rollout.cache_video_embeds or not cfg.worker.actor.model.freeze_vision_tower
+    return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds,
+                       keep_pixels=pixels_reused)
 
 
 def max_over_ranks(value: int) -> int:
@@ -135,11 +137,15 @@ class VisionCache:
     """Preprocessed videos and tower embeddings of one worker, for one RL step.
 
     `keep_frames`: also keep the sampled frames (the rollout engine encodes them when the
-    embedding cache is off).
+    embedding cache is off). `keep_pixels=False` drops a video's pixels once it is encoded, for
+    when no pass needs them again (cache on, frozen tower): a 1024-frame 448x448 video is
+    2.4 GB of float32 pixels. A pass that does ask for them decodes the video again.
     """
 
-    def __init__(self, settings: VideoSettings, cache_embeds: bool = True, keep_frames: bool = False):
+    def __init__(self, settings: VideoSettings, cache_embeds: bool = True, keep_frames: bool = False,
+                 keep_pixels: bool = True):
         self.settings, self.cache_embeds, self.keep_frames = settings, cache_embeds, keep_frames
+        self.keep_pixels = keep_pixels
         self._videos: dict[str, VideoInput | None] = {}  # path -> preprocessed video (None: unusable)
         self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, path) -> embeddings on the CPU
         self._stats: Counter = Counter()
@@ -204,10 +210,12 @@ class VisionCache:
         self._stats["embed_hits"] += len(videos) - len(missing)
         start = time.perf_counter()
         for video in missing:
-            embeds = encode(video).detach().to("cpu")
+            embeds = encode(self._with_pixels(video)).detach().to("cpu")
             if embeds.shape[0] != video.num_tokens:
                 raise AssertionError(f"{video.path}: tower gave {embeds.shape[0]} embeddings for {video.num_tokens} tokens")
             self._embeds[(tower, video.path)] = embeds
+            if not self.keep_pixels:
+                self._videos[video.path] = dataclasses.replace(video, pixel_values=None)
         for _ in range(calls - len(missing)):
             encode(self.dummy_video())
         self._stats["encoded"] += len(missing)
@@ -220,7 +228,19 @@ class VisionCache:
             if video.frames is None:
                 raise AssertionError("frames mode needs VisionCache(keep_frames=True)")
             return dataclasses.replace(video, pixel_values=None)
-        return dataclasses.replace(video, frames=None)
+        return dataclasses.replace(self._with_pixels(video), frames=None)
+
+    def _with_pixels(self, video: VideoInput) -> VideoInput:
+        """`video` with its pixels, decoded again if keep_pixels=False dropped them."""
+        if video.pixel_values is not None:
+            return video
+        current = self._videos.get(video.path)
+        if current is None or current.pixel_values is None:
+            self._videos.pop(video.path, None)
+            current = self.video(video.path)
+            if current is None:
+                raise RuntimeError(f"video {video.path} became unreadable during the step (it was read before)")
+        return current
 
     # ---- lifetime and metrics ---------------------------------------------------------------
     def clear(self) -> None:
@@ -237,3 +257,13 @@ class VisionCache:
         stats = {f"video/{k}": float(v) for k, v in sorted(self._stats.items())}
         self._stats.clear()
         return stats
+
+
+def reduce_video_stats(per_worker: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One step's video/* metrics from every rank's `video_stats()`: counts summed over ranks, seconds
+    the slowest rank's (ranks work in parallel)."""
+    out: dict[str, float] = {}
+    for stats in per_worker:
+        for key, value in stats.items():
+            out[key] = max(out.get(key, 0.0), value) if key.endswith("_s") else out.get(key, 0.0) + value
+    return out

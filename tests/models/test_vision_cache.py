@@ -13,7 +13,8 @@ import torch
 from longrl.config import load_config
 from longrl.data.synthetic_video import write_mp4
 from longrl.data.video import VideoError
-from longrl.models.vision_cache import (DUMMY_PATH, VideoSettings, VisionCache, media_mode, vision_cache_for)
+from longrl.models.vision_cache import (DUMMY_PATH, VideoSettings, VisionCache, media_mode, reduce_video_stats,
+                                         vision_cache_for)
 
 SETTINGS = VideoSettings(num_frames=8, min_pixels=3136, max_pixels=50176)
 
@@ -94,6 +95,20 @@ def test_clear_forgets_videos_and_embeddings(clips):
     assert encode.calls == [clips["a"], clips["a"]] and cache.take_stats()["video/decoded"] == 2.0
 
 
+def test_without_keep_pixels_an_encoded_video_drops_its_pixels_and_is_decoded_again_if_asked(clips):
+    cache, encode = VisionCache(SETTINGS, keep_pixels=False), Encoder()
+    cache.row_inputs([[clips["a"]]], "embeds", "actor", encode)
+    assert cache.video(clips["a"]).pixel_values is None
+    rows = cache.row_inputs([[clips["a"]], [clips["a"]]], "pixels")
+    assert all(row[0].pixel_values.shape == (64, 1176) for row in rows)
+    assert cache.take_stats()["video/decoded"] == 2.0  # once for the embeddings, once more for the pixels
+
+
+def test_reduce_video_stats_sums_counts_over_ranks_and_takes_the_slowest_ranks_seconds():
+    ranks = [{"video/encoded": 2.0, "video/encode_s": 0.5}, {"video/encoded": 3.0, "video/encode_s": 0.75}, {}]
+    assert reduce_video_stats(ranks) == {"video/encoded": 5.0, "video/encode_s": 0.75}
+
+
 # --- what a video becomes -------------------------------------------------------------------
 def test_a_video_is_sampled_to_num_frames_and_timed_by_its_sampled_fps(clips):
     cache = VisionCache(SETTINGS)
@@ -164,6 +179,10 @@ def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path)
     cfg = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.rollout.num_video_frames=32",
                        "worker.rollout.cache_video_embeds=false", "data.strict_videos=true"])
     assert vision_cache_for(cfg, SimpleNamespace()) is None
-    vision = SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-    cache = vision_cache_for(cfg, SimpleNamespace(vision_config=vision))
-    assert (cache.settings.num_frames, cache.settings.strict, cache.cache_embeds, cache.keep_frames) == (32, True, False, True)
+    hf = SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
+    cache = vision_cache_for(cfg, hf)
+    assert (cache.settings.num_frames, cache.settings.strict, cache.cache_embeds, cache.keep_frames,
+            cache.keep_pixels) == (32, True, False, True, True)
+    # cache on and a frozen tower: nothing needs the pixels once the video is encoded
+    frozen = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.actor.model.freeze_vision_tower=true"])
+    assert (vision_cache_for(frozen, hf).keep_frames, vision_cache_for(frozen, hf).keep_pixels) == (False, False)
