@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from longrl.config import ConfigError
-from longrl.parallel.packing import pack_sequences, unpack_to_padded
+from longrl.parallel.packing import Packed, pack_sequences, unpack_to_padded
 from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_all_seq_to_heads, gather_sequence,
                                      shard_sequence)
 
@@ -174,28 +174,60 @@ def _varlen_kwargs(input_ids: torch.Tensor, mask_or_cu: torch.Tensor | None) -> 
     return {}
 
 
+@contextmanager
+def _sharded_at_decoder(model: torch.nn.Module, sp: SPGroup) -> Iterator[None]:
+    """Cut the decoder's inputs to this rank's slice of the sequence as they enter it.
+
+    Sharding at the decoder, not before the model, lets the model build its full input embeddings first: a
+    vision-language model scatters its (cached or freshly encoded) video embeddings into the text embeddings by
+    position, so every rank needs all placeholders there. The decoder then sees `input_ids` [B, L/sp] (text
+    models) or `inputs_embeds` [B, L/sp, E], and `position_ids` [B, L/sp] or [3, B, L/sp] (M-RoPE).
+    """
+    if sp.size == 1:
+        yield
+        return
+
+    def shard(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:  # e.g. the token-classification head passes input_ids positionally
+            kwargs["input_ids"], args = args[0], args[1:]
+        assert not args and kwargs.get("position_ids") is not None and kwargs.get("attention_mask") is None, \
+            "the SP decoder takes input_ids or inputs_embeds and position_ids by keyword, and no attention_mask"
+        for key, dim in (("input_ids", -1), ("inputs_embeds", 1), ("position_ids", -1)):
+            if kwargs.get(key) is not None:
+                kwargs[key] = shard_sequence(kwargs[key], sp, dim=dim)
+        return args, kwargs
+
+    handle = model.get_decoder().register_forward_pre_hook(shard, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
                       attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup,
-                      gather: bool = True) -> torch.Tensor:
+                      gather: bool = True, media: dict[str, object] | None = None) -> torch.Tensor:
     """Logits of a sequence-parallel forward pass.
 
     input_ids [B, L]; position_ids [B, L] or [3, B, L] (M-RoPE); attention_mask [B, L] (right-padded) or
-    cu_seqlens [n+1] of one packed row (B=1), or None for unpadded rows. Every rank of the SP group passes the
-    same full inputs. Returns logits [B, L, V] on every rank, or with gather=False this rank's slice
-    [B, ceil(L/sp), V] of the sp-padded sequence (compute per-token values on it and `gather_sequence` those:
-    the full [B, L, V] never has to exist on one rank).
+    cu_seqlens [n+1] of one packed row (B=1), or None for unpadded rows; `media`: extra model inputs a
+    vision-language adapter builds (`mm_encoder_outputs`, or `pixel_values_videos` + grids), whose embeddings
+    fill the placeholder tokens of input_ids. Every rank of the SP group passes the same full inputs. Returns
+    logits [B, L, V] on every rank, or with gather=False this rank's slice [B, ceil(L/sp), V] of the sp-padded
+    sequence (compute per-token values on it and `gather_sequence` those: the full [B, L, V] never has to
+    exist on one rank).
     """
     kwargs = _varlen_kwargs(input_ids, attention_mask_or_cu_seqlens)
-    ids = shard_sequence(input_ids, sp, dim=-1)
-    positions = shard_sequence(position_ids, sp, dim=-1)
-    with ulysses_attention(model, sp):
-        logits = model(input_ids=ids, position_ids=positions, use_cache=False, **kwargs).logits
+    with ulysses_attention(model, sp), _sharded_at_decoder(model, sp):
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **(media or {}),
+                       **kwargs).logits
     return gather_sequence(logits, sp, dim=1, original_len=input_ids.shape[-1]) if gather else logits
 
 
 def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
                        attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup, temperature: float = 1.0,
-                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       with_entropy: bool = False,
+                       media: dict[str, object] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for t < L-1: [B, L-1] (and the entropy there, [B, L-1]).
 
     Each rank turns its logits slice into per-token values before the gather, so per-rank memory for the
@@ -204,7 +236,8 @@ def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position
     """
     length = input_ids.shape[-1]
     labels = shard_sequence(torch.roll(input_ids, -1, dims=-1), sp, dim=-1)
-    logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False)
+    logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
+                               media=media)
     logits = logits.float() / temperature
     log_z = torch.logsumexp(logits, dim=-1)
     log_probs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - log_z
@@ -214,34 +247,93 @@ def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position
     return gather_sequence(log_probs, sp, dim=1, original_len=length)[:, :-1], entropy
 
 
+def sp_token_values(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                    attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup,
+                    media: dict[str, object] | None = None) -> torch.Tensor:
+    """A one-label head's output (e.g. a critic's value) at positions t < L-1, float32: [B, L-1]."""
+    logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
+                               media=media)
+    return gather_sequence(logits[..., 0].float(), sp, dim=1, original_len=input_ids.shape[-1])[:, :-1]
+
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
+"""The keys of an adapter's forward inputs that describe the token rows; the others are media (`split_media`)."""
+
+PerToken = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor | None, ...]]
+"""(input_ids, position_ids, attention mask or cu_seqlens) -> per-token values [B, L-1] (None: not asked for)."""
+
+
+def split_media(inputs: dict[str, object]) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """An adapter's forward inputs as (token rows: input_ids/attention_mask/position_ids, media inputs)."""
+    return ({k: v for k, v in inputs.items() if k in TEXT_INPUTS},
+            {k: v for k, v in inputs.items() if k not in TEXT_INPUTS})
+
+
 def sp_response_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor], prompt_lens: torch.Tensor,
                           width: int, sp: SPGroup, temperature: float = 1.0, padding_free: bool = False,
-                          with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          with_entropy: bool = False,
+                          media: dict[str, object] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The actor's drop-in: log-probs (and entropies) of the `width` response tokens of each row, [B, R] each.
 
     `inputs` are right-padded `input_ids`/`attention_mask` [B, L] and `position_ids` ([B, L] or [3, B, L]) as
-    an adapter's `forward_inputs` builds them; response token j of row b sits at prompt_lens[b] + j. With
-    `padding_free` the rows are packed without their padding first. Columns past a row's end hold junk, as
-    with the actor's clamped gather: mask them with `response_mask`.
+    an adapter's `forward_inputs` builds them, `media` the rest of an adapter's inputs (`split_media`);
+    response token j of row b sits at prompt_lens[b] + j. With `padding_free` the rows are packed without
+    their padding first. Columns past a row's end hold junk, as with the actor's clamped gather: mask them
+    with `response_mask`.
     """
-    unsupported = sorted(set(inputs) - {"input_ids", "attention_mask", "position_ids"})
+    def per_token(ids, positions, mask_or_cu):
+        return sp_token_log_probs(model, ids, positions, mask_or_cu, sp, temperature, with_entropy, media)
+
+    log_probs, entropy = _response_columns(model, inputs, prompt_lens, width, padding_free, media, per_token)
+    return log_probs, entropy
+
+
+def sp_response_values(model: torch.nn.Module, inputs: dict[str, torch.Tensor], prompt_lens: torch.Tensor,
+                       width: int, sp: SPGroup, padding_free: bool = False,
+                       media: dict[str, object] | None = None) -> torch.Tensor:
+    """A critic's drop-in: the value head's output where the logits predicting each response token sit, [B, R]."""
+    def per_token(ids, positions, mask_or_cu):
+        return (sp_token_values(model, ids, positions, mask_or_cu, sp, media),)
+
+    return _response_columns(model, inputs, prompt_lens, width, padding_free, media, per_token)[0]
+
+
+def _response_columns(model: torch.nn.Module, inputs: dict[str, torch.Tensor], prompt_lens: torch.Tensor,
+                      width: int, padding_free: bool, media: dict[str, object] | None,
+                      per_token: PerToken) -> tuple[torch.Tensor | None, ...]:
+    """`per_token` on the padded (or packed) rows, read at each row's response columns: [B, R] each."""
+    unsupported = sorted(set(inputs) - set(TEXT_INPUTS))
     if unsupported:
         raise ValueError(f"Ulysses sequence parallelism takes text inputs only; got {unsupported} too "
-                         "(vision-language inputs need the VL adapter's sharded embeddings)")
+                         "(pass vision-language inputs as media=..., see split_media)")
     ids, mask, positions = inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]
     if padding_free:
-        lengths = mask.sum(-1).tolist()
-        packed = pack_sequences([row[:n] for row, n in zip(ids, lengths)],
-                                [positions[..., b, :n] for b, n in enumerate(lengths)], ids.device)
-        log_probs, entropy = sp_token_log_probs(model, packed.input_ids, packed.position_ids, packed.cu_seqlens,
-                                                sp, temperature, with_entropy)
+        packed = _pack_rows(model, ids, mask, positions, bool(media))
+        outs = per_token(packed.input_ids, packed.position_ids, packed.cu_seqlens)
         # [1, T-1] -> [1, T] so that row b's column t is the value predicting its token t+1, then per row
-        per_row = [unpack_to_padded(F.pad(t, (0, 1)), packed.cu_seqlens) if t is not None else None
-                   for t in (log_probs, entropy)]
+        per_row = [unpack_to_padded(F.pad(t, (0, 1)), packed.cu_seqlens)[: len(ids)] if t is not None else None
+                   for t in outs]
     else:
-        log_probs, entropy = sp_token_log_probs(model, ids, positions, mask, sp, temperature, with_entropy)
-        per_row = [F.pad(t, (0, 1)) if t is not None else None for t in (log_probs, entropy)]
+        outs = per_token(ids, positions, mask)
+        per_row = [F.pad(t, (0, 1)) if t is not None else None for t in outs]
     # the token at position t is predicted at t-1
     index = prompt_lens.to(ids.device)[:, None] - 1 + torch.arange(width, device=ids.device)
-    picked = [torch.gather(t, 1, index.clamp(max=t.shape[1] - 1)) if t is not None else None for t in per_row]
-    return picked[0], picked[1]
+    return tuple(torch.gather(t, 1, index.clamp(max=t.shape[1] - 1)) if t is not None else None for t in per_row)
+
+
+def _pack_rows(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+               with_media: bool) -> Packed:
+    """The rows' valid tokens end to end, and after them, as one sequence of their own, any masked media
+    placeholder (an adapter's padding video: a rank without videos still runs a trainable tower) that the
+    model must find among the tokens to place its embedding."""
+    lengths = mask.sum(-1).tolist()
+    rows = [row[:n] for row, n in zip(ids, lengths)]
+    row_positions = [positions[..., b, :n] for b, n in enumerate(lengths)]
+    if with_media:
+        media_ids = [i for i in (getattr(model.config, "image_token_id", None),
+                                 getattr(model.config, "video_token_id", None)) if i is not None]
+        extra = (mask == 0) & torch.isin(ids, torch.tensor(media_ids, device=ids.device))
+        if bool(extra.any()):
+            rows.append(ids[extra])
+            row_positions.append(positions[..., extra])
+    return pack_sequences(rows, row_positions, ids.device)
