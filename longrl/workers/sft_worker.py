@@ -1,0 +1,168 @@
+"""The CoT-SFT worker: one FSDP-sharded policy per rank, trained on reference responses.
+
+Each row is a prompt plus the target response (`responses`, `response_mask`), exactly the
+layout of an RL rollout, so the loss reuses the actor's `response_logits`: only the logits that
+predict response tokens are ever computed into the loss, and prompt tokens (text and video)
+contribute nothing by construction. Checkpoints are the RL ones (global_step_N/actor plus its
+huggingface/ metadata), so `merge()` of an SFT checkpoint is a model directory RL starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from longrl.config import Config
+from longrl.controller.dispatch import Dispatch, verb
+from longrl.models.adapter import TextAdapter, adapter_for
+from longrl.models.qwen2_5_vl import VIDEO_INPUTS
+from longrl.models.vision_cache import max_over_ranks, media_mode, vision_cache_for
+from longrl.parallel.device import init_distributed, torch_dtype
+from longrl.protocol import Batch
+from longrl.workers.actor import build_optimizer, response_logits, token_log_probs
+from longrl.workers.fsdp_worker import load_sharded
+from longrl.workers.update import minibatch_updates
+
+logger = logging.getLogger(__name__)
+
+# Files besides config and tokenizer that a vision-language model directory needs (vLLM reads the
+# video processor's size bounds from them); copied from the starting model into every checkpoint.
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+                   "chat_template.json", "chat_template.jinja")
+
+
+def sft_loss(model: torch.nn.Module, adapter: TextAdapter, micro: Batch, pad_id: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean negative log-likelihood of the valid response tokens of `micro` (prompt tokens excluded).
+
+    Returns the loss and {"sft_loss", "token_accuracy"} (greedy next-token hits on response tokens).
+    """
+    mask = micro["response_mask"].float()
+    logits = response_logits(model, adapter, micro, pad_id, temperature=1.0)  # [b, R, V]
+    nll = -token_log_probs(logits, micro["responses"])  # [b, R]
+    tokens = mask.sum().clamp(min=1.0)
+    loss = (nll * mask).sum() / tokens
+    hits = ((logits.argmax(-1) == micro["responses"]).float() * mask).sum() / tokens
+    return loss, {"sft_loss": loss.item(), "token_accuracy": hits.item()}
+
+
+def copy_processor_files(model_dir: str | Path, hf_dir: str | Path) -> list[str]:
+    """Copy the processor configs of `model_dir` that `hf_dir` lacks; returns the names copied."""
+    copied = []
+    for name in PROCESSOR_FILES:
+        src, dst = Path(model_dir) / name, Path(hf_dir) / name
+        if src.is_file() and not dst.exists():
+            shutil.copy2(src, dst)
+            copied.append(name)
+    return copied
+
+
+class SFTWorker:
+    """Policy + optimizer on one rank; verbs: setup, train_step, val_loss, save/load_checkpoint."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    @verb(Dispatch.ALL)
+    def setup(self, total_steps: int) -> dict[str, object]:
+        """Join the world, load and shard the model, build the optimizer for `total_steps` updates."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.rank, self.world = init_distributed()
+        model_cfg = self.cfg.worker.actor.model
+        self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self.tokenizer.eos_token_id
+        self.hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
+        self.adapter = adapter_for(self.hf_config.model_type)
+        dtype = torch_dtype(self.cfg.worker.actor.fsdp.torch_dtype or "fp32")
+        self.model = load_sharded(self.adapter, model_cfg.model_path, dtype, self.cfg, trainable=True)
+        self.optimizer, self.lr_scheduler = build_optimizer(self.model, self.cfg.worker.actor.optim, total_steps)
+        self.vision = vision_cache_for(self.cfg, self.hf_config)  # None for text models
+        return {"rank": self.rank, "model_type": self.hf_config.model_type}
+
+    @verb(Dispatch.SPLIT_BY_DP)
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimizer step on this rank's rows (micro-batched); returns actor/* and video/* metrics."""
+        actor = self.cfg.worker.actor
+        batch = self._with_videos(batch, "update")
+        stats = minibatch_updates(
+            self.model, self.optimizer, self.lr_scheduler, batch, mini_size=len(batch),
+            micro_size=actor.micro_batch_size_per_device_for_update, epochs=1, loss_avg_mode="token",
+            max_grad_norm=actor.max_grad_norm, micro_loss=lambda micro: sft_loss(self.model, self.adapter, micro,
+                                                                                 self.pad_id))
+        return {**{f"actor/{k}": v for k, v in stats.items()}, **self._video_stats()}
+
+    @verb(Dispatch.SPLIT_BY_DP)
+    @torch.no_grad()
+    def val_loss(self, batch: Batch) -> Batch:
+        """Per row: summed NLL of its response tokens and their count (`nll_sum`, `tokens`, [B])."""
+        self.model.eval()
+        batch = self._with_videos(batch, "log_probs")
+        sums, counts = [], []
+        for micro in batch.split(self.cfg.worker.actor.micro_batch_size_per_device_for_experience):
+            logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature=1.0)
+            mask = micro["response_mask"].float()
+            sums.append((-token_log_probs(logits, micro["responses"]) * mask).sum(-1))
+            counts.append(mask.sum(-1))
+        self._video_stats()
+        return Batch({"nll_sum": torch.cat(sums).cpu(), "tokens": torch.cat(counts).cpu()})
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    @verb(Dispatch.ALL)
+    def save_checkpoint(self, step_dir: str) -> None:
+        """Sharded model + optimizer + scheduler + RNG into step_dir/actor, plus its huggingface/ metadata."""
+        from longrl.checkpoint.sharded import HF_DIR, save_hf_metadata, save_train_state
+
+        actor_dir = Path(step_dir) / "actor"
+        save_train_state(actor_dir, self.model, self.optimizer, self.lr_scheduler)
+        if self.rank == 0:
+            save_hf_metadata(actor_dir, self.hf_config, self.tokenizer)
+            copy_processor_files(self.cfg.worker.actor.model.model_path, actor_dir / HF_DIR)
+        dist.barrier()
+
+    @verb(Dispatch.ALL)
+    def load_checkpoint(self, step_dir: str) -> None:
+        """Restore what save_checkpoint wrote."""
+        from longrl.checkpoint.sharded import load_train_state
+
+        load_train_state(Path(step_dir) / "actor", self.model, self.optimizer, self.lr_scheduler)
+
+    # ---- videos -----------------------------------------------------------------------------
+    def _with_videos(self, batch: Batch, purpose: str) -> Batch:
+        """`batch` plus its VIDEO_INPUTS column. A row whose video is unusable or too long keeps its place
+        (every rank must run the same number of micro-batches) but loses its video and its loss."""
+        if self.vision is None or "videos" not in batch:
+            return batch
+        frozen = self.cfg.worker.actor.model.freeze_vision_tower
+        rows = self.vision.row_inputs(batch["videos"], media_mode(purpose, True, tower_trainable=not frozen),
+                                      "actor", lambda video: self.adapter.encode_video(self.model, video),
+                                      max_over_ranks)
+        limit = self.cfg.data.max_prompt_length
+        for i, (ids, row) in enumerate(zip(batch["prompt_ids"], rows)):
+            length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
+            if row is not None and length > limit:
+                message = (f"the prompt with videos {batch['videos'][i]} has {length} tokens with its video tokens, "
+                           f"more than data.max_prompt_length={limit}")
+                if not self.cfg.data.filter_overlong_prompts:
+                    raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
+                                     f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such rows")
+                logger.warning("skipping: %s", message)
+                rows[i] = None
+        skipped = [row is None for row in rows]
+        if any(skipped):
+            batch = batch.index(range(len(batch)))  # a copy
+            batch["prompt_ids"] = [self.adapter.strip_media(self.hf_config, ids) if skip else ids
+                                   for ids, skip in zip(batch["prompt_ids"], skipped)]
+            batch["response_mask"] = batch["response_mask"] * ~torch.tensor(skipped)[:, None]
+        return batch.union(Batch(objects={VIDEO_INPUTS: [[] if row is None else row for row in rows]}))
+
+    def _video_stats(self) -> dict[str, float]:
+        if self.vision is None:
+            return {}
+        self.vision.clear()  # the batch is done; the next one brings other videos
+        return self.vision.take_stats()

@@ -1,0 +1,108 @@
+"""longrl/trainer/sft.py: targets from the row's fields, SFT batches, config checks, and the two-stage run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from longrl.config import ConfigError, load_config
+from longrl.data.dataset import RLDataset, rows_to_batch
+from longrl.trainer.sft import main, sft_batch, validate_sft, with_targets
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = [{"problem": "How many shapes?", "reasoning": "I count 2 shapes.", "answer": "<answer>B</answer>"},
+        {"problem": "Which is first?", "reasoning": "The red one is first.", "answer": "<answer>C</answer>"}]
+
+
+def items_for(tmp_path, tiny_qwen2, rows=ROWS, *overrides: str) -> tuple[list[dict], object]:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config([f"worker.actor.model.model_path={tiny_qwen2}", f"data.train_files={data}", *overrides])
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    return with_targets(RLDataset(str(data), cfg.data, tok), cfg, tok), tok
+
+
+def test_reasoning_becomes_think_and_the_bare_answer_then_eos(tmp_path, tiny_qwen2):
+    items, tok = items_for(tmp_path, tiny_qwen2)
+    assert [i["target_text"] for i in items] == ["<think>I count 2 shapes.</think><answer>B</answer>",
+                                                 "<think>The red one is first.</think><answer>C</answer>"]
+    assert items[0]["target_ids"] == tok(items[0]["target_text"], add_special_tokens=False)["input_ids"] + \
+        [tok.eos_token_id]
+
+
+def test_the_math_config_builds_the_reasoning_from_the_question(tmp_path, tiny_qwen2):
+    template = load_config(["config=configs/sft_math.yaml"]).data.sft_response_template
+    items, _ = items_for(tmp_path, tiny_qwen2, [{"problem": "What is 3 + 4?", "answer": "7"}],
+                         f"data.sft_response_template={template}")
+    assert items[0]["target_text"] == "<think>3 + 4 = 7</think> \\boxed{7}"
+
+
+def test_a_field_missing_from_the_rows_is_named_with_the_fields_they_have(tmp_path, tiny_qwen2):
+    with pytest.raises(ConfigError, match=r"row 0 cannot fill data.sft_response_template.*'reasoning'.*"
+                                          r"\['answer', 'problem'\]"):
+        items_for(tmp_path, tiny_qwen2, [{"problem": "What is 3 + 4?", "answer": "7"}])
+
+
+def test_targets_longer_than_max_response_length_are_dropped_or_refused(tmp_path, tiny_qwen2):
+    long_row = {**ROWS[1], "reasoning": "The red one is first. " * 20}
+    items, _ = items_for(tmp_path, tiny_qwen2, [ROWS[0], long_row], "data.max_response_length=40")
+    assert [i["row"] for i in items] == [0]
+    with pytest.raises(ConfigError, match="max_response_length=40"):
+        items_for(tmp_path, tiny_qwen2, [ROWS[0], long_row], "data.max_response_length=40",
+                  "data.filter_overlong_prompts=false")
+
+
+def test_sft_batch_right_pads_targets_and_masks_the_padding():
+    rows = rows_to_batch([{"prompt_ids": [1, 2], "target_ids": [5, 6, 7], "target_text": "x"},
+                          {"prompt_ids": [3], "target_ids": [8], "target_text": "y"}])
+    batch = sft_batch(rows, pad_id=0)
+    assert torch.equal(batch["responses"], torch.tensor([[5, 6, 7], [8, 0, 0]]))
+    assert torch.equal(batch["response_mask"], torch.tensor([[1, 1, 1], [1, 0, 0]]))
+    assert "target_ids" not in batch and list(batch["prompt_ids"]) == [[1, 2], [3]]
+
+
+def test_validate_lists_every_problem_at_once(tiny_qwen2):
+    cfg = load_config([f"worker.actor.model.model_path={tiny_qwen2}", "worker.actor.global_batch_size=3",
+                       "trainer.logger=[console,nope]"])
+    with pytest.raises(ConfigError) as info:
+        validate_sft(cfg, model_max_positions=512)
+    message = str(info.value)
+    # train_files empty; 3 rows cannot split over 2 ranks; 512 + 512 > 512 positions; unknown logger
+    assert "data.train_files is empty" in message and "global_batch_size=3" in message
+    assert "exceeds the model's max_position_embeddings=512" in message and "'nope'" in message
+
+
+def test_cli_errors_come_before_any_worker_starts(capsys, tiny_qwen2):
+    assert main(["config=configs/sft_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}",
+                 "data.train_files=/nowhere/train.jsonl"]) == 2
+    assert "/nowhere/train.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_sft_then_grpo_on_math_starts_rl_from_the_merged_sft_checkpoint(tiny_qwen2, math_data, tmp_path):
+    out = tmp_path / "two_stage"
+    env = {**os.environ, "MODEL_PATH": str(tiny_qwen2), "DATA_DIR": str(math_data["train"].parent), "OUT": str(out),
+           "PYTHON": sys.executable, "SFT_ARGS": "trainer.total_epochs=1 trainer.val_freq=2", "EVAL_LIMIT": "8",
+           "RAY_DEDUP_LOGS": "1"}
+    proc = subprocess.run(["bash", "examples/cpu/qwen2_math_sft_then_grpo.sh", "trainer.max_steps=2",
+                           "trainer.worker_timeout_s=300"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    sft_lines = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
+    # 64 rows / 32 per step = 2 steps; validation loss at step 2
+    assert [line["step"] for line in sft_lines] == [1, 2] and "val/sft_loss" in sft_lines[-1]
+    sft_model = out / "sft" / "global_step_2" / "actor" / "huggingface"
+    assert (sft_model / "model.safetensors").is_file()
+    rl_config = json.loads(proc.stdout[proc.stdout.rindex("effective config:") + len("effective config:"):]
+                           .split("\n}\n", 1)[0] + "\n}")
+    assert rl_config["worker"]["actor"]["model"]["model_path"] == str(sft_model)
+    assert [json.loads(line)["step"] for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    for stage in ("eval_sft", "eval_grpo"):
+        assert json.loads((out / stage / "results.json").read_text())["num_scored"] == 8

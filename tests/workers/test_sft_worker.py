@@ -1,0 +1,76 @@
+"""longrl/workers/sft_worker.py: the SFT loss sees response tokens only."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from longrl.models.adapter import TextAdapter
+from longrl.protocol import Batch
+from longrl.workers.sft_worker import copy_processor_files, sft_loss
+
+PAD = 0
+
+
+def two_rows() -> Batch:
+    # row 0: 3 prompt + 2 response tokens; row 1: 5 prompt + 4 response tokens (row 0 padded to width 4)
+    responses = torch.tensor([[7, 8, PAD, PAD], [9, 10, 11, 12]])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    return Batch({"responses": responses, "response_mask": mask},
+                 {"prompt_ids": [[3, 4, 5], [13, 14, 15, 16, 17]]})
+
+
+def load(path) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return TextAdapter().load(path, torch.float32).eval()
+
+
+def test_loss_is_the_mean_nll_of_response_tokens_only(tiny_qwen2):
+    model = load(tiny_qwen2)
+    loss, stats = sft_loss(model, TextAdapter(), two_rows(), PAD)
+    # by hand: each row alone, logits at positions p-1 .. p+r-2 predict the r response tokens;
+    # (2 + 4) response tokens in all, prompt and pad positions left out
+    total = torch.tensor(0.0)
+    for prompt, response in (([3, 4, 5], [7, 8]), ([13, 14, 15, 16, 17], [9, 10, 11, 12])):
+        logits = model(torch.tensor([prompt + response])).logits[0]
+        p, r = len(prompt), len(response)
+        total += F.cross_entropy(logits[p - 1: p + r - 1], torch.tensor(response), reduction="sum")
+    assert torch.allclose(loss, total / 6, atol=1e-5)
+    assert stats["sft_loss"] == loss.item() and 0.0 <= stats["token_accuracy"] <= 1.0
+
+
+def test_prompt_and_padding_positions_get_no_gradient(tiny_qwen2):
+    model = load(tiny_qwen2)
+    captured = {}
+
+    def keep_logits(module, args, output):
+        output.retain_grad()
+        captured["logits"] = output
+
+    model.lm_head.register_forward_hook(keep_logits)
+    loss, _ = sft_loss(model, TextAdapter(), two_rows(), PAD)
+    loss.backward()
+    grad = captured["logits"].grad.abs().sum(-1)  # [2, L]: rows of prompt + response, right-padded to 9
+    # row 0: positions 0, 1 see prompt tokens only as targets' context and predict prompt tokens -> no gradient;
+    # 2, 3 predict the 2 response tokens; 4.. are past the response. Row 1: 0-3 no, 4-7 yes, 8 is the last token.
+    assert torch.equal(grad > 0, torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1, 0]]).bool())
+
+
+def test_a_row_with_an_empty_response_mask_changes_nothing(tiny_qwen2):
+    model = load(tiny_qwen2)
+    batch = two_rows()
+    alone = sft_loss(model, TextAdapter(), batch.index([1]), PAD)[0]
+    batch["response_mask"] = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]])  # e.g. a row whose video failed
+    assert torch.allclose(sft_loss(model, TextAdapter(), batch, PAD)[0], alone, atol=1e-6)
+
+
+def test_copy_processor_files_adds_missing_ones_only(tmp_path):
+    src, dst = tmp_path / "model", tmp_path / "hf"
+    src.mkdir(), dst.mkdir()
+    (src / "video_preprocessor_config.json").write_text(json.dumps({"max_pixels": 50176}))
+    (src / "preprocessor_config.json").write_text("{}")
+    (dst / "preprocessor_config.json").write_text('{"kept": true}')
+    assert copy_processor_files(src, dst) == ["video_preprocessor_config.json"]
+    assert json.loads((dst / "preprocessor_config.json").read_text()) == {"kept": True}
