@@ -2,7 +2,10 @@
 
 Shapes: B responses on this rank, R = padded response width, V = vocabulary.
 The model is an FSDP2 module sharded over the whole world; every rank runs the same code
-on its own slice of the batch, and FSDP averages gradients over ranks.
+on its own slice of the batch, and FSDP averages gradients over ranks. With Ulysses sequence
+parallelism (worker.actor.ulysses_size > 1) the ranks of one SP group hold the same rows and
+each runs 1/sp of every sequence; `padding_free` packs a micro-batch into one row without pads.
+Both go through `sp_response_log_probs`, which is also the plain path (sp=1, padded).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import torch
 from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
 from longrl.models.adapter import TextAdapter
+from longrl.models.ulysses_attention import split_media, sp_response_log_probs, ulysses_attention
+from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
 from longrl.workers.update import minibatch_updates
 
@@ -47,12 +52,31 @@ def entropy_of(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+NO_SP = SPGroup(0, 1, None)
+"""One rank holds whole sequences (no sequence parallelism)."""
+
+
+def response_log_probs_and_entropy(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
+                                   temperature: float, sp: SPGroup = NO_SP, padding_free: bool = False,
+                                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropies) of each response token, [B, R] each; junk past a row's end (mask it).
+
+    Every rank of an SP group passes the same rows and gets the same result.
+    """
+    device = next(model.parameters()).device
+    inputs, prompt_lens = adapter.model_inputs(model, batch, pad_id, device)
+    rows, media = split_media(inputs)
+    return sp_response_log_probs(model, rows, prompt_lens, batch["responses"].shape[1], sp, temperature,
+                                 padding_free=padding_free, with_entropy=with_entropy, media=media)
+
+
 @torch.no_grad()
 def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
-                       temperature: float, micro_batch_size: int) -> torch.Tensor:
+                       temperature: float, micro_batch_size: int, sp: SPGroup = NO_SP,
+                       padding_free: bool = False) -> torch.Tensor:
     """Log-probs of the response tokens under `model`, micro-batched, zero on padding: [B, R]."""
     model.eval()
-    parts = [token_log_probs(response_logits(model, adapter, mb, pad_id, temperature), mb["responses"])
+    parts = [response_log_probs_and_entropy(model, adapter, mb, pad_id, temperature, sp, padding_free)[0]
              for mb in batch.split(micro_batch_size)]
     return torch.cat(parts) * batch["response_mask"]
 
@@ -78,34 +102,38 @@ class Actor:
     """Log-probs and updates of one FSDP-sharded policy."""
 
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: ActorConfig, algo: AlgorithmConfig,
-                 pad_id: int, dp_size: int, total_steps: int):
+                 pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP):
         self.model, self.adapter, self.cfg, self.algo = model, adapter, cfg, algo
-        self.pad_id, self.dp_size = pad_id, dp_size
+        self.pad_id, self.dp_size, self.sp = pad_id, dp_size, sp
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
 
     def log_probs(self, batch: Batch, temperature: float) -> torch.Tensor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         return response_log_probs(self.model, self.adapter, batch, self.pad_id, temperature,
-                                  self.cfg.micro_batch_size_per_device_for_experience)
+                                  self.cfg.micro_batch_size_per_device_for_experience, self.sp, self.cfg.padding_free)
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
         """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch."""
-        stats = minibatch_updates(
-            self.model, self.optimizer, self.lr_scheduler, batch, mini_size=self.cfg.global_batch_size // self.dp_size,
-            micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
-            loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
-            micro_loss=lambda micro: self._micro_loss(micro, temperature))
+        # backward too runs inside the block: gradient checkpointing recomputes attention there
+        with ulysses_attention(self.model, self.sp):
+            stats = minibatch_updates(
+                self.model, self.optimizer, self.lr_scheduler, batch,
+                mini_size=self.cfg.global_batch_size // self.dp_size,
+                micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+                loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
+                micro_loss=lambda micro: self._micro_loss(micro, temperature))
         return {f"actor/{k}": v for k, v in stats.items()}
 
     def _micro_loss(self, micro: Batch, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
         mask = micro["response_mask"].float()
-        logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature)
-        log_probs = token_log_probs(logits, micro["responses"])
+        log_probs, entropy = response_log_probs_and_entropy(self.model, self.adapter, micro, self.pad_id, temperature,
+                                                            self.sp, self.cfg.padding_free, with_entropy=True)
         rollout_lp = micro.tensors.get("rollout_log_probs")
         loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"], micro["advantages"], mask, self.cfg,
                                           rollout_log_probs=rollout_lp)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.entropy_coef != 0):
-            entropy = aggregate_loss(entropy_of(logits), mask, self.cfg.loss_avg_mode)
+        if self.cfg.entropy_coef == 0:  # a statistic only
+            entropy = entropy.detach()
+        entropy = aggregate_loss(entropy, mask, self.cfg.loss_avg_mode)
         if self.cfg.entropy_coef:
             loss = loss - self.cfg.entropy_coef * entropy
         stats["entropy"] = entropy.item()

@@ -2,7 +2,8 @@
 
 The critic is a token-classification head (one label) on the same backbone as the policy,
 initialised from `worker.critic.model.model_path` (default: the actor's checkpoint), sharded
-with FSDP like the actor. Text models only.
+with FSDP like the actor. Text models only. Under Ulysses sequence parallelism it splits each
+sequence over the SP group like the actor (`sp_response_values`), padded or padding-free.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import torch
 from longrl.algorithms import compute_value_loss
 from longrl.config import CriticConfig
 from longrl.models.adapter import TextAdapter
+from longrl.models.ulysses_attention import split_media, sp_response_values, ulysses_attention
+from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
-from longrl.workers.actor import build_optimizer, response_logits
+from longrl.workers.actor import NO_SP, build_optimizer
 from longrl.workers.update import minibatch_updates
 
 
@@ -26,14 +29,18 @@ def load_value_model(path: str, dtype: torch.dtype) -> torch.nn.Module:
 
 class Critic:
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: CriticConfig, loss_avg_mode: str,
-                 pad_id: int, dp_size: int, total_steps: int):
+                 pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP, padding_free: bool = False):
         self.model, self.adapter, self.cfg, self.loss_avg_mode = model, adapter, cfg, loss_avg_mode
-        self.pad_id, self.dp_size = pad_id, dp_size
+        self.pad_id, self.dp_size, self.sp, self.padding_free = pad_id, dp_size, sp, padding_free
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
 
     def _values(self, batch: Batch) -> torch.Tensor:
         # The value of the state before each response token sits where the policy's logits for it sit.
-        return response_logits(self.model, self.adapter, batch, self.pad_id, temperature=1.0)[..., 0]
+        device = next(self.model.parameters()).device
+        inputs, prompt_lens = self.adapter.model_inputs(self.model, batch, self.pad_id, device)
+        rows, media = split_media(inputs)
+        return sp_response_values(self.model, rows, prompt_lens, batch["responses"].shape[1], self.sp,
+                                  self.padding_free, media)
 
     @torch.no_grad()
     def values(self, batch: Batch) -> torch.Tensor:
@@ -48,8 +55,10 @@ class Critic:
             return compute_value_loss(self._values(micro), micro["values"], micro["returns"],
                                       micro["response_mask"].float(), self.cfg.cliprange_value, self.loss_avg_mode)
 
-        stats = minibatch_updates(
-            self.model, self.optimizer, self.lr_scheduler, batch, mini_size=self.cfg.global_batch_size // self.dp_size,
-            micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
-            loss_avg_mode=self.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm, micro_loss=micro_loss)
+        with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
+            stats = minibatch_updates(
+                self.model, self.optimizer, self.lr_scheduler, batch,
+                mini_size=self.cfg.global_batch_size // self.dp_size,
+                micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+                loss_avg_mode=self.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm, micro_loss=micro_loss)
         return {f"critic/{k}": v for k, v in stats.items()}

@@ -25,6 +25,7 @@ from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
 from longrl.models.vision_cache import Purpose, max_over_ranks, media_mode, vision_cache_for
 from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
+from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
 from longrl.workers.critic import Critic, load_value_model
@@ -97,6 +98,8 @@ class HybridWorker:
         from transformers import AutoConfig, AutoTokenizer
 
         self.rank, self.world = init_distributed()
+        # ranks [k*sp, (k+1)*sp) split each sequence of the same rows (a collective: every rank calls it)
+        self.sp = init_sp_groups(self.cfg.worker.actor.ulysses_size)
         cfg = self.cfg
         model_cfg = cfg.worker.actor.model
         self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
@@ -107,7 +110,8 @@ class HybridWorker:
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
                                    offload=_offloads(cfg.worker.actor.offload))
-        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps)
+        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps,
+                           self.sp)
         self.ref = None
         if not cfg.algorithm.disable_kl:
             ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
@@ -121,7 +125,7 @@ class HybridWorker:
                                 trainable=True, fsdp=cfg.worker.critic.fsdp, offload=_offloads(cfg.worker.critic.offload))
             critic_updates = total_steps * cfg.worker.actor.global_batch_size // cfg.worker.critic.global_batch_size
             self.critic = Critic(value_model, self.adapter, cfg.worker.critic, cfg.worker.actor.loss_avg_mode,
-                                 self.pad_id, dp, critic_updates)
+                                 self.pad_id, dp, critic_updates, self.sp, cfg.worker.actor.padding_free)
         max_len = cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
@@ -175,9 +179,10 @@ class HybridWorker:
         """The reference model's log-probs of the response tokens (`ref_log_probs`, [B, R])."""
         assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
         batch = self._with_videos(batch, "log_probs", tower="ref")
+        actor = self.cfg.worker.actor
         return Batch({"ref_log_probs": response_log_probs(
             self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
-            self.cfg.worker.actor.micro_batch_size_per_device_for_experience)})
+            actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
