@@ -56,6 +56,7 @@ reachable() {  # the head's GCS port accepts connections
 }
 
 ray_pid=""
+train_pid=""
 # shellcheck disable=SC2329  # called by the EXIT trap
 stop_ray() {
     if [[ -n $ray_pid ]] && kill -0 "$ray_pid" 2>/dev/null; then
@@ -64,9 +65,18 @@ stop_ray() {
         wait "$ray_pid" || true
     fi
 }
+# shellcheck disable=SC2329  # called by the TERM/INT traps
+on_signal() {  # scancel/Ctrl-C: stop the training first, then (EXIT trap) Ray
+    if [[ -n $train_pid ]]; then
+        pkill -TERM -P "$train_pid" 2>/dev/null || true
+        kill -TERM "$train_pid" 2>/dev/null || true
+        wait "$train_pid" || true
+    fi
+    exit "$1"
+}
 trap stop_ray EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 130' INT
 
 host=$(head_host)
 addr=$(getent hosts "$host" | awk '{print $1; exit}' || true)
@@ -120,8 +130,11 @@ if [[ $NODE_RANK == 0 ]]; then
     wait_for_nodes
     log "all $NNODES nodes are up; running $TRAIN_SCRIPT"
     export RAY_ADDRESS="$addr:$RAY_PORT" NNODES
+    bash "$TRAIN_SCRIPT" "$@" trainer.nnodes="$NNODES" &  # in the background, so a signal reaches the traps at once
+    train_pid=$!
     rc=0
-    bash "$TRAIN_SCRIPT" "$@" trainer.nnodes="$NNODES" || rc=$?
+    wait "$train_pid" || rc=$?
+    train_pid=""
     log "training finished with exit status $rc"
     exit "$rc"
 fi

@@ -47,6 +47,9 @@ class ResourcePool:
         self.cpus_per_worker = cpus_per_worker
         bundle = {"CPU": per_node * cpus_per_worker, **({"GPU": per_node} if use_gpu else {})}
         strategy = "STRICT_SPREAD" if nnodes > 1 else "STRICT_PACK"
+        shortfall = capacity_shortfall(ray.nodes(), nnodes, bundle)
+        if shortfall:  # the slots do not exist: say so now instead of waiting out the placement timeout
+            raise ClusterResourceError(shortfall)
         self.pg: PlacementGroup = placement_group([dict(bundle) for _ in range(nnodes)], strategy=strategy)
         ready, _ = ray.wait([self.pg.ready()], timeout=timeout_s)
         if not ready:
@@ -66,6 +69,25 @@ class ResourcePool:
 
     def strategy(self, rank: int) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=rank // self.per_node)
+
+
+def capacity_shortfall(nodes: list[dict[str, Any]], nnodes: int, bundle: dict[str, float]) -> str | None:
+    """What is missing for `nnodes` distinct nodes to each hold `bundle`, or None when enough exist.
+
+    `nodes` are `ray.nodes()` entries; a node counts when its *total* resources cover the bundle, so
+    this tells at once that the cluster is too small (busy nodes are left to the placement timeout).
+    """
+    alive = [n for n in nodes if n.get("Alive")]
+    fits = [n for n in alive if all(n["Resources"].get(k, 0.0) >= v for k, v in bundle.items())]
+    if len(fits) >= nnodes:
+        return None
+    too_small = [f"{n.get('NodeManagerAddress', '?')} ({n.get('NodeID', '?')[:8]}) has "
+                 f"{ {k: n['Resources'].get(k, 0.0) for k in bundle} }" for n in alive if n not in fits]
+    small = f"; too small: {', '.join(too_small)}" if too_small else ""
+    return (f"the Ray cluster is missing {nnodes - len(fits)} node(s) with {bundle} each: trainer.nnodes={nnodes} needs "
+            f"{nnodes} distinct nodes of that size (one per node, trainer.n_gpus_per_node workers each), and the "
+            f"cluster has {len(alive)} alive node(s), {len(fits)} of them large enough{small}. Lower trainer.nnodes or "
+            f"trainer.n_gpus_per_node, or join more nodes (`ray start --address=<head>:<port>` on each)")
 
 
 class WorkerGroup:

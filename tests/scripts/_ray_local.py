@@ -120,30 +120,42 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie, finished but not yet reaped by its parent, counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    return True
 
 
-def stop_processes(roots: list[int], temp_dir: Path, grace_s: float = 20.0) -> None:
-    """SIGTERM the trees under `roots` plus anything naming `temp_dir` (what `ray stop` does, limited
-    to what we started), then SIGKILL whatever is left after `grace_s`."""
+def _is_ray_internal(pid: int) -> bool:
+    """A process Ray started itself (gcs_server, raylet, agents, `ray::` workers): its `ray start` stops it."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"site-packages/ray/" in cmdline or cmdline.startswith(b"ray::")
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_processes(roots: list[int], temp_dir: Path, grace_s: float = 30.0) -> None:
+    """Stop the trees under `roots` plus anything naming `temp_dir`, and nothing else on the machine.
+
+    SIGTERM goes to our own processes and to `ray start --block`, which then drains and stops the Ray
+    processes it started (signalling those directly makes the drain wait for a dying GCS); whatever
+    is still running after `grace_s` is killed."""
     pids: list[int] = []
     for root in roots:
         pids += [p for p in descendants(root) if p not in pids]
     pids += [p for p in processes_mentioning(str(temp_dir)) if p not in pids]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    _signal([p for p in pids if not _is_ray_internal(p)], signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.5)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal([p for p in pids if _alive(p)], signal.SIGKILL)
