@@ -509,8 +509,13 @@ def dp_size(cfg: Config) -> int:
     return world_size(cfg) // cfg.worker.actor.ulysses_size
 
 
-def validate(cfg: Config, model_max_positions: int | None = None) -> None:
-    """Raise one ConfigError listing every impossible combination."""
+def validate(cfg: Config, model_max_positions: int | None = None,
+             model_heads: tuple[int, int] | None = None) -> None:
+    """Raise one ConfigError listing every impossible combination.
+
+    model_max_positions, model_heads (num_attention_heads, num_key_value_heads): read from the model's
+    config.json by the caller when it can (the text config of a vision-language model).
+    """
     from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, GROUP_ESTIMATORS
 
     problems: list[str] = []
@@ -531,6 +536,13 @@ def validate(cfg: Config, model_max_positions: int | None = None) -> None:
     if actor.ulysses_size < 1 or world % actor.ulysses_size:
         problems.append(f"worker.actor.ulysses_size={actor.ulysses_size} must divide the world size "
                         f"{world} (trainer.nnodes={t.nnodes} x trainer.n_gpus_per_node={t.n_gpus_per_node})")
+    if model_heads is not None and actor.ulysses_size >= 1:
+        from longrl.models.ulysses_attention import kv_repeat_factor  # imports transformers: only when asked
+
+        try:  # KV heads fewer than ulysses_size are repeated; the query heads themselves must split evenly
+            kv_repeat_factor(*model_heads, actor.ulysses_size)
+        except ConfigError as e:
+            problems.append(str(e))
     dp = max(1, world // max(actor.ulysses_size, 1))
     prompts = data.mini_rollout_batch_size or data.rollout_batch_size
     if prompts % dp:

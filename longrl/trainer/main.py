@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args)
-        validate(cfg, model_max_positions=_model_max_positions(cfg.worker.actor.model.model_path))
+        hf = _text_config(cfg.worker.actor.model.model_path)
+        validate(cfg, model_max_positions=hf.get("max_position_embeddings"), model_heads=_heads(hf))
         print("effective config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
         trainer = RayTrainer(cfg)  # reads the data and the reward function: their errors come before any worker
     except (ConfigError, FileNotFoundError) as e:
@@ -29,15 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _model_max_positions(model_path: str) -> int | None:
-    """max_position_embeddings of a local model directory, if it can be read."""
+def _text_config(model_path: str) -> dict:
+    """The (text) model's config.json entries of a local model directory; empty if it cannot be read
+    (validate names a missing directory itself)."""
     try:
         with open(f"{model_path}/config.json") as f:
             hf = json.load(f)
     except OSError:
+        return {}
+    return hf.get("text_config", hf)
+
+
+def _heads(hf: dict) -> tuple[int, int] | None:
+    """(num_attention_heads, num_key_value_heads) of a text config; KV heads default to the heads (no GQA)."""
+    if "num_attention_heads" not in hf:
         return None
-    hf = hf.get("text_config", hf)
-    return hf.get("max_position_embeddings")
+    return hf["num_attention_heads"], hf.get("num_key_value_heads") or hf["num_attention_heads"]
+
+
+def _model_max_positions(model_path: str) -> int | None:
+    """max_position_embeddings of a local model directory, if it can be read."""
+    return _text_config(model_path).get("max_position_embeddings")
 
 
 if __name__ == "__main__":
