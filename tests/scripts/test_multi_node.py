@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,10 +120,14 @@ def test_train_multi_nodes_outside_srun_says_what_is_missing():
 
 
 def test_train_multi_nodes_without_scontrol_asks_for_head_addr(tmp_path):
+    bin_dir = tmp_path / "bin"  # the tools the script needs, and no scontrol even where SLURM is installed
+    bin_dir.mkdir()
+    for tool in ("realpath", "dirname", "date", "head", "getent", "awk", "timeout", "sleep"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
     env = {**{k: v for k, v in os.environ.items() if k != "HEAD_ADDR"}, "SLURM_NODEID": "1", "SLURM_NNODES": "2",
-           "SLURM_JOB_NODELIST": "gpu[01-02]", "PATH": f"{tmp_path}:/usr/bin:/bin"}  # no scontrol on this PATH
-    result = subprocess.run(["bash", "scripts/train_multi_nodes.sh", "examples/cpu/qwen2_math_grpo.sh"], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=30)
+           "SLURM_JOB_NODELIST": "gpu[01-02]", "PATH": str(bin_dir)}
+    result = subprocess.run([shutil.which("bash"), "scripts/train_multi_nodes.sh", "examples/cpu/qwen2_math_grpo.sh"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "scontrol is not on PATH; set HEAD_ADDR" in result.stderr
 
