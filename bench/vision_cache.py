@@ -1,6 +1,6 @@
 """RL step time with and without the VisionCache, side by side, for 64, 256 and 1024-frame videos.
 
-    python bench/vision_cache.py [--frames 64 256 1024] [--repeats 2] [--n 8]
+    python bench/vision_cache.py [--frames 64 256 1024] [--repeats 1] [--n 8]    (about 5 minutes on 2 CPU cores)
 
 Two one-rank worker groups run in the same Ray cluster, one with worker.rollout.cache_video_embeds
 =true and one with false, and take turns on the same prompt, so both see the same machine load.
@@ -67,8 +67,8 @@ def make_prompt(model_dir: Path, video: Path, step: int) -> Batch:
     return Batch(objects={"prompt_ids": [ids], "videos": [[str(video)]]}, meta={"step": step})
 
 
-def start_group(model_dir: Path, cache: bool, frames: int, n: int, cache_dir: Path):
-    from longrl.controller.worker_group import ResourcePool, WorkerGroup
+def start_group(pool, model_dir: Path, cache: bool, frames: int, n: int, cache_dir: Path):
+    from longrl.controller.worker_group import WorkerGroup
     from longrl.workers.fsdp_worker import HybridWorker
 
     cfg = load_config([
@@ -81,7 +81,7 @@ def start_group(model_dir: Path, cache: bool, frames: int, n: int, cache_dir: Pa
         "worker.actor.model.freeze_vision_tower=true", f"data.cache_dir={cache_dir}", "trainer.n_gpus_per_node=1"])
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
-    group = WorkerGroup(HybridWorker, ResourcePool(1, 1, use_gpu=False), 1, env, args=(cfg,), call_timeout_s=1800)
+    group = WorkerGroup(HybridWorker, pool, 1, env, args=(cfg,), call_timeout_s=1800)
     group.setup(100)
     return group
 
@@ -113,11 +113,11 @@ def rl_step(group, prompt: Batch, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--repeats", type=int, default=2, help="timed steps per mode and length (after 1 warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed steps per mode and length (after 1 warm-up)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    from longrl.controller.worker_group import init_ray
+    from longrl.controller.worker_group import ResourcePool, init_ray
     from longrl.data.synthetic_video import generate_split
 
     work = Path(tempfile.mkdtemp(prefix="bench_vision_cache_"))
@@ -129,11 +129,12 @@ def main() -> None:
           f"patch 2; n={args.n}, {RESPONSE_TOKENS} response tokens, 1 prompt per step, 1 CPU thread per worker",
           flush=True)
     init_ray(None, num_cpus=4)
+    pools = {mode: ResourcePool(1, 1, use_gpu=False) for mode in ("cache", "no cache")}  # one slot per mode
     results = []
     for frames in args.frames:
         video = Path(generate_split(work / f"data{frames}", "train", 1, frames=frames)).parent / "videos/train-00000.mp4"
-        groups = {mode: start_group(work / "model", mode == "cache", frames, args.n, work / "frames")
-                  for mode in ("cache", "no cache")}
+        groups = {mode: start_group(pool, work / "model", mode == "cache", frames, args.n, work / "frames")
+                  for mode, pool in pools.items()}
         times: dict[str, list[dict[str, float]]] = {mode: [] for mode in groups}
         for step in range(args.repeats + 1):
             for mode, group in groups.items():  # alternate, so both modes see the same machine load

@@ -252,6 +252,10 @@ class VisionCache:
         """Embeddings held."""
         return len(self._embeds)
 
+    def count(self, name: str) -> None:
+        """Count an event of the worker's in video/<name> (e.g. overlong: a prompt skipped as too long)."""
+        self._stats[name] += 1
+
     def take_stats(self) -> dict[str, float]:
         """video/* counters since the last call: decoded, skipped, encoded, embed_hits, decode_s, encode_s."""
         stats = {f"video/{k}": float(v) for k, v in sorted(self._stats.items())}

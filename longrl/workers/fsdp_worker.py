@@ -279,6 +279,7 @@ class HybridWorker:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such prompts")
                 logger.warning("skipping: %s", message)
+                self.vision.count("overlong")
                 rows[i] = None
         skipped = [row is None for row in rows]
         prompts = prompts.index(range(len(prompts)))  # a copy: the caller's batch stays as it was

@@ -95,6 +95,13 @@ def test_clear_forgets_videos_and_embeddings(clips):
     assert encode.calls == [clips["a"], clips["a"]] and cache.take_stats()["video/decoded"] == 2.0
 
 
+def test_the_worker_can_count_its_own_video_events():
+    cache = VisionCache(SETTINGS)
+    cache.count("overlong")
+    cache.count("overlong")
+    assert cache.take_stats() == {"video/overlong": 2.0}
+
+
 def test_without_keep_pixels_an_encoded_video_drops_its_pixels_and_is_decoded_again_if_asked(clips):
     cache, encode = VisionCache(SETTINGS, keep_pixels=False), Encoder()
     cache.row_inputs([[clips["a"]]], "embeds", "actor", encode)

@@ -157,6 +157,23 @@ def test_a_prompt_with_a_broken_video_gets_empty_responses_while_the_rest_trains
     assert summed_stats(trainer)["video/skipped"] == 1.0
 
 
+def test_a_prompt_too_long_once_its_video_tokens_are_counted_is_skipped(trainer, tmp_path):
+    import numpy as np
+
+    from longrl.data.synthetic_video import write_mp4
+
+    # 224x224 frames: 16x16 patches -> 8x8 = 64 merged tokens per 2 frames, x 32 = 2048 > max_prompt_length 512
+    big = tmp_path / "big.mp4"
+    write_mp4(big, np.zeros((64, 224, 224, 3), np.uint8))
+    batch = prompts(trainer, [0, 1], step=104)
+    batch["videos"] = [batch["videos"][0], [str(big)]]
+    summed_stats(trainer)
+    rollout = trainer.workers.generate(batch, SAMPLED)
+    assert summed_stats(trainer)["video/overlong"] == 1.0
+    assert rollout["video_skipped"].tolist() == [False] * 4 + [True] * 4
+    assert rollout["response_mask"][4:].sum() == 0 and rollout["response_mask"][:4].sum() > 0
+
+
 def test_grpo_runs_three_steps_on_videos(trainer):
     skipped = 0.0
     for step in (1, 2, 3):
