@@ -75,6 +75,8 @@ class RayTrainer:
         updates = self.total_steps * cfg.worker.actor.ppo_epochs * (
             cfg.data.rollout_batch_size * cfg.worker.rollout.n // cfg.worker.actor.global_batch_size)
         self.worker_info = self.workers.setup(updates)
+        for info in self.worker_info:
+            logger.info("worker rank %s on Ray node %s", info["rank"], info["node_id"])
 
     def shutdown(self) -> None:
         if self.workers is not None:
