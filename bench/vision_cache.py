@@ -132,7 +132,8 @@ def main() -> None:
     pools = {mode: ResourcePool(1, 1, use_gpu=False) for mode in ("cache", "no cache")}  # one slot per mode
     results = []
     for frames in args.frames:
-        video = Path(generate_split(work / f"data{frames}", "train", 1, frames=frames)).parent / "videos/train-00000.mp4"
+        video = Path(generate_split(work / f"data{frames}", "train", 1, frames=frames)).parent / "videos"
+        video = video / "train-00000.mp4"
         groups = {mode: start_group(pool, work / "model", mode == "cache", frames, args.n, work / "frames")
                   for mode, pool in pools.items()}
         times: dict[str, list[dict[str, float]]] = {mode: [] for mode in groups}
@@ -148,14 +149,16 @@ def main() -> None:
             row[mode] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         row["ratio"] = row["no cache"]["step"] / row["cache"]["step"]
         results.append(row)
-        phases = " ".join(f"{k}={row['cache'][k]:.2f}/{row['no cache'][k]:.2f}" for k in ("gen", "old", "ref", "update"))
+        phases = " ".join(f"{k}={row['cache'][k]:.2f}/{row['no cache'][k]:.2f}"
+                          for k in ("gen", "old", "ref", "update"))
         print(f"{frames:5d} frames ({row['video_tokens']} video tokens): step {row['cache']['step']:.2f} s with cache, "
               f"{row['no cache']['step']:.2f} s without -> {row['ratio']:.2f}x | with/without: {phases} | tower "
               f"calls per step {row['cache']['video/encoded']:.0f} vs 0 (+{args.n} rows x 3 passes re-encoding)",
               flush=True)
     print(f"{'frames':>6} {'with cache s':>13} {'without s':>10} {'ratio':>6}")
     for row in results:
-        print(f"{row['frames']:>6} {row['cache']['step']:>13.2f} {row['no cache']['step']:>10.2f} {row['ratio']:>5.2f}x")
+        with_cache, without = row["cache"]["step"], row["no cache"]["step"]
+        print(f"{row['frames']:>6} {with_cache:>13.2f} {without:>10.2f} {row['ratio']:>5.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"sizes": sizes, "results": results}, indent=1))
     import ray

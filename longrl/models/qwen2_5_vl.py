@@ -142,8 +142,8 @@ def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
     """
     vision = cfg.vision_config
     merge = vision.spatial_merge_size
-    dummy = VideoInput("<padding video>", (1, merge, merge), 1.0, 1,
-                       torch.zeros(merge * merge, vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2))
+    width = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
+    dummy = VideoInput("<padding video>", (1, merge, merge), 1.0, 1, torch.zeros(merge * merge, width))
     slot = torch.zeros((ids.shape[0], 1), dtype=ids.dtype)
     ids, mask = torch.cat([ids, slot], 1), torch.cat([mask, slot], 1)
     ids[0, -1] = cfg.video_token_id

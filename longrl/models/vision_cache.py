@@ -212,7 +212,8 @@ class VisionCache:
         for video in missing:
             embeds = encode(self._with_pixels(video)).detach().to("cpu")
             if embeds.shape[0] != video.num_tokens:
-                raise AssertionError(f"{video.path}: tower gave {embeds.shape[0]} embeddings for {video.num_tokens} tokens")
+                raise AssertionError(f"{video.path}: the tower gave {embeds.shape[0]} embeddings for "
+                                     f"{video.num_tokens} tokens")
             self._embeds[(tower, video.path)] = embeds
             if not self.keep_pixels:
                 self._videos[video.path] = dataclasses.replace(video, pixel_values=None)

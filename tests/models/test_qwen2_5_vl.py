@@ -98,7 +98,8 @@ def _rows(tiny, n: int = 3) -> Batch:
     mask = torch.ones_like(responses)
     mask[1, 4:] = 0
     return Batch({"responses": responses, "response_mask": mask},
-                 {"prompt_ids": [tiny.prompt] * 2 * n, "videos": [[tiny.videos["short"]]] * n + [[tiny.videos["long"]]] * n})
+                 {"prompt_ids": [tiny.prompt] * 2 * n,
+                  "videos": [[tiny.videos["short"]]] * n + [[tiny.videos["long"]]] * n})
 
 
 def _with(batch: Batch, tiny, mode: str) -> Batch:
@@ -115,7 +116,8 @@ def test_model_inputs_expand_each_video_and_report_the_expanded_prompt_length(ti
     assert inputs["attention_mask"].sum(-1).tolist() == [len(tiny.prompt) + 15 + 6, len(tiny.prompt) + 15 + 4]
     assert (inputs["input_ids"] == tiny.model.config.video_token_id).sum().item() == 32
     assert inputs["position_ids"].shape == (3, 2, len(tiny.prompt) + 21)
-    assert inputs["pixel_values_videos"].shape == (2 * 64, 1176) and inputs["video_grid_thw"].tolist() == [[4, 4, 4]] * 2
+    assert inputs["pixel_values_videos"].shape == (2 * 64, 1176)
+    assert inputs["video_grid_thw"].tolist() == [[4, 4, 4]] * 2
 
 
 def test_model_inputs_refuse_a_row_whose_placeholders_and_videos_differ(tiny):
@@ -228,7 +230,8 @@ def test_trainer_log_probs_equal_vllms_for_sampled_tokens_from_embeddings_and_fr
     rand = random.Random(0)
     for _ in range(50):
         videos = [_video((rand.randint(1, 6), 2 * rand.randint(1, 4), 2 * rand.randint(1, 4)),
-                         float(np.float32(rand.choice([0.25, 0.5, 1 / 3, 2.0, 0.7])))) for _ in range(rand.randint(1, 3))]
+                         float(np.float32(rand.choice([0.25, 0.5, 1 / 3, 2.0, 0.7]))))
+                  for _ in range(rand.randint(1, 3))]
         tokens, features = [1] * rand.randint(0, 3), []
         for v in videos:
             features.append(SimpleNamespace(modality="video", mm_position=SimpleNamespace(offset=len(tokens)), data={
