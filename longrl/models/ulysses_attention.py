@@ -206,7 +206,8 @@ def _sharded_at_decoder(model: torch.nn.Module, sp: SPGroup) -> Iterator[None]:
 
 def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
                       attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup,
-                      gather: bool = True, media: dict[str, object] | None = None) -> torch.Tensor:
+                      gather: bool = True, media: dict[str, object] | None = None,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of a sequence-parallel forward pass.
 
     input_ids [B, L]; position_ids [B, L] or [3, B, L] (M-RoPE); attention_mask [B, L] (right-padded) or
@@ -215,9 +216,13 @@ def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_
     fill the placeholder tokens of input_ids. Every rank of the SP group passes the same full inputs. Returns
     logits [B, L, V] on every rank, or with gather=False this rank's slice [B, ceil(L/sp), V] of the sp-padded
     sequence (compute per-token values on it and `gather_sequence` those: the full [B, L, V] never has to
-    exist on one rank).
+    exist on one rank). `keep` (with gather=False): indices into this rank's slice; the LM head then runs on
+    those positions only and the logits are [B, len(keep), V].
     """
     kwargs = _varlen_kwargs(input_ids, attention_mask_or_cu_seqlens)
+    if keep is not None:
+        assert not gather, "keep selects positions of this rank's slice"
+        kwargs["logits_to_keep"] = keep
     with ulysses_attention(model, sp), _sharded_at_decoder(model, sp):
         logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **(media or {}),
                        **kwargs).logits
@@ -226,25 +231,32 @@ def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_
 
 def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
                        attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup, temperature: float = 1.0,
-                       with_entropy: bool = False,
-                       media: dict[str, object] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       with_entropy: bool = False, media: dict[str, object] | None = None,
+                       needed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for t < L-1: [B, L-1] (and the entropy there, [B, L-1]).
 
     Each rank turns its logits slice into per-token values before the gather, so per-rank memory for the
     vocabulary-sized tensors is 1/sp of a plain forward. At a packed sequence's last token the value
     refers to the next sequence's first token and must be ignored, as for any padding-free model.
+    `needed` (bool [L]): the positions t whose values are wanted, 0 elsewhere; the LM head skips the others,
+    which for a long video prompt and a short response is nearly all of the [L, V] logits.
     """
     length = input_ids.shape[-1]
     labels = shard_sequence(torch.roll(input_ids, -1, dims=-1), sp, dim=-1)
+    keep = None if needed is None else shard_sequence(needed, sp, dim=0).nonzero().squeeze(-1)
     logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
-                               media=media)
+                               media=media, keep=keep)
+    if keep is not None:
+        labels = labels[:, keep]
     logits = logits.float() / temperature
     log_z = torch.logsumexp(logits, dim=-1)
-    log_probs = torch.gather(logits, -1, labels[..., None]).squeeze(-1) - log_z
-    entropy = None
+    outs = [torch.gather(logits, -1, labels[..., None]).squeeze(-1) - log_z]
     if with_entropy:
-        entropy = gather_sequence(log_z - (torch.softmax(logits, -1) * logits).sum(-1), sp, 1, length)[:, :-1]
-    return gather_sequence(log_probs, sp, dim=1, original_len=length)[:, :-1], entropy
+        outs.append(log_z - (torch.softmax(logits, -1) * logits).sum(-1))
+    if keep is not None:  # back to this rank's slice, zeros where not needed, so the slices line up to gather
+        outs = [t.new_zeros(labels.shape[0], -(-length // sp.size)).index_copy(1, keep, t) for t in outs]
+    outs = [gather_sequence(t, sp, dim=1, original_len=length)[:, :-1] for t in outs]
+    return outs[0], outs[1] if with_entropy else None
 
 
 def sp_token_values(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -259,8 +271,10 @@ def sp_token_values(model: torch.nn.Module, input_ids: torch.Tensor, position_id
 TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
 """The keys of an adapter's forward inputs that describe the token rows; the others are media (`split_media`)."""
 
-PerToken = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor | None, ...]]
-"""(input_ids, position_ids, attention mask or cu_seqlens) -> per-token values [B, L-1] (None: not asked for)."""
+PerToken = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+                    tuple[torch.Tensor | None, ...]]
+"""(input_ids, position_ids, attention mask or cu_seqlens, needed positions bool [L]) -> per-token values
+[B, L-1] (None: not asked for)."""
 
 
 def split_media(inputs: dict[str, object]) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
@@ -278,11 +292,11 @@ def sp_response_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor
     `inputs` are right-padded `input_ids`/`attention_mask` [B, L] and `position_ids` ([B, L] or [3, B, L]) as
     an adapter's `forward_inputs` builds them, `media` the rest of an adapter's inputs (`split_media`);
     response token j of row b sits at prompt_lens[b] + j. With `padding_free` the rows are packed without
-    their padding first. Columns past a row's end hold junk, as with the actor's clamped gather: mask them
-    with `response_mask`.
+    their padding first. The LM head runs only where some row has a response token to predict. Columns past
+    a row's end hold 0 or junk: mask them with `response_mask`.
     """
-    def per_token(ids, positions, mask_or_cu):
-        return sp_token_log_probs(model, ids, positions, mask_or_cu, sp, temperature, with_entropy, media)
+    def per_token(ids, positions, mask_or_cu, needed):
+        return sp_token_log_probs(model, ids, positions, mask_or_cu, sp, temperature, with_entropy, media, needed)
 
     log_probs, entropy = _response_columns(model, inputs, prompt_lens, width, padding_free, media, per_token)
     return log_probs, entropy
@@ -292,7 +306,7 @@ def sp_response_values(model: torch.nn.Module, inputs: dict[str, torch.Tensor], 
                        width: int, sp: SPGroup, padding_free: bool = False,
                        media: dict[str, object] | None = None) -> torch.Tensor:
     """A critic's drop-in: the value head's output where the logits predicting each response token sit, [B, R]."""
-    def per_token(ids, positions, mask_or_cu):
+    def per_token(ids, positions, mask_or_cu, needed):  # a one-label head: every position is cheap
         return (sp_token_values(model, ids, positions, mask_or_cu, sp, media),)
 
     return _response_columns(model, inputs, prompt_lens, width, padding_free, media, per_token)[0]
@@ -307,18 +321,28 @@ def _response_columns(model: torch.nn.Module, inputs: dict[str, torch.Tensor], p
         raise ValueError(f"Ulysses sequence parallelism takes text inputs only; got {unsupported} too "
                          "(pass vision-language inputs as media=..., see split_media)")
     ids, mask, positions = inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"]
+    prompt_lens = prompt_lens.to(ids.device)
+    # the response tokens prompt_len .. end-1 of a row are predicted at positions prompt_len-1 .. end-2
     if padding_free:
         packed = _pack_rows(model, ids, mask, positions, bool(media))
-        outs = per_token(packed.input_ids, packed.position_ids, packed.cu_seqlens)
+        cu = packed.cu_seqlens.long()
+        needed = _any_in_ranges(cu[: len(ids)] + prompt_lens - 1, cu[1: len(ids) + 1] - 1, packed.input_ids.shape[-1])
+        outs = per_token(packed.input_ids, packed.position_ids, packed.cu_seqlens, needed)
         # [1, T-1] -> [1, T] so that row b's column t is the value predicting its token t+1, then per row
         per_row = [unpack_to_padded(F.pad(t, (0, 1)), packed.cu_seqlens)[: len(ids)] if t is not None else None
                    for t in outs]
     else:
-        outs = per_token(ids, positions, mask)
+        outs = per_token(ids, positions, mask, _any_in_ranges(prompt_lens - 1, mask.sum(-1) - 1, ids.shape[-1]))
         per_row = [F.pad(t, (0, 1)) if t is not None else None for t in outs]
     # the token at position t is predicted at t-1
-    index = prompt_lens.to(ids.device)[:, None] - 1 + torch.arange(width, device=ids.device)
+    index = prompt_lens[:, None] - 1 + torch.arange(width, device=ids.device)
     return tuple(torch.gather(t, 1, index.clamp(max=t.shape[1] - 1)) if t is not None else None for t in per_row)
+
+
+def _any_in_ranges(starts: torch.Tensor, ends: torch.Tensor, length: int) -> torch.Tensor:
+    """bool [length]: True at the positions inside any [starts[i], ends[i])."""
+    positions = torch.arange(length, device=starts.device)
+    return ((positions >= starts[:, None]) & (positions < ends[:, None])).any(0)
 
 
 def _pack_rows(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,

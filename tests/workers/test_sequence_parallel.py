@@ -250,3 +250,33 @@ def test_critic_values_equal_those_of_sp1_padded(ranks, sp_size, padding_free):
     mask = _response_mask(RESPONSE_LENGTHS["text"])
     for res in ranks:
         _assert_close(res["critic"][(sp_size, padding_free)], res["critic"][(1, False)], mask)
+
+
+# ---- single process ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("padding_free", "positions"), [
+    # prompts 5, 9, 6, 12 + responses 7, 3, 7, 5 -> rows end at 12, 12, 13, 17; position t predicts token t+1.
+    # padded (one position set shared by the rows): [4, 11) | [8, 11) | [5, 12) | [11, 16) = [4, 16) -> 12
+    (False, 12),
+    # packed (rows start at 0, 12, 24, 37): only each row's own response predictions, 7 + 3 + 7 + 5 = 22
+    (True, 22),
+])
+def test_the_lm_head_runs_only_where_a_response_token_is_predicted(tiny_qwen2, padding_free, positions):
+    from transformers import AutoModelForCausalLM
+
+    from longrl.models.adapter import TextAdapter
+    from longrl.workers.actor import response_log_probs, response_logits, token_log_probs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32, attn_implementation="sdpa")
+    batch = _text_rows()
+    seen: list[int] = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[-2]))
+    try:
+        got = response_log_probs(model, TextAdapter(), batch, 0, TEMPERATURE, 4, padding_free=padding_free)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        want = token_log_probs(response_logits(model, TextAdapter(), batch, 0, TEMPERATURE), batch["responses"])
+    assert seen == [positions]
+    _assert_close(got, want, batch["response_mask"])
