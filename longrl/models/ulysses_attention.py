@@ -11,6 +11,10 @@ so causal attention already hides it; outputs at pad positions are never read). 
 pass `cu_seq_lens_q`/`max_length_q` through the model's `**kwargs` (transformers' own varlen keyword names),
 and attention stays inside each sequence. Because the hook is not in transformers' mask registry, the model
 builds no O(L^2) mask at all.
+
+Inputs are cut into slices where they enter the decoder (`_sharded_at_decoder`), after the model has built
+its input embeddings: a vision-language model's video embeddings land on their placeholder tokens first, so
+the video tokens are split evenly over the SP group like any other token.
 """
 
 from __future__ import annotations
@@ -154,7 +158,7 @@ def ulysses_attention(model: torch.nn.Module, sp: SPGroup) -> Iterator[torch.nn.
         config._attn_implementation = previous
 
 
-# ---- reference usage: the forward pass the actor runs -------------------------------------------------------------
+# ---- the forward passes of the actor, the reference and the critic ---------------------------------------------------
 
 
 def _varlen_kwargs(input_ids: torch.Tensor, mask_or_cu: torch.Tensor | None) -> dict[str, object]:
