@@ -558,6 +558,11 @@ def validate(cfg: Config, model_max_positions: int | None = None,
     elif (actor.global_batch_size // dp) % actor.micro_batch_size_per_device_for_update:
         problems.append(f"worker.actor.micro_batch_size_per_device_for_update={actor.micro_batch_size_per_device_for_update} "
                         f"must divide the per-device mini-batch global_batch_size/dp = {actor.global_batch_size // dp}")
+    if a.kl_penalty == "full" and not a.disable_kl and (not a.use_kl_loss or actor.ulysses_size > 1):
+        problems.append(f"algorithm.kl_penalty='full' (exact KL over the vocabulary) works as a KL loss on whole "
+                        f"sequences only: it needs both models' full distributions at the update "
+                        f"(algorithm.use_kl_loss={a.use_kl_loss}, worker.actor.ulysses_size={actor.ulysses_size}); "
+                        f"set use_kl_loss=true and ulysses_size=1, or use kl_penalty=low_var_kl")
     if a.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
         problems.append(f"worker.rollout.n={rollout.n}: {a.adv_estimator} compares responses within a group and "
                         f"needs at least 2 samples per prompt; set worker.rollout.n>=2")

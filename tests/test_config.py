@@ -70,3 +70,9 @@ def test_configs_config_yaml_is_exactly_the_full_default():
     from longrl.config import Config
 
     assert load_config(["config=configs/config.yaml"]) == Config()
+
+
+def test_full_kl_in_the_reward_is_refused_with_the_reason(tmp_path):
+    cfg = load_config(valid_args(tmp_path) + ["algorithm.kl_penalty=full", "algorithm.use_kl_loss=false"])
+    with pytest.raises(ConfigError, match="kl_penalty='full' .* set use_kl_loss=true and ulysses_size=1"):
+        validate(cfg)

@@ -102,9 +102,11 @@ class Actor:
     """Log-probs and updates of one FSDP-sharded policy."""
 
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: ActorConfig, algo: AlgorithmConfig,
-                 pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP):
+                 pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP,
+                 ref_model: torch.nn.Module | None = None):
         self.model, self.adapter, self.cfg, self.algo = model, adapter, cfg, algo
         self.pad_id, self.dp_size, self.sp = pad_id, dp_size, sp
+        self.ref_model = ref_model  # read only by the exact (`full`) KL loss
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
 
     def log_probs(self, batch: Batch, temperature: float) -> torch.Tensor:
@@ -126,8 +128,14 @@ class Actor:
 
     def _micro_loss(self, micro: Batch, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
         mask = micro["response_mask"].float()
-        log_probs, entropy = response_log_probs_and_entropy(self.model, self.adapter, micro, self.pad_id, temperature,
-                                                            self.sp, self.cfg.padding_free, with_entropy=True)
+        full_kl = self.algo.use_kl_loss and self.algo.kl_penalty == "full" and self.ref_model is not None
+        if full_kl:  # the exact KL needs both models' whole distributions at every response position
+            logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature)
+            log_probs, entropy = token_log_probs(logits, micro["responses"]), entropy_of(logits)
+        else:
+            log_probs, entropy = response_log_probs_and_entropy(self.model, self.adapter, micro, self.pad_id,
+                                                                temperature, self.sp, self.cfg.padding_free,
+                                                                with_entropy=True)
         rollout_lp = micro.tensors.get("rollout_log_probs")
         loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"], micro["advantages"], mask, self.cfg,
                                           rollout_log_probs=rollout_lp)
@@ -137,10 +145,24 @@ class Actor:
         if self.cfg.entropy_coef:
             loss = loss - self.cfg.entropy_coef * entropy
         stats["entropy"] = entropy.item()
-        if self.algo.use_kl_loss and "ref_log_probs" in micro:
-            kl = aggregate_loss(kl_penalty(log_probs, micro["ref_log_probs"], self.algo.kl_penalty), mask,
-                                self.cfg.loss_avg_mode)
+        per_token_kl = self._kl_to_reference(micro, log_probs, logits if full_kl else None, temperature)
+        if per_token_kl is not None:
+            kl = aggregate_loss(per_token_kl, mask, self.cfg.loss_avg_mode)
             loss = loss + self.algo.kl_coef * kl
             stats["kl_loss"] = kl.item()
             stats["kl_coef"] = self.algo.kl_coef
         return loss, stats
+
+    def _kl_to_reference(self, micro: Batch, log_probs: torch.Tensor, logits: torch.Tensor | None,
+                         temperature: float) -> torch.Tensor | None:
+        """Per-token KL to the reference for the KL loss ([B, R]), or None when the loss has no KL term.
+        With `logits` (kl_penalty=full) it is the exact KL over the vocabulary."""
+        if not self.algo.use_kl_loss:
+            return None
+        if logits is not None:
+            with torch.no_grad():
+                ref_logits = response_logits(self.ref_model, self.adapter, micro, self.pad_id, temperature)
+            return kl_penalty(torch.log_softmax(logits, -1), torch.log_softmax(ref_logits, -1), "full")
+        if "ref_log_probs" not in micro:
+            return None
+        return kl_penalty(log_probs, micro["ref_log_probs"], self.algo.kl_penalty)

@@ -110,13 +110,13 @@ class HybridWorker:
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
                                    offload=_offloads(cfg.worker.actor.offload))
-        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps,
-                           self.sp)
         self.ref = None
         if not cfg.algorithm.disable_kl:
             ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
+        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps,
+                           self.sp, ref_model=self.ref)
         self.critic = None
         if cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS:
             critic_path = cfg.worker.critic.model.model_path or model_cfg.model_path
@@ -250,7 +250,7 @@ class HybridWorker:
         return self.vision.row_inputs(
             batch["videos"], media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
             "actor" if frozen else tower,  # a frozen tower is the same in the actor and the reference
-            lambda video: self.adapter.encode_video(model, video), max_over_ranks)
+            lambda video: self.adapter.encode_video(model, video, self.sp), max_over_ranks)
 
     def _with_videos(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> Batch:
         """`batch` plus the VIDEO_INPUTS column for a log-prob or update pass (unchanged for text)."""

@@ -59,3 +59,10 @@ def test_dapo_gives_up_with_a_clear_error_when_every_group_is_all_equal(tiny_qwe
                           text=True, timeout=600)
     assert proc.returncode != 0
     assert "trainer.max_try_make_batch=2" in proc.stderr
+
+
+def test_exact_full_vocabulary_kl_loss_runs_and_is_non_negative(tiny_qwen2, math_data, tmp_path):
+    lines = run("qwen2_math_grpo", tiny_qwen2, math_data, tmp_path / "full_kl", "algorithm.kl_penalty=full",
+                "trainer.save_freq=-1")
+    # step 1's policy equals the reference: KL 0; after one update it is positive
+    assert lines[0]["actor/kl_loss"] == pytest.approx(0.0, abs=1e-6) and lines[1]["actor/kl_loss"] > 0
