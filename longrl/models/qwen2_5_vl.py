@@ -20,6 +20,7 @@ import torch
 
 from longrl.models.adapter import ADAPTERS, TextAdapter, sequences_of
 from longrl.models.vision_cache import VideoInput
+from longrl.parallel.ulysses import SPGroup, gather_sequence
 from longrl.protocol import Batch
 
 VIDEO_INPUTS = "video_inputs"
@@ -80,12 +81,35 @@ class Qwen2_5_VLAdapter(TextAdapter):
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
         return model.model.visual
 
-    def encode_video(self, model: torch.nn.Module, video: VideoInput) -> torch.Tensor:
-        """The tower's embeddings of one video, without gradients: [num_tokens, hidden]."""
+    def encode_video(self, model: torch.nn.Module, video: VideoInput, sp: SPGroup | None = None) -> torch.Tensor:
+        """The tower's embeddings of one video, without gradients: [num_tokens, hidden].
+
+        With a sequence-parallel group each of its ranks encodes an even share of the video's temporal steps
+        and the group gathers the shares (MR-SP: the tower's work is split like the sequence). Exact: the
+        tower attends within one temporal step (its cu_seqlens are per frame pair) and merges patches within
+        it, so a share's output equals those rows of the whole video's. Every rank of the group must call it.
+        """
+        t, h, w = video.grid_thw
+        size, rank = (sp.size, sp.rank) if sp is not None else (1, 0)
+        bounds = [r * t // size for r in range(size + 1)]
+        start, end = bounds[rank], bounds[rank + 1]
+        if start == end:  # fewer steps than ranks: encode one anyway (with FSDP a tower call is a collective)
+            start, end = t - 1, t
+        mine = self._encode(model, video.pixel_values[start * h * w: end * h * w], (end - start, h, w))
+        if size == 1:
+            return mine
+        per_step = h * w // model.config.vision_config.spatial_merge_size ** 2
+        rows = [(b - a) * per_step for a, b in zip(bounds[:-1], bounds[1:])]
+        width = max(rows)  # all_gather takes equal shapes: pad each share, then drop the padding
+        padded = torch.nn.functional.pad(mine[: rows[rank]], (0, 0, 0, width - rows[rank]))
+        full = gather_sequence(padded, sp, dim=0)
+        return torch.cat([full[r * width: r * width + n] for r, n in enumerate(rows)])
+
+    @staticmethod
+    def _encode(model: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: tuple[int, int, int]) -> torch.Tensor:
         device = next(model.parameters()).device
-        grid = torch.tensor([video.grid_thw], device=device)
         with torch.no_grad():
-            out = model.get_video_features(video.pixel_values.to(device), grid)
+            out = model.get_video_features(pixel_values.to(device), torch.tensor([grid_thw], device=device))
         return out.pooler_output[0]
 
     def strip_media(self, model_config: object, prompt_ids: Sequence[int]) -> list[int]:

@@ -136,6 +136,27 @@ def _with_video_inputs(batch: Batch, cfg, model, adapter, mode: str) -> Batch:
     return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
 
 
+def _split_encodings(cfg, videos: list[str], groups: dict) -> dict[int, list[torch.Tensor]]:
+    """Tower embeddings of the two mp4s (4 temporal steps: 2 a rank) and of random-pixel videos of 3 steps
+    (1 and 2 a rank) and of 1 step (rank 1 encodes a stand-in and keeps nothing), per SP size."""
+    from longrl.models.qwen2_5_vl import Qwen2_5_VLAdapter
+    from longrl.models.vision_cache import VideoInput, VideoSettings, VisionCache
+    from longrl.workers.fsdp_worker import load_sharded
+
+    adapter = Qwen2_5_VLAdapter()
+    model = load_sharded(adapter, cfg.worker.actor.model.model_path, torch.float32, cfg, trainable=False)
+    vision = model.config.vision_config
+    settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, vision, 8, cfg.data.min_pixels,
+                                       cfg.data.max_pixels)
+    inputs = [row[0] for row in VisionCache(settings).row_inputs([[v] for v in videos], "pixels")]
+    g = torch.Generator().manual_seed(2)
+    patch = 3 * vision.temporal_patch_size * vision.patch_size ** 2
+    for steps in (3, 1):  # 4x4 patches a step -> 4 tokens a step
+        inputs.append(VideoInput(f"random-{steps}", (steps, 4, 4), 1.0, 4 * steps,
+                                 torch.randn(16 * steps, patch, generator=g)))
+    return {size: [adapter.encode_video(model, v, groups[size]) for v in inputs] for size in (1, 2)}
+
+
 def _critic_values(cfg, batch: Batch, groups: dict) -> dict[object, torch.Tensor]:
     """Values of one value model (eval: no dropout) through Critic.values for every mode."""
     from longrl.models.adapter import TextAdapter
@@ -167,7 +188,9 @@ def _worker(rank: int, port: int, text_dir: str, vl_dir: str, videos: list[str],
                   "worker.actor.max_grad_norm=1e9", "worker.actor.entropy_coef=0.01",
                   "worker.actor.model.enable_gradient_checkpointing=true"]
         text_cfg = load_config(["config=configs/cpu_math.yaml", f"worker.actor.model.model_path={text_dir}", *common])
-        res: dict[str, object] = {"text": _run_model("text", text_cfg, _text_rows(), rank, groups),
+        vl_cfg = load_config(["config=configs/cpu_video.yaml", f"worker.actor.model.model_path={vl_dir}"])
+        res: dict[str, object] = {"encodings": _split_encodings(vl_cfg, videos, groups),
+                                  "text": _run_model("text", text_cfg, _text_rows(), rank, groups),
                                   "critic": _critic_values(text_cfg, _text_rows(), groups)}
         vl = _video_rows(prompts["video"], prompts["text"], videos)
         for name, frozen in (("video_embeds", "true"), ("video_pixels", "false")):
@@ -243,6 +266,15 @@ def test_a_trainable_tower_gets_gradients_under_sequence_parallelism(ranks):
         tower = [g for name, g in res["video_pixels"][(2, False)]["grads"].items() if "visual" in name]
         assert tower and sum(float(g.norm()) for g in tower) > 0
         assert not any("visual" in name for name in res["video_embeds"][(2, False)]["grads"])
+
+
+def test_each_sp_rank_encodes_its_share_of_a_videos_steps_and_the_group_gets_the_whole_encoding(ranks):
+    for res in ranks:
+        whole, split = res["encodings"][1], res["encodings"][2]
+        # 56x56 and 84x56 videos: 4 steps of 4 and of 6 tokens; random videos: 3 and 1 steps of 4 tokens
+        assert [t.shape[0] for t in split] == [t.shape[0] for t in whole] == [16, 24, 12, 4]
+        for got, want in zip(split, whole):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(("sp_size", "padding_free"), MODES[1:])
