@@ -27,6 +27,7 @@ from longrl.config import Config, dp_size, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
 from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
 from longrl.logging import Tracker, reduce_metrics
+from longrl.models.vision_cache import reduce_video_stats
 from longrl.protocol import Batch
 from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.workers.fsdp_worker import HybridWorker
@@ -144,6 +145,8 @@ class RayTrainer:
         metrics["timing_s/step"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
+        if "videos" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
+            metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics
 
     # ---- pieces of a step -------------------------------------------------------------------
