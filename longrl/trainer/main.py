@@ -7,6 +7,7 @@ import logging
 import sys
 
 from longrl.config import ConfigError, load_config, to_dict, validate
+from longrl.controller.worker_group import ClusterResourceError, WorkerError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +17,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args)
-        hf = _text_config(cfg.worker.actor.model.model_path)
-        validate(cfg, model_max_positions=hf.get("max_position_embeddings"), model_heads=_heads(hf))
+        hf, _ = _text_config(cfg.worker.actor.model.model_path)
+        validate(cfg, model_max_positions=_model_max_positions(cfg.worker.actor.model.model_path),
+                 model_heads=_heads(hf))
         print("effective config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
         trainer = RayTrainer(cfg)  # reads the data and the reward function: their errors come before any worker
     except (ConfigError, FileNotFoundError) as e:
@@ -25,20 +27,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         trainer.fit()
+    except (ClusterResourceError, WorkerError) as e:  # the message says what failed; no driver traceback needed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         trainer.shutdown()
     return 0
 
 
-def _text_config(model_path: str) -> dict:
-    """The (text) model's config.json entries of a local model directory; empty if it cannot be read
-    (validate names a missing directory itself)."""
+def _text_config(model_path: str) -> tuple[dict, bool]:
+    """The (text) model's config.json entries of a local model directory, and whether it has a vision tower;
+    empty if it cannot be read (validate names a missing directory itself)."""
     try:
         with open(f"{model_path}/config.json") as f:
             hf = json.load(f)
     except OSError:
-        return {}
-    return hf.get("text_config", hf)
+        return {}, False
+    return hf.get("text_config", hf), "vision_config" in hf
 
 
 def _heads(hf: dict) -> tuple[int, int] | None:
@@ -49,8 +54,10 @@ def _heads(hf: dict) -> tuple[int, int] | None:
 
 
 def _model_max_positions(model_path: str) -> int | None:
-    """max_position_embeddings of a local model directory, if it can be read."""
-    return _text_config(model_path).get("max_position_embeddings")
+    """The position limit that prompt + response tokens must respect; None where it cannot be read, or for
+    vision-language models, where M-RoPE gives a video far fewer positions than it has tokens."""
+    hf, is_multimodal = _text_config(model_path)
+    return None if is_multimodal else hf.get("max_position_embeddings")
 
 
 if __name__ == "__main__":
