@@ -210,6 +210,9 @@ class ActorConfig(TrainedRoleConfig):
     """Pack sequences without pad tokens."""
     ulysses_size: int = 1
     """Ulysses sequence-parallel degree (ranks that split one sequence)."""
+    share_prompt_prefix: bool = False
+    """Old and reference log-probs run each unique prompt of a micro-batch once and its n responses against
+    its KV cache (exact; long video prompts are not re-run n times). Needs ulysses_size=1, padding_free=false."""
 
 
 @dataclasses.dataclass
@@ -543,6 +546,11 @@ def validate(cfg: Config, model_max_positions: int | None = None,
             kv_repeat_factor(*model_heads, actor.ulysses_size)
         except ConfigError as e:
             problems.append(str(e))
+    if actor.share_prompt_prefix and (actor.ulysses_size > 1 or actor.padding_free):
+        problems.append(f"worker.actor.share_prompt_prefix=true runs whole padded sequences only, but "
+                        f"worker.actor.ulysses_size={actor.ulysses_size} and worker.actor.padding_free="
+                        f"{str(actor.padding_free).lower()}; set ulysses_size=1 and padding_free=false, "
+                        f"or share_prompt_prefix=false")
     dp = max(1, world // max(actor.ulysses_size, 1))
     prompts = data.mini_rollout_batch_size or data.rollout_batch_size
     if prompts % dp:

@@ -20,6 +20,7 @@ from longrl.models.adapter import TextAdapter
 from longrl.models.ulysses_attention import split_media, sp_response_log_probs, ulysses_attention
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
+from longrl.workers.prefix_sharing import shared_prefix_log_probs
 from longrl.workers.update import minibatch_updates
 
 
@@ -73,9 +74,14 @@ def response_log_probs_and_entropy(model: torch.nn.Module, adapter: TextAdapter,
 @torch.no_grad()
 def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
                        temperature: float, micro_batch_size: int, sp: SPGroup = NO_SP,
-                       padding_free: bool = False) -> torch.Tensor:
-    """Log-probs of the response tokens under `model`, micro-batched, zero on padding: [B, R]."""
+                       padding_free: bool = False, share_prompt_prefix: bool = False) -> torch.Tensor:
+    """Log-probs of the response tokens under `model`, micro-batched, zero on padding: [B, R].
+    `share_prompt_prefix`: each unique prompt of a micro-batch runs once (sp=1, padded; see prefix_sharing)."""
     model.eval()
+    if share_prompt_prefix:
+        parts = [shared_prefix_log_probs(model, adapter, mb, pad_id, temperature)[0]
+                 for mb in batch.split(micro_batch_size)]
+        return torch.cat(parts) * batch["response_mask"]
     parts = [response_log_probs_and_entropy(model, adapter, mb, pad_id, temperature, sp, padding_free)[0]
              for mb in batch.split(micro_batch_size)]
     return torch.cat(parts) * batch["response_mask"]
@@ -112,7 +118,8 @@ class Actor:
     def log_probs(self, batch: Batch, temperature: float) -> torch.Tensor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         return response_log_probs(self.model, self.adapter, batch, self.pad_id, temperature,
-                                  self.cfg.micro_batch_size_per_device_for_experience, self.sp, self.cfg.padding_free)
+                                  self.cfg.micro_batch_size_per_device_for_experience, self.sp, self.cfg.padding_free,
+                                  self.cfg.share_prompt_prefix)
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
         """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch."""

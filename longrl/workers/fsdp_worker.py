@@ -182,7 +182,8 @@ class HybridWorker:
         actor = self.cfg.worker.actor
         return Batch({"ref_log_probs": response_log_probs(
             self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
-            actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free)})
+            actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
+            actor.share_prompt_prefix)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
