@@ -212,7 +212,8 @@ class ActorConfig(TrainedRoleConfig):
     """Ulysses sequence-parallel degree (ranks that split one sequence)."""
     share_prompt_prefix: bool = False
     """Old and reference log-probs run each unique prompt of a micro-batch once and its n responses against
-    its KV cache (exact; long video prompts are not re-run n times). Needs ulysses_size=1, padding_free=false."""
+    its KV cache (exact; long video prompts are not re-run n times); so does the update unless gradient
+    checkpointing is on (its layers drop the cache). Needs ulysses_size=1 and padding_free=false."""
 
 
 @dataclasses.dataclass

@@ -139,6 +139,9 @@ class Actor:
         if full_kl:  # the exact KL needs both models' whole distributions at every response position
             logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature)
             log_probs, entropy = token_log_probs(logits, micro["responses"]), entropy_of(logits)
+        elif self.cfg.share_prompt_prefix and not self.cfg.model.enable_gradient_checkpointing:
+            log_probs, entropy = shared_prefix_log_probs(self.model, self.adapter, micro, self.pad_id, temperature,
+                                                         with_entropy=True)
         else:
             log_probs, entropy = response_log_probs_and_entropy(self.model, self.adapter, micro, self.pad_id,
                                                                 temperature, self.sp, self.cfg.padding_free,

@@ -59,7 +59,7 @@ def shared_prefix_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch:
     inputs, prompt_lens = adapter.model_inputs(model, batch.index(heads), pad_id, device)
     rows, media = split_media(inputs)
     prompt_lens = prompt_lens.to(device)
-    first_logits, cache, prefix_mask = _prefix_forward(model, rows, media, prompt_lens, pad_id)
+    first_logits, cache, prefix_mask = _prefix_forward(model, rows, media, prompt_lens, pad_id, bool(media))
     index = group_of_row.to(device)
     cache.reorder_cache(index)  # [G, ...] -> [B, ...]: row b gets its prompt's keys and values
 
@@ -78,18 +78,30 @@ def shared_prefix_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch:
 
 
 def _prefix_forward(model: torch.nn.Module, rows: dict[str, torch.Tensor], media: dict[str, object],
-                    prompt_lens: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, object, torch.Tensor]:
+                    prompt_lens: torch.Tensor, pad_id: int,
+                    with_media: bool) -> tuple[torch.Tensor, object, torch.Tensor]:
     """The unique prompts, right-padded together: (logits predicting each first response token [G, V],
     the KV cache [G, ..., P, ...], the prompts' attention mask [G, P])."""
-    longest = int(prompt_lens.max())
+    ids, mask = rows["input_ids"], rows["attention_mask"]
+    # a masked media placeholder past the rows (an adapter's padding video, so a trainable tower gets zero
+    # gradients on a rank without videos: FSDP's collectives must match) stays where the model finds it
+    extra = (mask == 0) & torch.isin(ids, _media_token_ids(model)) if with_media else torch.zeros_like(mask).bool()
+    longest = ids.shape[1] if bool(extra.any()) else int(prompt_lens.max())
     prefix_mask = (torch.arange(longest, device=prompt_lens.device) < prompt_lens[:, None]).long()
-    ids = rows["input_ids"][:, :longest].masked_fill(prefix_mask == 0, pad_id)  # drop the head rows' responses
+    # drop the head rows' responses
+    ids = ids[:, :longest].masked_fill((prefix_mask == 0) & ~extra[:, :longest], pad_id)
     last = prompt_lens - 1
     keep = torch.unique(last)  # sorted; the LM head runs only where a prompt ends
     out = model(input_ids=ids, attention_mask=prefix_mask, position_ids=rows["position_ids"][..., :longest],
                 use_cache=True, logits_to_keep=keep, **media)
     picked = out.logits[torch.arange(len(ids), device=ids.device), torch.searchsorted(keep, last)]
     return picked, out.past_key_values, prefix_mask
+
+
+def _media_token_ids(model: torch.nn.Module) -> torch.Tensor:
+    ids = [i for i in (getattr(model.config, "image_token_id", None), getattr(model.config, "video_token_id", None))
+           if i is not None]
+    return torch.tensor(ids, dtype=torch.long, device=next(model.parameters()).device)
 
 
 def _per_token(logits: torch.Tensor, labels: torch.Tensor, temperature: float, width: int,

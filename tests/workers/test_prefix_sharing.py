@@ -59,6 +59,13 @@ def _assert_same(shared, plain, mask):
         torch.testing.assert_close(got * mask, want * mask, rtol=0, atol=1e-5)
 
 
+def _assert_close_relative(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    """Each parameter's gradient within 1e-4 of the plain one, relative to its norm (elementwise rtol fails on
+    near-zero entries: the plain path sums n copies of the tower's gradient, the shared one sums one)."""
+    for name, grad in want.items():
+        assert ((got[name] - grad).norm() / grad.norm().clamp(min=1e-12)).item() < 1e-4, name
+
+
 def test_prompt_groups_collect_rows_with_the_same_prompt_and_videos_wherever_they_sit():
     batch = Batch(objects={"prompt_ids": [[1, 2], [1, 2], [3], [1, 2], [1, 2]],
                            "videos": [["a.mp4"], ["a.mp4"], [], ["b.mp4"], ["a.mp4"]]})
@@ -163,3 +170,23 @@ def test_config_refuses_prefix_sharing_with_sequence_parallelism_or_packing_nami
     with pytest.raises(ConfigError, match="share_prompt_prefix=true runs whole padded sequences only.*"
                                           "worker.actor.ulysses_size=.* and worker.actor.padding_free="):
         validate(cfg)
+
+
+def test_video_rows_give_the_same_gradients_and_a_trainable_tower_without_videos_gets_zeros(video):
+    adapter, model = Qwen2_5_VLAdapter(), video.model
+    rows = video.cache.row_inputs(video.batch["videos"], "pixels", "actor", lambda v: adapter.encode_video(model, v))
+    with_videos = video.batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+    text_only = with_videos.index([5, 5])  # no video in the micro-batch: the adapter adds a masked padding video
+    for batch in (with_videos, text_only):
+        grads = []
+        try:
+            for fn in (_plain, lambda *a: shared_prefix_log_probs(*a[:3], 0, TEMPERATURE, with_entropy=True)):
+                model.zero_grad(set_to_none=True)
+                log_probs, entropy = fn(model, adapter, batch)
+                ((log_probs - 0.1 * entropy) * batch["response_mask"]).sum().backward()
+                grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        finally:
+            model.zero_grad(set_to_none=True)
+        assert sorted(grads[0]) == sorted(grads[1]) and any("visual" in n for n in grads[0])
+        _assert_close_relative(grads[1], grads[0])
+    assert all(not g.any() for n, g in grads[1].items() if "visual" in n)  # the text-only batch's tower
