@@ -1,9 +1,10 @@
 """RL step time with and without the VisionCache, side by side, for 64, 256 and 1024-frame videos.
 
-    python bench/vision_cache.py [--frames 64 256 1024] [--repeats 1] [--n 8]    (about 5 minutes on 2 CPU cores)
+    python bench/vision_cache.py [--frames 64 256 1024] [--repeats 1] [--n 8]    (about 8 minutes on 2 CPU cores)
 
-Two one-rank worker groups run in the same Ray cluster, one with worker.rollout.cache_video_embeds
-=true and one with false, and take turns on the same prompt, so both see the same machine load.
+Three one-rank worker groups run in the same Ray cluster, with worker.rollout.cache_video_embeds=true,
+with false, and with true plus worker.actor.share_prompt_prefix=true, and take turns on the same prompt,
+so all see the same machine load.
 A step is what the workers do in an RL step: vLLM samples n responses, old and reference
 log-probs, one actor update (frozen vision tower, as with freeze_vision_tower=true).
 
@@ -11,6 +12,8 @@ log-probs, one actor update (frozen vision tower, as with freeze_vision_tower=tr
                   reuse the embeddings.
   without cache:  vLLM encodes the frames itself; every log-prob and update row re-encodes the
                   pixels (n rows per prompt).
+  cache + prefix: as with cache, and the language model runs each prompt once per micro-batch in the
+                  old/ref log-prob passes and the update; the n responses attend to its KV cache.
 
 The model is a random-init Qwen2.5-VL scaled down in width and depth so a 1024-frame step takes
 seconds on a CPU, keeping Qwen2.5-VL-3B's proportions: vision tower about a quarter of the
@@ -23,7 +26,11 @@ Measured here (2 shared CPU cores, load average ~10 from other jobs, medians of 
   64 frames 1.94 s vs 2.50 s (1.29x); 256 frames 4.57 vs 7.15 (1.57x); 1024 frames 23.6 vs 35.2 (1.49x)
   (an earlier, quieter run: 1.41x, 1.51x, 1.64x). The cache removes the tower from 3n row-passes; what is
 left is the language model's prefill of the n identical prompts in the log-prob passes and the update
-(at 1024 frames 4.2 + 4.3 + 13.5 s of 23.6 s), which prompt-prefix sharing across the n samples would cut.
+(at 1024 frames 4.2 + 4.3 + 13.5 s of 23.6 s), which prompt-prefix sharing across the n samples cuts.
+With worker.actor.share_prompt_prefix=true (same run, three columns: cache / no cache / cache + prefix):
+  64 frames 1.94 / 2.48 / 1.26 s (1.28x, 1.97x); 256 frames 4.64 / 7.83 / 2.27 (1.69x, 3.45x);
+  1024 frames 21.0 / 33.3 / 6.73 (1.59x, 4.95x): old 3.78 -> 0.74 s, ref 3.76 -> 0.73, update 11.8 -> 3.43.
+The whole run takes about 8 minutes here.
 """
 
 from __future__ import annotations
@@ -74,13 +81,14 @@ def make_prompt(model_dir: Path, video: Path, step: int) -> Batch:
     return Batch(objects={"prompt_ids": [ids], "videos": [[str(video)]]}, meta={"step": step})
 
 
-def start_group(pool, model_dir: Path, cache: bool, frames: int, n: int, cache_dir: Path):
+def start_group(pool, model_dir: Path, cache: bool, frames: int, n: int, cache_dir: Path, share: bool = False):
     from longrl.controller.worker_group import WorkerGroup
     from longrl.workers.fsdp_worker import HybridWorker
 
     cfg = load_config([
         "config=configs/cpu_video.yaml", f"worker.actor.model.model_path={model_dir}",
         f"worker.rollout.cache_video_embeds={str(cache).lower()}", f"worker.rollout.num_video_frames={frames}",
+        f"worker.actor.share_prompt_prefix={str(share).lower()}",
         f"worker.rollout.n={n}", f"data.rollout_batch_size=1", f"worker.actor.global_batch_size={n}",
         f"worker.actor.micro_batch_size_per_device_for_update={n // 2}",
         f"worker.actor.micro_batch_size_per_device_for_experience={n}",
@@ -135,13 +143,15 @@ def main() -> None:
           f"{sizes['vision'] / sizes['language_without_embeddings']:.2f} of the language model; 2x2 merge, temporal "
           f"patch 2; n={args.n}, {RESPONSE_TOKENS} response tokens, 1 prompt per step, 1 CPU thread per worker",
           flush=True)
-    init_ray(None, num_cpus=4)
-    pools = {mode: ResourcePool(1, 1, use_gpu=False) for mode in ("cache", "no cache")}  # one slot per mode
+    init_ray(None, num_cpus=6)
+    modes = ("cache", "no cache", "cache+prefix")
+    pools = {mode: ResourcePool(1, 1, use_gpu=False) for mode in modes}  # one slot per mode
     results = []
     for frames in args.frames:
         video = Path(generate_split(work / f"data{frames}", "train", 1, frames=frames)).parent / "videos"
         video = video / "train-00000.mp4"
-        groups = {mode: start_group(pool, work / "model", mode == "cache", frames, args.n, work / "frames")
+        groups = {mode: start_group(pool, work / "model", mode != "no cache", frames, args.n, work / "frames",
+                                    share=mode == "cache+prefix")
                   for mode, pool in pools.items()}
         times: dict[str, list[dict[str, float]]] = {mode: [] for mode in groups}
         for step in range(args.repeats + 1):
@@ -155,17 +165,20 @@ def main() -> None:
         for mode, runs in times.items():
             row[mode] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         row["ratio"] = row["no cache"]["step"] / row["cache"]["step"]
+        row["ratio_prefix"] = row["no cache"]["step"] / row["cache+prefix"]["step"]
         results.append(row)
-        phases = " ".join(f"{k}={row['cache'][k]:.2f}/{row['no cache'][k]:.2f}"
+        phases = " ".join(f"{k}={row['cache'][k]:.2f}/{row['no cache'][k]:.2f}/{row['cache+prefix'][k]:.2f}"
                           for k in ("gen", "old", "ref", "update"))
         print(f"{frames:5d} frames ({row['video_tokens']} video tokens): step {row['cache']['step']:.2f} s with cache, "
-              f"{row['no cache']['step']:.2f} s without -> {row['ratio']:.2f}x | with/without: {phases} | tower "
-              f"calls per step {row['cache']['video/encoded']:.0f} vs 0 (+{args.n} rows x 3 passes re-encoding)",
-              flush=True)
-    print(f"{'frames':>6} {'with cache s':>13} {'without s':>10} {'ratio':>6}")
+              f"{row['no cache']['step']:.2f} s without -> {row['ratio']:.2f}x; cache + prefix sharing "
+              f"{row['cache+prefix']['step']:.2f} s -> {row['ratio_prefix']:.2f}x | cache/without/cache+prefix: "
+              f"{phases} | tower calls per step {row['cache']['video/encoded']:.0f} vs 0 "
+              f"(+{args.n} rows x 3 passes re-encoding)", flush=True)
+    print(f"{'frames':>6} {'with cache s':>13} {'without s':>10} {'ratio':>6} {'cache+prefix s':>15} {'ratio':>6}")
     for row in results:
-        with_cache, without = row["cache"]["step"], row["no cache"]["step"]
-        print(f"{row['frames']:>6} {with_cache:>13.2f} {without:>10.2f} {row['ratio']:>5.2f}x")
+        with_cache, without, shared = row["cache"]["step"], row["no cache"]["step"], row["cache+prefix"]["step"]
+        print(f"{row['frames']:>6} {with_cache:>13.2f} {without:>10.2f} {row['ratio']:>5.2f}x {shared:>15.2f} "
+              f"{row['ratio_prefix']:>5.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"sizes": sizes, "results": results}, indent=1))
     import ray
