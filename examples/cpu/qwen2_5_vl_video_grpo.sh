@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GRPO with a tiny random-init Qwen2.5-VL on synthetic 64-frame videos (LongVideo-Reason-style
 # multiple choice), 2 Ray workers on CPU. Each video is encoded once per step by the actor's vision
-# tower and the embeddings are reused by vLLM's n samples, the old/ref log-probs and the update.
+# tower and the embeddings are reused by vLLM's n samples, the old/ref log-probs and the update;
+# with share_prompt_prefix each prompt runs once per micro-batch and its n responses reuse its KV cache.
 # Extra key=value arguments override the config, e.g. worker.rollout.cache_video_embeds=false.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,4 +21,5 @@ NUM_FRAMES=${NUM_FRAMES:-64}
     data.val_files="$DATA_DIR/val.jsonl" \
     worker.actor.model.model_path="$MODEL_PATH" \
     worker.rollout.num_video_frames="$NUM_FRAMES" \
+    worker.actor.share_prompt_prefix=true \
     "$@"
