@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,27 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
     return rank_state["extra"]
 
 
-def save_hf_metadata(directory: Path, hf_config: Any, tokenizer: Any, generation_config: Any | None = None) -> None:
-    """Rank 0 writes config (+ generation config) and tokenizer/processor to directory/huggingface.
+# Files besides config and tokenizer that a vision-language model directory needs (vLLM reads the
+# video processor's size bounds from them); copied from the starting model into every checkpoint.
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
+                   "chat_template.json", "chat_template.jinja")
+
+
+def copy_processor_files(model_dir: str | Path, hf_dir: str | Path) -> list[str]:
+    """Copy the processor configs of `model_dir` that `hf_dir` lacks; returns the names copied."""
+    copied = []
+    for name in PROCESSOR_FILES:
+        src, dst = Path(model_dir) / name, Path(hf_dir) / name
+        if src.is_file() and not dst.exists():
+            shutil.copy2(src, dst)
+            copied.append(name)
+    return copied
+
+
+def save_hf_metadata(directory: Path, hf_config: Any, tokenizer: Any, generation_config: Any | None = None,
+                     source_dir: str | Path | None = None) -> None:
+    """Rank 0 writes config (+ generation config) and tokenizer to directory/huggingface, plus the processor
+    files of `source_dir` (the model training started from), so a merged checkpoint loads like the original.
 
     Not collective (no barrier), so it is safe both when every rank calls it and when only rank 0 does.
     """
@@ -138,3 +158,5 @@ def save_hf_metadata(directory: Path, hf_config: Any, tokenizer: Any, generation
     tokenizer.save_pretrained(str(out))
     if generation_config is not None:
         generation_config.save_pretrained(str(out))
+    if source_dir is not None:
+        copy_processor_files(source_dir, out)

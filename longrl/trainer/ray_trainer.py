@@ -23,7 +23,7 @@ from tqdm import tqdm
 from longrl.algorithms import (CRITIC_ESTIMATORS, GREEDY_BASELINE_ESTIMATORS, AdvantageInputs, apply_kl_to_rewards,
                                compute_advantages, groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
-from longrl.config import Config, dp_size, to_dict, world_size
+from longrl.config import Config, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
 from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
 from longrl.logging import Tracker, reduce_metrics

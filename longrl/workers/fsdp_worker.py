@@ -219,7 +219,8 @@ class HybridWorker:
         for name, role in self._trained_roles().items():
             save_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
         if self.rank == 0:
-            save_hf_metadata(Path(step_dir) / "actor", self.hf_config, self.tokenizer)
+            save_hf_metadata(Path(step_dir) / "actor", self.hf_config, self.tokenizer,
+                             source_dir=self.cfg.worker.actor.model.model_path)
         dist.barrier()
 
     @verb(Dispatch.ALL)

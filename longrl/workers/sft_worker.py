@@ -10,7 +10,6 @@ huggingface/ metadata), so `merge()` of an SFT checkpoint is a model directory R
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -29,12 +28,6 @@ from longrl.workers.update import minibatch_updates
 
 logger = logging.getLogger(__name__)
 
-# Files besides config and tokenizer that a vision-language model directory needs (vLLM reads the
-# video processor's size bounds from them); copied from the starting model into every checkpoint.
-PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
-                   "chat_template.json", "chat_template.jinja")
-
-
 def sft_loss(model: torch.nn.Module, adapter: TextAdapter, micro: Batch, pad_id: int
              ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean negative log-likelihood of the valid response tokens of `micro` (prompt tokens excluded).
@@ -48,17 +41,6 @@ def sft_loss(model: torch.nn.Module, adapter: TextAdapter, micro: Batch, pad_id:
     loss = (nll * mask).sum() / tokens
     hits = ((logits.argmax(-1) == micro["responses"]).float() * mask).sum() / tokens
     return loss, {"sft_loss": loss.item(), "token_accuracy": hits.item()}
-
-
-def copy_processor_files(model_dir: str | Path, hf_dir: str | Path) -> list[str]:
-    """Copy the processor configs of `model_dir` that `hf_dir` lacks; returns the names copied."""
-    copied = []
-    for name in PROCESSOR_FILES:
-        src, dst = Path(model_dir) / name, Path(hf_dir) / name
-        if src.is_file() and not dst.exists():
-            shutil.copy2(src, dst)
-            copied.append(name)
-    return copied
 
 
 class SFTWorker:
@@ -116,13 +98,13 @@ class SFTWorker:
     @verb(Dispatch.ALL)
     def save_checkpoint(self, step_dir: str) -> None:
         """Sharded model + optimizer + scheduler + RNG into step_dir/actor, plus its huggingface/ metadata."""
-        from longrl.checkpoint.sharded import HF_DIR, save_hf_metadata, save_train_state
+        from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
 
         actor_dir = Path(step_dir) / "actor"
         save_train_state(actor_dir, self.model, self.optimizer, self.lr_scheduler)
         if self.rank == 0:
-            save_hf_metadata(actor_dir, self.hf_config, self.tokenizer)
-            copy_processor_files(self.cfg.worker.actor.model.model_path, actor_dir / HF_DIR)
+            save_hf_metadata(actor_dir, self.hf_config, self.tokenizer,
+                             source_dir=self.cfg.worker.actor.model.model_path)
         dist.barrier()
 
     @verb(Dispatch.ALL)

@@ -1,3 +1,4 @@
+import json
 import random
 
 import numpy as np
@@ -46,3 +47,15 @@ def test_rng_state_round_trip_replays_torch_python_and_numpy_draws():
     set_rng_state(state)
     second = (torch.rand(3), random.random(), np.random.rand(), np.random.randn())
     assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
+
+
+def test_copy_processor_files_adds_missing_ones_only(tmp_path):
+    src, dst = tmp_path / "model", tmp_path / "hf"
+    src.mkdir(), dst.mkdir()
+    (src / "video_preprocessor_config.json").write_text(json.dumps({"max_pixels": 50176}))
+    (src / "preprocessor_config.json").write_text("{}")
+    (dst / "preprocessor_config.json").write_text('{"kept": true}')
+    from longrl.checkpoint.sharded import copy_processor_files
+
+    assert copy_processor_files(src, dst) == ["video_preprocessor_config.json"]
+    assert json.loads((dst / "preprocessor_config.json").read_text()) == {"kept": True}

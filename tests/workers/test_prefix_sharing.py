@@ -84,7 +84,7 @@ def test_shared_prefix_log_probs_and_entropies_equal_the_full_sequence_path_for_
 
 def test_a_micro_batch_that_cuts_a_group_gives_the_same_log_probs(text):
     # micro-batches of 4: rows 0-3 (prompt 0 x3 + prompt 1 x1) and rows 4-5 (prompt 1 x2)
-    adapter, mask = TextAdapter(), text.batch["response_mask"]
+    adapter = TextAdapter()
     shared = response_log_probs(text.model, adapter, text.batch, 0, TEMPERATURE, 4, share_prompt_prefix=True)
     plain = response_log_probs(text.model, adapter, text.batch, 0, TEMPERATURE, 4)
     torch.testing.assert_close(shared, plain, rtol=0, atol=1e-5)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 import torch.nn.functional as F
 
 from longrl.models.adapter import TextAdapter
 from longrl.protocol import Batch
-from longrl.workers.sft_worker import copy_processor_files, sft_loss
+from longrl.workers.sft_worker import sft_loss
 
 PAD = 0
 
@@ -64,13 +62,3 @@ def test_a_row_with_an_empty_response_mask_changes_nothing(tiny_qwen2):
     alone = sft_loss(model, TextAdapter(), batch.index([1]), PAD)[0]
     batch["response_mask"] = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]])  # e.g. a row whose video failed
     assert torch.allclose(sft_loss(model, TextAdapter(), batch, PAD)[0], alone, atol=1e-6)
-
-
-def test_copy_processor_files_adds_missing_ones_only(tmp_path):
-    src, dst = tmp_path / "model", tmp_path / "hf"
-    src.mkdir(), dst.mkdir()
-    (src / "video_preprocessor_config.json").write_text(json.dumps({"max_pixels": 50176}))
-    (src / "preprocessor_config.json").write_text("{}")
-    (dst / "preprocessor_config.json").write_text('{"kept": true}')
-    assert copy_processor_files(src, dst) == ["video_preprocessor_config.json"]
-    assert json.loads((dst / "preprocessor_config.json").read_text()) == {"kept": True}
