@@ -19,7 +19,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import CRITIC_ESTIMATORS
-from longrl.config import Config, FSDPConfig, OffloadConfig
+from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
@@ -86,6 +86,16 @@ def full_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         yield name, (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
 
 
+def model_metadata(model_cfg: ModelConfig) -> tuple[object, int, object, TextAdapter]:
+    """The tokenizer, its pad id (EOS where it has none), the Hugging Face config and the model adapter."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
+    return tokenizer, pad_id, hf_config, adapter_for(hf_config.model_type)
+
+
 class HybridWorker:
     """Actor + reference + rollout engine on one rank."""
 
@@ -95,17 +105,12 @@ class HybridWorker:
     @verb(Dispatch.ALL)
     def setup(self, total_steps: int) -> dict[str, object]:
         """Join the world, load and shard the models, start the rollout engine."""
-        from transformers import AutoConfig, AutoTokenizer
-
         self.rank, self.world = init_distributed()
         # ranks [k*sp, (k+1)*sp) split each sequence of the same rows (a collective: every rank calls it)
         self.sp = init_sp_groups(self.cfg.worker.actor.ulysses_size)
         cfg = self.cfg
         model_cfg = cfg.worker.actor.model
-        self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self.hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
-        self.adapter = adapter_for(self.hf_config.model_type)
+        self.tokenizer, self.pad_id, self.hf_config, self.adapter = model_metadata(model_cfg)
         dtype = torch_dtype(cfg.worker.actor.fsdp.torch_dtype or "fp32")
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,

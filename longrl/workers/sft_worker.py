@@ -17,13 +17,13 @@ import torch.distributed as dist
 
 from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
-from longrl.models.adapter import TextAdapter, adapter_for
+from longrl.models.adapter import TextAdapter
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
 from longrl.models.vision_cache import max_over_ranks, media_mode, vision_cache_for
 from longrl.parallel.device import init_distributed, torch_dtype
 from longrl.protocol import Batch
 from longrl.workers.actor import build_optimizer, response_logits, token_log_probs
-from longrl.workers.fsdp_worker import load_sharded
+from longrl.workers.fsdp_worker import load_sharded, model_metadata
 from longrl.workers.update import minibatch_updates
 
 logger = logging.getLogger(__name__)
@@ -52,15 +52,9 @@ class SFTWorker:
     @verb(Dispatch.ALL)
     def setup(self, total_steps: int) -> dict[str, object]:
         """Join the world, load and shard the model, build the optimizer for `total_steps` updates."""
-        from transformers import AutoConfig, AutoTokenizer
-
         self.rank, self.world = init_distributed()
         model_cfg = self.cfg.worker.actor.model
-        self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-            else self.tokenizer.eos_token_id
-        self.hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
-        self.adapter = adapter_for(self.hf_config.model_type)
+        self.tokenizer, self.pad_id, self.hf_config, self.adapter = model_metadata(model_cfg)
         dtype = torch_dtype(self.cfg.worker.actor.fsdp.torch_dtype or "fp32")
         self.model = load_sharded(self.adapter, model_cfg.model_path, dtype, self.cfg, trainable=True)
         self.optimizer, self.lr_scheduler = build_optimizer(self.model, self.cfg.worker.actor.optim, total_steps)
