@@ -63,6 +63,7 @@ def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = No
     with the format prompt and the chat template exactly as training renders them (RLDataset)."""
     from longrl.data.dataset import RLDataset
 
+    data_path = split_file(data_path)
     cfg = DataConfig(train_files=data_path, prompt_key=prompt_key, answer_key=answer_key, video_key=video_key,
                      video_dir=video_dir, format_prompt=format_prompt, max_prompt_length=max_prompt_length)
     data = RLDataset(data_path, cfg, tokenizer, config_key="--data-path")
@@ -79,6 +80,21 @@ def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = No
                                   str(row.get("problem_type") or "all"), row.get("category"),
                                   list(options) if options else None))
     return questions
+
+
+def split_file(data_path: str) -> str:
+    """`dir@split` -> `dir/split.jsonl` (or .json/.parquet) when that file exists; otherwise `data_path` as given.
+
+    datasets' folder loader would read a LongVideo-Reason directory as a video folder (its videos/
+    subdirectory), not as the split files next to it.
+    """
+    if "@" not in data_path or Path(data_path).exists():
+        return data_path
+    name, split = data_path.rsplit("@", 1)
+    for ext in (".jsonl", ".json", ".parquet"):
+        if (candidate := Path(name) / f"{split}{ext}").is_file():
+            return str(candidate)
+    return data_path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ class SFTTrainer:
         self.workers.setup(self.total_steps)
 
     def fit(self) -> None:
-        from longrl.logging import Tracker, reduce_metrics
+        from longrl.logging import Tracker
 
         t = self.cfg.trainer
         self.start_workers()
@@ -188,7 +188,7 @@ class SFTTrainer:
         with tqdm(total=self.total_steps, initial=self.step_count, desc="SFT steps", dynamic_ncols=True) as bar:
             while self.step_count < self.total_steps:
                 self.step_count += 1
-                metrics = reduce_metrics(self.workers.train_step(sft_batch(next(self.loader), self.pad_id)))
+                metrics = step_metrics(self.workers.train_step(sft_batch(next(self.loader), self.pad_id)))
                 last = self.step_count == self.total_steps
                 if self.val_items and t.val_freq > 0 and (self.step_count % t.val_freq == 0 or last):
                     metrics.update(self.validate())
@@ -230,6 +230,16 @@ class SFTTrainer:
             self.workers.shutdown()
         if self.tracker is not None:
             self.tracker.finish()
+
+
+def step_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:
+    """One step's metrics from every rank's: actor/* averaged, video/* counts summed over ranks."""
+    from longrl.logging import reduce_metrics
+    from longrl.models.vision_cache import reduce_video_stats
+
+    videos = [{k: v for k, v in m.items() if k.startswith("video/")} for m in per_worker]
+    metrics = reduce_metrics([{k: v for k, v in m.items() if not k.startswith("video/")} for m in per_worker])
+    return {**metrics, **reduce_video_stats(videos)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,28 +19,35 @@ from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
+from longrl.models.ulysses_attention import ulysses_attention
 from longrl.models.vision_cache import max_over_ranks, media_mode, vision_cache_for
 from longrl.parallel.device import init_distributed, torch_dtype
+from longrl.parallel.ulysses import SPGroup, init_sp_groups
 from longrl.protocol import Batch
-from longrl.workers.actor import build_optimizer, response_logits, token_log_probs
+from longrl.workers.actor import NO_SP, build_optimizer, response_log_probs_and_entropy
 from longrl.workers.fsdp_worker import load_sharded, model_metadata
 from longrl.workers.update import minibatch_updates
 
 logger = logging.getLogger(__name__)
 
-def sft_loss(model: torch.nn.Module, adapter: TextAdapter, micro: Batch, pad_id: int
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean negative log-likelihood of the valid response tokens of `micro` (prompt tokens excluded).
 
-    Returns the loss and {"sft_loss", "token_accuracy"} (greedy next-token hits on response tokens).
+def response_nll(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int, sp: SPGroup = NO_SP,
+                 padding_free: bool = False) -> torch.Tensor:
+    """Negative log-likelihood of each response token, zero on padding: [B, R] (the actor's log-prob path,
+    so Ulysses SP and padding-free packing work as in RL)."""
+    log_probs, _ = response_log_probs_and_entropy(model, adapter, batch, pad_id, 1.0, sp, padding_free)
+    return -log_probs * batch["response_mask"]
+
+
+def sft_loss(model: torch.nn.Module, adapter: TextAdapter, micro: Batch, pad_id: int, sp: SPGroup = NO_SP,
+             padding_free: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean negative log-likelihood of the valid response tokens of `micro`; prompt tokens are never targets.
+
+    Returns the loss and {"sft_loss"}.
     """
-    mask = micro["response_mask"].float()
-    logits = response_logits(model, adapter, micro, pad_id, temperature=1.0)  # [b, R, V]
-    nll = -token_log_probs(logits, micro["responses"])  # [b, R]
-    tokens = mask.sum().clamp(min=1.0)
-    loss = (nll * mask).sum() / tokens
-    hits = ((logits.argmax(-1) == micro["responses"]).float() * mask).sum() / tokens
-    return loss, {"sft_loss": loss.item(), "token_accuracy": hits.item()}
+    nll = response_nll(model, adapter, micro, pad_id, sp, padding_free)
+    loss = nll.sum() / micro["response_mask"].sum().clamp(min=1)
+    return loss, {"sft_loss": loss.item()}
 
 
 class SFTWorker:
@@ -53,6 +60,8 @@ class SFTWorker:
     def setup(self, total_steps: int) -> dict[str, object]:
         """Join the world, load and shard the model, build the optimizer for `total_steps` updates."""
         self.rank, self.world = init_distributed()
+        # ranks [k*sp, (k+1)*sp) split each sequence of the same rows (a collective: every rank calls it)
+        self.sp = init_sp_groups(self.cfg.worker.actor.ulysses_size)
         model_cfg = self.cfg.worker.actor.model
         self.tokenizer, self.pad_id, self.hf_config, self.adapter = model_metadata(model_cfg)
         dtype = torch_dtype(self.cfg.worker.actor.fsdp.torch_dtype or "fp32")
@@ -66,11 +75,13 @@ class SFTWorker:
         """One optimizer step on this rank's rows (micro-batched); returns actor/* and video/* metrics."""
         actor = self.cfg.worker.actor
         batch = self._with_videos(batch, "update")
-        stats = minibatch_updates(
-            self.model, self.optimizer, self.lr_scheduler, batch, mini_size=len(batch),
-            micro_size=actor.micro_batch_size_per_device_for_update, epochs=1, loss_avg_mode="token",
-            max_grad_norm=actor.max_grad_norm, micro_loss=lambda micro: sft_loss(self.model, self.adapter, micro,
-                                                                                 self.pad_id))
+        with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
+            stats = minibatch_updates(
+                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=len(batch),
+                micro_size=actor.micro_batch_size_per_device_for_update, epochs=1, loss_avg_mode="token",
+                max_grad_norm=actor.max_grad_norm,
+                micro_loss=lambda micro: sft_loss(self.model, self.adapter, micro, self.pad_id, self.sp,
+                                                  actor.padding_free))
         return {**{f"actor/{k}": v for k, v in stats.items()}, **self._video_stats()}
 
     @verb(Dispatch.SPLIT_BY_DP)
@@ -79,12 +90,13 @@ class SFTWorker:
         """Per row: summed NLL of its response tokens and their count (`nll_sum`, `tokens`, [B])."""
         self.model.eval()
         batch = self._with_videos(batch, "log_probs")
+        actor = self.cfg.worker.actor
         sums, counts = [], []
-        for micro in batch.split(self.cfg.worker.actor.micro_batch_size_per_device_for_experience):
-            logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature=1.0)
-            mask = micro["response_mask"].float()
-            sums.append((-token_log_probs(logits, micro["responses"]) * mask).sum(-1))
-            counts.append(mask.sum(-1))
+        with ulysses_attention(self.model, self.sp):
+            for micro in batch.split(actor.micro_batch_size_per_device_for_experience):
+                sums.append(response_nll(self.model, self.adapter, micro, self.pad_id, self.sp,
+                                         actor.padding_free).sum(-1))
+                counts.append(micro["response_mask"].sum(-1).float())
         self._video_stats()
         return Batch({"nll_sum": torch.cat(sums).cpu(), "tokens": torch.cat(counts).cpu()})
 

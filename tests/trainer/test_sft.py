@@ -106,3 +106,22 @@ def test_sft_then_grpo_on_math_starts_rl_from_the_merged_sft_checkpoint(tiny_qwe
     assert [json.loads(line)["step"] for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     for stage in ("eval_sft", "eval_grpo"):
         assert json.loads((out / stage / "results.json").read_text())["num_scored"] == 8
+
+
+@pytest.mark.e2e
+def test_ulysses_sequence_parallel_sft_takes_the_same_steps_as_data_parallel(tiny_qwen2, math_data, tmp_path):
+    def losses(sp: int) -> list[float]:
+        out = tmp_path / f"sp{sp}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "longrl.trainer.sft", "config=configs/sft_math.yaml",
+             f"worker.actor.model.model_path={tiny_qwen2}", f"data.train_files={math_data['train']}",
+             "data.val_files=", "data.shuffle=false", "trainer.max_steps=2", "trainer.worker_timeout_s=300",
+             f"worker.actor.ulysses_size={sp}", f"trainer.save_checkpoint_path={out}"],
+            cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_DEDUP_LOGS": "1"})
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [line[key] for line in lines for key in ("actor/sft_loss", "actor/grad_norm")]
+
+    # 2 ranks: two data-parallel halves of each 32-row step, or one SP group splitting every sequence in two;
+    # the token-mean loss and its gradient are the same either way
+    assert losses(2) == pytest.approx(losses(1), rel=1e-5)

@@ -36,23 +36,23 @@ def test_loss_is_the_mean_nll_of_response_tokens_only(tiny_qwen2):
         p, r = len(prompt), len(response)
         total += F.cross_entropy(logits[p - 1: p + r - 1], torch.tensor(response), reduction="sum")
     assert torch.allclose(loss, total / 6, atol=1e-5)
-    assert stats["sft_loss"] == loss.item() and 0.0 <= stats["token_accuracy"] <= 1.0
+    assert stats == {"sft_loss": loss.item()}
 
 
 def test_prompt_and_padding_positions_get_no_gradient(tiny_qwen2):
     model = load(tiny_qwen2)
     captured = {}
 
-    def keep_logits(module, args, output):
+    def keep_hidden(module, args, output):  # the final hidden states feed only the LM head at their own position
         output.retain_grad()
-        captured["logits"] = output
+        captured["hidden"] = output
 
-    model.lm_head.register_forward_hook(keep_logits)
+    model.model.norm.register_forward_hook(keep_hidden)
     loss, _ = sft_loss(model, TextAdapter(), two_rows(), PAD)
     loss.backward()
-    grad = captured["logits"].grad.abs().sum(-1)  # [2, L]: rows of prompt + response, right-padded to 9
-    # row 0: positions 0, 1 see prompt tokens only as targets' context and predict prompt tokens -> no gradient;
-    # 2, 3 predict the 2 response tokens; 4.. are past the response. Row 1: 0-3 no, 4-7 yes, 8 is the last token.
+    grad = captured["hidden"].grad.abs().sum(-1)  # [2, L]: rows of prompt + response, right-padded to 9
+    # row 0 (3 prompt + 2 response tokens): positions 0, 1 predict prompt tokens -> no gradient; 2, 3 predict
+    # the 2 response tokens; 4.. lie past the row. Row 1 (5 + 4): 0-3 no, 4-7 yes, 8 predicts nothing.
     assert torch.equal(grad > 0, torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1, 0]]).bool())
 
 
