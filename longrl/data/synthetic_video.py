@@ -11,6 +11,13 @@ identify shapes. Questions (four options A-D, the correct letter balanced over e
   after      Which shape appears right after the <shape>?
   direction  In which direction does the <shape> move?
 
+A `Task` narrows what is drawn and asked (categories, shape kinds, timestamps in the reasoning) and
+can make the training split's reasoning come from an imperfect teacher: on a fraction of train rows
+the reasoning lists the shapes correctly but concludes with a near miss (the neighbouring shape, a
+count one too high, the opposite direction), like chain-of-thought written by an unverified model.
+Those rows keep the true `answer` (what a reward checks) and say `"teacher_correct": false`; the
+reasoning ends with the teacher's letter. Val and test rows are always correct.
+
 Row format (jsonl, one file per split; video paths relative to the output directory):
   {"problem_id": "train-00000", "problem": "<question>\\nOptions:\\nA. ..\\nB. ..\\nC. ..\\nD. ..",
    "problem_type": "multiple choice", "category": "count", "options": ["A. 3", ...],
@@ -26,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,6 +49,28 @@ CATEGORIES = ("count", "order", "after", "direction")
 LETTERS = "ABCD"
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}  # distinct random streams per split
 MIN_FRAMES, MAX_FRAMES = 8, 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the videos show and what is asked (the defaults: everything, correct reasoning)."""
+
+    categories: tuple[str, ...] = CATEGORIES
+    kinds: tuple[str, ...] = KINDS
+    timestamps: bool = True  # the reasoning says when each shape appears ("the red circle (1.2 s)")
+    shape_radius: float = 1 / 9  # half a shape's width, as a fraction of the frame size (at least 3 px)
+    max_shapes: int = 5  # shapes per video, at most (and at most frames / 2)
+    teacher_error: float = 0.0  # fraction of train rows whose reasoning concludes with a near miss
+
+    def __post_init__(self) -> None:
+        if not self.categories or set(self.categories) - set(CATEGORIES):
+            raise ValueError(f"categories={self.categories}: choose a non-empty subset of {CATEGORIES}")
+        if not self.kinds or set(self.kinds) - set(KINDS):
+            raise ValueError(f"kinds={self.kinds}: choose a non-empty subset of {KINDS}")
+        if not 2 <= self.max_shapes <= len(COLORS):
+            raise ValueError(f"max_shapes={self.max_shapes}: must be in [2, {len(COLORS)}] (one colour a shape)")
+        if not 0.0 <= self.teacher_error <= 1.0:
+            raise ValueError(f"teacher_error={self.teacher_error}: must be a fraction in [0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,23 +93,23 @@ class Shape:
         return f"{self.color} {self.kind}"
 
 
-def _schedule(rng: np.random.Generator, k: int, frames: int, size: int) -> list[Shape]:
+def _schedule(rng: np.random.Generator, k: int, frames: int, size: int, task: Task) -> list[Shape]:
     """k shapes with strictly increasing start frames, one per time slot of frames/k."""
     slot = frames / k
     colors = rng.choice(list(COLORS), size=k, replace=False)
-    radius = max(3, size // 9)
+    radius = max(3, int(size * task.shape_radius))
     shapes = []
     for i, color in enumerate(colors):
         start = int(i * slot + rng.uniform(0, 0.2) * slot)
         end = min(frames, max(start + 2, int(start + slot * rng.uniform(0.8, 1.6))))
         direction = str(rng.choice(list(DIRECTIONS)))
         dx, dy = DIRECTIONS[direction]
-        travel = rng.uniform(0.3, 0.5) * size  # far enough that the direction is unambiguous
         lo, hi = radius + 1, size - radius - 2
+        travel = min(hi - lo, rng.uniform(0.3, 0.5) * size)  # far enough that the direction is unambiguous
         # pick the start so the whole straight path stays inside the frame
         x0 = rng.uniform(lo - min(dx, 0) * travel, hi - max(dx, 0) * travel)
         y0 = rng.uniform(lo - min(dy, 0) * travel, hi - max(dy, 0) * travel)
-        shapes.append(Shape(str(color), str(rng.choice(KINDS)), start, end, x0, y0,
+        shapes.append(Shape(str(color), str(rng.choice(task.kinds)), start, end, x0, y0,
                             x0 + dx * travel, y0 + dy * travel, radius, direction))
     return shapes
 
@@ -119,61 +149,75 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, codec: str
             container.mux(packet)
 
 
-def _distractor_names(rng: np.random.Generator, shapes: list[Shape], exclude: set[str], n: int) -> list[str]:
+def _distractor_names(rng: np.random.Generator, shapes: list[Shape], exclude: set[str], n: int,
+                      kinds: tuple[str, ...] = KINDS) -> list[str]:
     """n wrong shape names: other shapes of the video first, then shapes in colours it lacks."""
     others = [s.name for s in shapes if s.name not in exclude]
     rng.shuffle(others)
     absent = [c for c in COLORS if c not in {s.color for s in shapes}]
     rng.shuffle(absent)
-    fillers = [f"{c} {rng.choice(KINDS)}" for c in absent]
+    fillers = [f"{c} {rng.choice(kinds)}" for c in absent]
     return (others + fillers)[:n]
 
 
-def _question(rng: np.random.Generator, category: str, shapes: list[Shape], fps: float
-              ) -> tuple[str, str, list[str], str]:
-    """(question, correct option, three distractors, reasoning) for one video."""
-    when = {s.name: f"{s.start / fps:.1f} s" for s in shapes}
-    seq = ", then ".join(f"the {s.name} ({when[s.name]})" for s in shapes)
+def _question(rng: np.random.Generator, category: str, shapes: list[Shape], fps: float, task: Task
+              ) -> tuple[str, str, list[str], Callable[[str], str]]:
+    """(question, correct option, three distractors, reasoning concluding with a given option) for one video.
+
+    The first distractor is the near miss an imperfect teacher concludes with.
+    """
+    when = {s.name: f" ({s.start / fps:.1f} s)" if task.timestamps else "" for s in shapes}
+    seq = ", then ".join(f"the {s.name}{when[s.name]}" for s in shapes)
     if category == "count":
         k = len(shapes)
-        wrong = [str(v) for v in rng.choice([v for v in range(1, 8) if v != k], size=3, replace=False)]
+        wrong = [str(k + 1)] + [str(v) for v in rng.choice([v for v in range(1, 8) if v not in (k, k + 1)], size=2,
+                                                           replace=False)]
         return ("How many shapes appear in the video?", str(k), wrong,
-                f"The shapes appear in turn: {seq}. That is {k} shape{'s' * (k != 1)}.")
+                lambda n: f"The shapes appear in turn: {seq}. That is {n} shape{'s' * (n != '1')}.")
     if category == "order":
         first = bool(rng.integers(2))
-        target = shapes[0] if first else shapes[-1]
+        target, near = (shapes[0], shapes[1]) if first else (shapes[-1], shapes[-2])
         word = "first" if first else "last"
         return (f"Which shape appears {word} in the video?", target.name,
-                _distractor_names(rng, shapes, {target.name}, 3),
-                f"The shapes appear in this order: {seq}. So the {target.name} appears {word}.")
+                [near.name] + _distractor_names(rng, shapes, {target.name, near.name}, 2, task.kinds),
+                lambda name: f"The shapes appear in this order: {seq}. So the {name} appears {word}.")
     if category == "after":
         i = int(rng.integers(len(shapes) - 1))
         a, b = shapes[i], shapes[i + 1]
+        near = shapes[i + 2] if i + 2 < len(shapes) else a  # one shape too far, or the named one itself
         return (f"Which shape appears right after the {a.name}?", b.name,
-                _distractor_names(rng, shapes, {b.name}, 3),
-                f"The {a.name} appears at {when[a.name]}; the next shape to appear is the {b.name} at {when[b.name]}.")
+                [near.name] + _distractor_names(rng, shapes, {b.name, near.name}, 2, task.kinds),
+                lambda name: f"The shapes appear in this order: {seq}. The next one after the {a.name} is the {name}.")
     s = shapes[int(rng.integers(len(shapes)))]
     axis = "x" if s.direction in ("left", "right") else "y"
     p0, p1 = (s.x0, s.x1) if axis == "x" else (s.y0, s.y1)
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}[s.direction]
     return (f"In which direction does the {s.name} move?", s.direction,
-            [d for d in DIRECTIONS if d != s.direction],
-            f"The {s.name} goes from {axis}={p0:.0f} to {axis}={p1:.0f} pixels, so it moves {s.direction}.")
+            [opposite] + [d for d in DIRECTIONS if d not in (s.direction, opposite)],
+            lambda d: f"The {s.name} goes from {axis}={p0:.0f} to {axis}={p1:.0f} pixels, so it moves {d}.")
 
 
-def make_sample(rng: np.random.Generator, category: str, letter: str, frames: int, size: int, fps: float
-                ) -> tuple[np.ndarray, dict]:
-    """One video (uint8 [frames, size, size, 3]) and its row (without id and path)."""
-    max_k = min(5, frames // 2)  # at least two frames per slot
+def make_sample(rng: np.random.Generator, category: str, letter: str, frames: int, size: int, fps: float,
+                task: Task = Task(), teacher_errs: bool = False) -> tuple[np.ndarray, dict]:
+    """One video (uint8 [frames, size, size, 3]) and its row (without id and path).
+
+    With `teacher_errs` the reasoning concludes with the near miss (and says its letter); `answer` stays true.
+    """
+    max_k = min(task.max_shapes, frames // 2)  # at least two frames per slot
     k = int(rng.integers(1 if category == "count" else 2, max_k + 1))
-    shapes = _schedule(rng, k, frames, size)
-    question, correct, wrong, reasoning = _question(rng, category, shapes, fps)
+    shapes = _schedule(rng, k, frames, size, task)
+    question, correct, wrong, reasoning = _question(rng, category, shapes, fps, task)
+    near_miss = wrong[0]
     options = list(rng.permutation(wrong))
     options.insert(LETTERS.index(letter), correct)
     option_lines = [f"{ltr}. {opt}" for ltr, opt in zip(LETTERS, options)]
+    concluded = near_miss if teacher_errs else correct
     row = {"problem": question + "\nOptions:\n" + "\n".join(option_lines), "problem_type": "multiple choice",
            "category": category, "options": option_lines,
-           "reasoning": f"{reasoning} The answer is {letter}.", "answer": f"<answer>{letter}</answer>",
-           "data_type": "video"}
+           "reasoning": f"{reasoning(concluded)} The answer is {LETTERS[options.index(concluded)]}.",
+           "answer": f"<answer>{letter}</answer>", "data_type": "video"}
+    if teacher_errs:
+        row["teacher_correct"] = False
     return render(shapes, frames, size), row
 
 
@@ -183,7 +227,7 @@ def _balanced(rng: np.random.Generator, values: tuple | str, n: int) -> list:
 
 
 def generate_split(out_dir: str | Path, split: str, n: int, frames: int = 64, size: int = 56,
-                   fps: float = 8.0, seed: int = 0) -> Path:
+                   fps: float = 8.0, seed: int = 0, task: Task = Task()) -> Path:
     """Write `n` videos under out_dir/videos and out_dir/<split>.jsonl; returns the jsonl path."""
     if not MIN_FRAMES <= frames <= MAX_FRAMES:
         raise ValueError(f"frames={frames}: must be in [{MIN_FRAMES}, {MAX_FRAMES}]")
@@ -192,17 +236,23 @@ def generate_split(out_dir: str | Path, split: str, n: int, frames: int = 64, si
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, SPLIT_OFFSETS[split]])
-    categories = _balanced(rng, CATEGORIES, n)
+    categories = _balanced(rng, task.categories, n)
     letters = [""] * n
-    for category in CATEGORIES:  # balance letters within each category too, so neither predicts the other
+    for category in task.categories:  # balance letters within each category too, so neither predicts the other
         where = [i for i in range(n) if categories[i] == category]
         for i, letter in zip(where, _balanced(rng, LETTERS, len(where))):
             letters[i] = letter
+    # the teacher's mistakes: an exact share of the train rows, spread evenly over categories
+    erring: set[int] = set()
+    if split == "train" and task.teacher_error:
+        for category in task.categories:
+            where = [i for i in range(n) if categories[i] == category]
+            erring.update(rng.permutation(where)[: round(task.teacher_error * len(where))].tolist())
     jsonl = out / f"{split}.jsonl"
     with open(jsonl, "w") as f:
         for i in range(n):
             video, row = make_sample(np.random.default_rng([seed, SPLIT_OFFSETS[split], i]),
-                                     str(categories[i]), str(letters[i]), frames, size, fps)
+                                     str(categories[i]), str(letters[i]), frames, size, fps, task, i in erring)
             rel = f"videos/{split}-{i:05d}.mp4"
             write_mp4(out / rel, video, fps)
             f.write(json.dumps({"problem_id": f"{split}-{i:05d}", **row, "videos": [rel]}) + "\n")
@@ -211,10 +261,11 @@ def generate_split(out_dir: str | Path, split: str, n: int, frames: int = 64, si
 
 
 def generate_dataset(out_dir: str | Path, frames: int = 64, n_train: int = 400, n_val: int = 50,
-                     n_test: int = 200, size: int = 56, fps: float = 8.0, seed: int = 0) -> dict[str, Path]:
+                     n_test: int = 200, size: int = 56, fps: float = 8.0, seed: int = 0,
+                     task: Task = Task()) -> dict[str, Path]:
     """Write the train/val/test splits; returns {split: jsonl path}."""
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    return {split: generate_split(out_dir, split, n, frames, size, fps, seed) for split, n in counts.items()}
+    return {split: generate_split(out_dir, split, n, frames, size, fps, seed, task) for split, n in counts.items()}
 
 
 def main() -> None:

@@ -131,3 +131,50 @@ def test_cli_writes_the_splits(tmp_path):
            "--n-train", "4", "--n-val", "1", "--n-test", "2"]
     printed = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     assert {k: len(_rows(v)) for k, v in printed.items()} == {"train": 4, "val": 1, "test": 2}
+
+
+@pytest.fixture(scope="module")
+def teacher_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher_ds")
+    task = S.Task(categories=("count", "order", "after"), kinds=("square",), timestamps=False, shape_radius=0.2,
+                  max_shapes=3, teacher_error=0.5)
+    return out, S.generate_dataset(out, frames=32, n_train=24, n_val=4, n_test=6, size=28, seed=5, task=task)
+
+
+def test_a_task_narrows_categories_kinds_and_shape_counts_and_drops_timestamps(teacher_dataset):
+    rows = _rows(teacher_dataset[1]["train"])
+    assert collections.Counter(r["category"] for r in rows) == {"count": 8, "order": 8, "after": 8}
+    assert max(r["reasoning"].count(" square") for r in rows if r["category"] != "after") <= 3 + 1  # + conclusion
+    assert all(o.endswith((" square",)) or o[3:].isdigit() for r in rows for o in r["options"])
+    assert not any(" s)" in r["reasoning"] for r in rows)
+
+
+def test_the_teacher_errs_on_the_asked_share_of_train_rows_with_a_near_miss_and_the_answer_stays_true(
+        teacher_dataset):
+    out, paths = teacher_dataset
+    rows = _rows(paths["train"])
+    # 0.5 of each category's 8 rows: 4 + 4 + 4
+    erring = [r for r in rows if r.get("teacher_correct") is False]
+    assert collections.Counter(r["category"] for r in erring) == {"count": 4, "order": 4, "after": 4}
+    for row in rows:
+        frames = decode_video(out / row["videos"][0]).frames
+        assert _solve(row, frames) == row["answer"][8], row  # the answer is the truth, teacher or not
+        said = row["reasoning"].rstrip(".")[-1]
+        assert (said == row["answer"][8]) == (row not in erring)
+        if row["category"] == "count" and row in erring:  # one too many
+            assert int(row["options"]["ABCD".index(said)][3:]) == len(re.findall(r", then", row["reasoning"])) + 2
+
+
+def test_val_and_test_rows_are_never_taught_wrong(teacher_dataset):
+    for split in ("val", "test"):
+        assert all("teacher_correct" not in r and r["reasoning"].endswith(f"The answer is {r['answer'][8]}.")
+                   for r in _rows(teacher_dataset[1][split]))
+
+
+def test_an_unknown_category_a_single_shape_or_an_error_rate_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="categories="):
+        S.Task(categories=("colour",))
+    with pytest.raises(ValueError, match="teacher_error=1.5"):
+        S.Task(teacher_error=1.5)
+    with pytest.raises(ValueError, match="max_shapes=1"):
+        S.Task(max_shapes=1)
