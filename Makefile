@@ -35,7 +35,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not e2e" --timeout=300
 
 demo: install
-	bash examples/cpu/qwen2_math_grpo.sh trainer.max_steps=3 trainer.save_checkpoint_path=runs/demo
+	$(PY) -m longrl.demo --out demo_out
 
 clean:
 	rm -rf runs demo_out assets
