@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -331,10 +333,12 @@ class TrainerConfig:
     """Checkpoint every N steps (and at the end); -1 disables."""
     save_limit: int = -1
     """Checkpoints kept; -1 keeps all."""
-    save_checkpoint_path: str = "runs/default"
-    """Directory of checkpoints and metrics.jsonl; a re-run resumes from its latest checkpoint."""
+    save_checkpoint_path: str | None = None
+    """Directory of checkpoints and metrics.jsonl; a re-run resumes from its latest checkpoint.
+    None = checkpoints/<project_name>/<experiment_name>, as in EasyR1/Long-RL."""
     load_checkpoint_path: str | None = None
-    """Resume from this checkpoint directory (global_step_N) instead of the latest."""
+    """Resume from this checkpoint (a global_step_N directory, or an experiment directory: its latest step)
+    instead of the latest one under save_checkpoint_path."""
     worker_timeout_s: float = 3600.0
     """A worker call that takes longer is an error (the group is stopped) instead of a hang."""
     max_try_make_batch: int = 4
@@ -387,6 +391,8 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
+    if value is None and ftype is not Any:  # never str(None): a null path once wrote into ./None
+        raise ConfigError(f"{key}=null is not allowed here; give a value, or leave the key out to keep its default")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}={value!r} is not allowed; choose from {list(args)}")
@@ -445,53 +451,49 @@ def _build(default: Any, values: dict[str, Any], prefix: str = "") -> Any:
     return dataclasses.replace(default, **updates)
 
 
-def _parse_value(text: str) -> Any:
-    """Parse a command-line value the way YAML does (`true`, `[a,b]`, `null`, `3`)."""
-    return yaml.safe_load(text) if text.strip() else ""
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise _unknown_key_error(dotted)
-        node = child
-    node[parts[-1]] = value
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _read_yaml(path: str) -> dict[str, Any]:
+def _read_yaml(path: str) -> DictConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path!r} does not exist")
-    with p.open() as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
+    try:
+        data = OmegaConf.load(p)
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+    if not isinstance(data, DictConfig):
         raise ConfigError(f"config file {path!r} must hold a mapping of sections")
     return data
 
 
+def _read_override(arg: str) -> DictConfig:
+    """`a.b.c=value`, parsed as OmegaConf parses a dotlist (`null`, `[a,b]`, `1e-6`, `${interpolation}`)."""
+    key, text = arg.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"argument {arg!r} has an empty key; write section.key=value")
+    try:
+        return OmegaConf.from_dotlist([f"{key}={text}" if text else f"{key}=''"])  # `key=` means the empty string
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot parse {arg!r}: {e}") from None
+
+
 def load_config(args: list[str]) -> Config:
-    """Build a Config from `config=file.yaml` (any number, in order) and `a.b.c=value` overrides."""
-    tree: dict[str, Any] = {}
+    """Build a Config from `config=file.yaml` (any number, in order) and `a.b.c=value` overrides.
+
+    The layers are merged by OmegaConf onto the defaults, as in EasyR1/Long-RL, so `null`, `${a.b}`
+    interpolation (also of defaults) and dotlist syntax mean what they mean there. The merged tree is then
+    checked against the dataclasses here rather than by OmegaConf's structured configs, which cannot express
+    `Literal` choices or name the closest key of a typo.
+    """
+    layers = [OmegaConf.create(to_dict(Config()))]
     for arg in args:
         if "=" not in arg:
             raise ConfigError(f"argument {arg!r} is not of the form key=value (or config=path.yaml)")
         key, text = arg.split("=", 1)
-        if key == "config":
-            tree = _merge(tree, _read_yaml(text))
-        else:
-            override: dict[str, Any] = {}
-            _set_dotted(override, key, _parse_value(text))
-            tree = _merge(tree, override)
+        layers.append(_read_yaml(text) if key == "config" else _read_override(arg))
+    try:
+        tree = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True)
+    except OmegaConfBaseException as e:
+        where = getattr(e, "full_key", None)
+        raise ConfigError(f"{where or 'config'}: {e.msg if hasattr(e, 'msg') else e}") from None
     return _build(Config(), tree)
 
 
@@ -503,6 +505,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # derived sizes and validation
 # ---------------------------------------------------------------------------------------------
+def checkpoint_dir(trainer: TrainerConfig) -> Path:
+    """Where checkpoints and metrics go: trainer.save_checkpoint_path, else checkpoints/<project>/<experiment>."""
+    if trainer.save_checkpoint_path is not None:
+        return Path(trainer.save_checkpoint_path)
+    return Path("checkpoints") / trainer.project_name / trainer.experiment_name
+
+
 def world_size(cfg: Config) -> int:
     """Worker processes: nnodes x n_gpus_per_node."""
     return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
@@ -585,3 +594,11 @@ def validate(cfg: Config, model_max_positions: int | None = None,
                         f"choose from ['console', 'file', 'tensorboard', 'wandb']")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+if __name__ == "__main__":  # python3 -m longrl.config: check a configuration without starting anything
+    import sys
+
+    from longrl.trainer.preflight import main
+
+    sys.exit(main())

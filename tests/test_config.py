@@ -76,3 +76,42 @@ def test_full_kl_in_the_reward_is_refused_with_the_reason(tmp_path):
     cfg = load_config(valid_args(tmp_path) + ["algorithm.kl_penalty=full", "algorithm.use_kl_loss=false"])
     with pytest.raises(ConfigError, match="kl_penalty='full' .* set use_kl_loss=true and ulysses_size=1"):
         validate(cfg)
+
+
+def test_null_is_null_and_the_default_save_path_is_checkpoints_project_experiment():
+    from pathlib import Path
+
+    from longrl.config import checkpoint_dir
+
+    cfg = load_config(["trainer.save_checkpoint_path=null", "trainer.project_name=p", "trainer.experiment_name=e"])
+    assert cfg.trainer.save_checkpoint_path is None
+    assert checkpoint_dir(cfg.trainer) == Path("checkpoints/p/e")
+    assert checkpoint_dir(load_config(["trainer.save_checkpoint_path=runs/x"]).trainer) == Path("runs/x")
+
+
+def test_null_for_a_key_that_needs_a_value_is_an_error_not_the_string_none():
+    with pytest.raises(ConfigError, match="trainer.project_name=null is not allowed"):
+        load_config(["trainer.project_name=null"])
+
+
+def test_yaml_null_save_path_as_in_the_seed_configs(tmp_path):
+    (tmp_path / "c.yaml").write_text("trainer:\n  save_checkpoint_path: null\n  load_checkpoint_path: null\n")
+    cfg = load_config([f"config={tmp_path / 'c.yaml'}"])
+    assert cfg.trainer.save_checkpoint_path is None and cfg.trainer.load_checkpoint_path is None
+
+
+def test_interpolation_reaches_defaults_and_other_overrides():
+    cfg = load_config(["data.train_files=a.jsonl", "data.val_files=${data.train_files}",
+                       "trainer.experiment_name=run_${data.max_response_length}"])
+    assert cfg.data.val_files == "a.jsonl" and cfg.trainer.experiment_name == "run_512"
+
+
+def test_a_bad_interpolation_names_the_key():
+    with pytest.raises(ConfigError, match="trainer.experiment_name"):
+        load_config(["trainer.experiment_name=${data.nope}"])
+
+
+def test_empty_override_is_the_empty_string_and_later_layers_win(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  val_files: v.jsonl\n  max_prompt_length: 100\n")
+    cfg = load_config([f"config={tmp_path / 'c.yaml'}", "data.val_files=", "data.max_prompt_length=200"])
+    assert cfg.data.val_files == "" and cfg.data.max_prompt_length == 200

@@ -118,6 +118,20 @@ class CheckpointManager:
         steps = self.complete_steps()
         return self.step_dir(steps[-1]) if steps else None
 
+    def resume_point(self, load_checkpoint_path: str | None) -> Path | None:
+        """The checkpoint to resume from: trainer.load_checkpoint_path (a global_step_N directory, or an
+        experiment directory whose latest step is taken, as in EasyR1) or else the latest under root."""
+        if load_checkpoint_path is None:
+            return self.latest()
+        path = Path(load_checkpoint_path)
+        if (path / STATE_FILE).is_file():
+            return path
+        latest = CheckpointManager(path).latest()
+        if latest is None:
+            raise FileNotFoundError(f"trainer.load_checkpoint_path={load_checkpoint_path!r} is neither a committed "
+                                    f"global_step_N directory nor a directory holding one")
+        return latest
+
     def driver_state(self, path: Path) -> dict:
         """The driver_state given to `commit` for checkpoint `path` (a global_step_N directory)."""
         state_file = Path(path) / STATE_FILE

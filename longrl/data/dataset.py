@@ -49,7 +49,7 @@ def load_rows(files: str, key: str = "data.train_files") -> tuple[datasets.Datas
     """The rows of `files` and, per source, (first row index, source name) for error messages.
 
     `files` is a json/jsonl/parquet file, a directory of them (read in name order), or
-    `name@split` where name is a local dataset directory or file (there is no hub here).
+    `name@split` where name is a local dataset directory or file, or a Hugging Face hub data set id.
     """
     path = Path(files).expanduser()
     if not files:
@@ -57,16 +57,19 @@ def load_rows(files: str, key: str = "data.train_files") -> tuple[datasets.Datas
     if not path.exists() and "@" in files:
         name, split = files.rsplit("@", 1)
         local = Path(name).expanduser()
-        if not local.exists():
-            raise FileNotFoundError(f"{key}={files!r}: {name!r} is not a local file or directory (datasets are "
-                                    f"never downloaded here); give a local path")
         try:
-            if local.is_file():
+            if not local.exists():  # a Hugging Face hub data set id, as in EasyR1 (`hiyouga/math12k@train`)
+                rows = datasets.load_dataset(name, split=split)
+            elif local.is_file():
                 rows = datasets.load_dataset(BUILDERS.get(local.suffix, "json"), data_files=str(local), split=split)
             else:
                 rows = datasets.load_dataset(str(local), split=split)
         except ValueError as exc:
             raise ConfigError(f"{key}={files!r}: cannot read split {split!r}: {exc}") from exc
+        except (OSError, ConnectionError) as exc:  # not on disk, and the hub cannot be reached or has no such id
+            raise FileNotFoundError(f"{key}={files!r}: {name!r} is not a local file or directory and could not be "
+                                    f"loaded from the Hugging Face hub ({type(exc).__name__}: {exc}); check the id "
+                                    f"and the network, or give a local path") from None
         return rows, [(0, files)]
     if not path.exists():
         raise FileNotFoundError(f"{key}={files!r}: no such file or directory ({path.resolve()})")

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import ray
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from longrl.algorithms import (CRITIC_ESTIMATORS, GREEDY_BASELINE_ESTIMATORS, AdvantageInputs, apply_kl_to_rewards,
                                compute_advantages, groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
-from longrl.config import Config, to_dict, world_size
+from longrl.config import Config, checkpoint_dir, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
 from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
 from longrl.logging import Tracker, reduce_metrics
@@ -51,7 +50,7 @@ class RayTrainer:
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.kl_ctrl = make_kl_controller(cfg.algorithm)
         self.use_critic = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
-        self.checkpoints = CheckpointManager(cfg.trainer.save_checkpoint_path, cfg.trainer.save_limit)
+        self.checkpoints = CheckpointManager(checkpoint_dir(cfg.trainer), cfg.trainer.save_limit)
         # Reward functions run in Ray worker processes, whose working directory may differ from ours;
         # resolving here also reports a bad spec before any worker starts.
         reward_path, reward_fn = resolve_reward_spec(cfg.worker.reward.reward_function)
@@ -90,7 +89,7 @@ class RayTrainer:
         cfg = self.cfg.trainer
         self.start_workers()
         self.resume()
-        self.tracker = Tracker(cfg.logger, cfg.save_checkpoint_path, cfg.project_name, cfg.experiment_name,
+        self.tracker = Tracker(cfg.logger, checkpoint_dir(cfg), cfg.project_name, cfg.experiment_name,
                                to_dict(self.cfg), resume_step=self.step_count)
         if self.val_set is not None and (cfg.val_before_train or cfg.val_only) and self.step_count == 0:
             self.tracker.log(self.validate(step=0), step=0)
@@ -253,8 +252,7 @@ class RayTrainer:
                                                   "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
 
     def resume(self) -> None:
-        path = Path(self.cfg.trainer.load_checkpoint_path) if self.cfg.trainer.load_checkpoint_path else \
-            self.checkpoints.latest()
+        path = self.checkpoints.resume_point(self.cfg.trainer.load_checkpoint_path)
         if path is None:
             return
         state = self.checkpoints.driver_state(path)

@@ -26,7 +26,7 @@ import jinja2
 import torch
 from tqdm import tqdm
 
-from longrl.config import Config, ConfigError, dp_size, load_config, to_dict, world_size
+from longrl.config import Config, ConfigError, checkpoint_dir, dp_size, load_config, to_dict, world_size
 from longrl.data.dataset import PromptLoader, RLDataset, rows_to_batch
 from longrl.eval.answers import reference_answer
 from longrl.protocol import Batch
@@ -156,7 +156,7 @@ class SFTTrainer:
         rows = cfg.worker.actor.global_batch_size
         self.loader = PromptLoader(self.train_items, rows, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * self.loader.steps_per_epoch
-        self.checkpoints = CheckpointManager(cfg.trainer.save_checkpoint_path, cfg.trainer.save_limit)
+        self.checkpoints = CheckpointManager(checkpoint_dir(cfg.trainer), cfg.trainer.save_limit)
         self.step_count = 0
         self.workers = None
         self.tracker = None
@@ -181,7 +181,7 @@ class SFTTrainer:
         t = self.cfg.trainer
         self.start_workers()
         self.resume()
-        self.tracker = Tracker(t.logger, t.save_checkpoint_path, t.project_name, t.experiment_name, to_dict(self.cfg),
+        self.tracker = Tracker(t.logger, checkpoint_dir(t), t.project_name, t.experiment_name, to_dict(self.cfg),
                                resume_step=self.step_count)
         if self.val_items and t.val_before_train and self.step_count == 0:
             self.tracker.log(self.validate(), step=0)
@@ -216,7 +216,7 @@ class SFTTrainer:
 
     def resume(self) -> None:
         t = self.cfg.trainer
-        path = Path(t.load_checkpoint_path) if t.load_checkpoint_path else self.checkpoints.latest()
+        path = self.checkpoints.resume_point(t.load_checkpoint_path)
         if path is None:
             return
         state = self.checkpoints.driver_state(path)
@@ -244,11 +244,11 @@ def step_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from longrl.trainer.main import _model_max_positions
+    from longrl.trainer.preflight import model_max_positions, with_local_models
 
     try:
-        cfg = load_config(sys.argv[1:] if argv is None else argv)
-        validate_sft(cfg, _model_max_positions(cfg.worker.actor.model.model_path))
+        cfg = with_local_models(load_config(sys.argv[1:] if argv is None else argv))
+        validate_sft(cfg, model_max_positions(cfg.worker.actor.model.model_path))
         print("effective config:\n" + json.dumps(to_dict(cfg), indent=2), flush=True)
         trainer = SFTTrainer(cfg)  # reads the data and renders every target: their errors come before any worker
     except (ConfigError, FileNotFoundError) as e:

@@ -101,3 +101,16 @@ def test_driver_state_of_an_uncommitted_dir_names_the_missing_file(tmp_path):
 def test_save_limit_zero_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ValueError, match="trainer.save_limit=0: keep at least 1 checkpoint, or -1 to keep all"):
         CheckpointManager(tmp_path, save_limit=0)
+
+
+def test_load_checkpoint_path_takes_a_step_or_an_experiment_directory(tmp_path):
+    exp = CheckpointManager(tmp_path / "exp")
+    for step in (1, 2):
+        exp.staging_dir(step)
+        exp.commit(step, {"step": step})
+    other = CheckpointManager(tmp_path / "other")
+    assert other.resume_point(None) is None
+    assert other.resume_point(str(tmp_path / "exp")) == tmp_path / "exp" / "global_step_2"
+    assert other.resume_point(str(tmp_path / "exp" / "global_step_1")) == tmp_path / "exp" / "global_step_1"
+    with pytest.raises(FileNotFoundError, match="trainer.load_checkpoint_path="):
+        other.resume_point(str(tmp_path / "empty"))

@@ -1,0 +1,87 @@
+"""Everything checked on the driver before Ray starts: load the config, resolve hub ids, validate it against
+the model's own config.json. `python3 -m longrl.config` runs exactly this and stops."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from longrl.config import Config, ConfigError, load_config, to_dict, validate
+
+
+def resolve_pretrained(name: str, key: str) -> str:
+    """A local model directory for `name`: itself when it is one, else the Hugging Face hub snapshot of the id
+    `name` (downloaded once, on the driver, into the HF cache). Raises ConfigError naming `key` and the id."""
+    if not name or Path(name).is_dir():
+        return name
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id=name)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
+        raise ConfigError(f"{key}={name!r} is not a local directory and could not be fetched from the Hugging Face "
+                          f"hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); check the "
+                          f"id and the network, or point it at a model directory on disk") from None
+
+
+def with_local_models(cfg: Config) -> Config:
+    """`cfg` with every model/tokenizer path that is a hub id replaced by its local snapshot (a new Config)."""
+    def local(model: object, prefix: str) -> object:
+        return dataclasses.replace(
+            model, model_path=resolve_pretrained(model.model_path, f"{prefix}.model_path"),
+            tokenizer_path=model.tokenizer_path and resolve_pretrained(model.tokenizer_path, f"{prefix}.tokenizer_path"))
+
+    w = cfg.worker
+    worker = dataclasses.replace(
+        w, actor=dataclasses.replace(w.actor, model=local(w.actor.model, "worker.actor.model")),
+        critic=dataclasses.replace(w.critic, model=local(w.critic.model, "worker.critic.model")))
+    return dataclasses.replace(cfg, worker=worker)
+
+
+def text_config(model_path: str) -> tuple[dict, bool]:
+    """The (text) model's config.json entries of a local model directory, and whether it has a vision tower;
+    empty if it cannot be read (validate names a missing directory itself)."""
+    try:
+        with open(f"{model_path}/config.json") as f:
+            hf = json.load(f)
+    except OSError:
+        return {}, False
+    return hf.get("text_config", hf), "vision_config" in hf
+
+
+def model_heads(model_path: str) -> tuple[int, int] | None:
+    """(num_attention_heads, num_key_value_heads) of a model; KV heads default to the heads (no GQA)."""
+    hf, _ = text_config(model_path)
+    if "num_attention_heads" not in hf:
+        return None
+    return hf["num_attention_heads"], hf.get("num_key_value_heads") or hf["num_attention_heads"]
+
+
+def model_max_positions(model_path: str) -> int | None:
+    """The position limit that prompt + response tokens must respect; None where it cannot be read, or for
+    vision-language models, where M-RoPE gives a video far fewer positions than it has tokens."""
+    hf, is_multimodal = text_config(model_path)
+    return None if is_multimodal else hf.get("max_position_embeddings")
+
+
+def checked_config(args: list[str]) -> Config:
+    """Load `args`, resolve hub ids to local directories, validate against the model; raises ConfigError."""
+    cfg = with_local_models(load_config(args))
+    path = cfg.worker.actor.model.model_path
+    validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m longrl.config config=... key=value ...`: print the effective config and exit 0, or every
+    problem and exit 2. Starts no Ray and no worker."""
+    try:
+        cfg = checked_config(sys.argv[1:] if argv is None else argv)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(to_dict(cfg), indent=2))
+    return 0
