@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import types
 import typing
 from pathlib import Path
@@ -145,7 +146,9 @@ class OptimConfig:
     lr_warmup_steps: int | None = None
     """Warmup steps; overrides lr_warmup_ratio."""
     min_lr_ratio: float | None = None
-    """If set, cosine decay to lr*min_lr_ratio after warmup; None keeps lr constant."""
+    """Floor of the cosine schedule as a fraction of lr (None = 0); only with lr_scheduler_type=cosine."""
+    lr_scheduler_type: Literal["constant", "cosine"] = "constant"
+    """After warmup: constant lr, or cosine decay to lr*min_lr_ratio over the training steps (EasyR1's key)."""
 
 
 @dataclasses.dataclass
@@ -255,6 +258,12 @@ class RolloutConfig:
     """vLLM CPU KV-cache size in whole GB (CPU only; VLLM_CPU_KVCACHE_SPACE)."""
     ignore_eos: bool = False
     """Keep generating past EOS (benchmarks)."""
+    max_model_len: int | None = None
+    """Longest prompt + response the engine holds; None = data.max_prompt_length + data.max_response_length."""
+    trust_remote_code: bool = False
+    """Let vLLM run the model directory's own code (models it does not know)."""
+    disable_tqdm: bool = True
+    """Hide vLLM's per-call progress bar (on by default here: every worker would print one per generate)."""
     enforce_eager: bool = True
     """Disable CUDA graphs in vLLM."""
     enable_chunked_prefill: bool = False
@@ -336,6 +345,8 @@ class TrainerConfig:
     save_checkpoint_path: str | None = None
     """Directory of checkpoints and metrics.jsonl; a re-run resumes from its latest checkpoint.
     None = checkpoints/<project_name>/<experiment_name>, as in EasyR1/Long-RL."""
+    find_last_checkpoint: bool = True
+    """Resume from the latest checkpoint under save_checkpoint_path when there is one; false starts afresh."""
     load_checkpoint_path: str | None = None
     """Resume from this checkpoint (a global_step_N directory, or an experiment directory: its latest step)
     instead of the latest one under save_checkpoint_path."""
@@ -366,7 +377,30 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+# Long-RL/EasyR1 keys of features longrl does not have yet: a ported script stops with the feature's name
+# instead of a "did you mean" for a key that is not misspelt. Patterns as in fnmatch.
+NOT_YET_BUILT = {
+    "data.vila_model": "VILA/NVILA/LongVILA models", "worker.vila_model": "VILA/NVILA/LongVILA models",
+    "worker.rollout.tokens_per_frame": "VILA/NVILA/LongVILA models",
+    "worker.rollout.num_chunk_seq": "VILA/NVILA/LongVILA models",
+    "worker.rollout.max_frames_vllm": "VILA/NVILA/LongVILA models",
+    "*.is_omni": "omni models (Qwen2.5-Omni)", "data.audio_max_length": "omni models (Qwen2.5-Omni)",
+    "*.diffusion": "diffusion RL (Flow-GRPO)", "*.guidance_scale": "diffusion RL (Flow-GRPO)",
+    "worker.rollout.resolution": "diffusion RL (Flow-GRPO)", "worker.rollout.num_steps": "diffusion RL (Flow-GRPO)",
+    "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)", "worker.rollout.num_frames": "diffusion RL (Flow-GRPO)",
+    "worker.rollout.height": "diffusion RL (Flow-GRPO)", "worker.rollout.width": "diffusion RL (Flow-GRPO)",
+    "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
+    "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)",
+    "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
+    "worker.actor.dynamic_batching": "dynamic batching", "worker.*.max_token_len_per_device": "dynamic batching",
+}
+
+
 def _unknown_key_error(key: str) -> ConfigError:
+    feature = next((f for pattern, f in NOT_YET_BUILT.items() if fnmatch.fnmatchcase(key, pattern)), None)
+    if feature is not None:
+        return ConfigError(f"config key {key!r} belongs to {feature}, which longrl does not implement yet; "
+                           f"remove the key (see README, 'Porting from Long-RL/EasyR1')")
     valid = _all_keys(Config)
     leaf = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6) or [
@@ -588,6 +622,11 @@ def validate(cfg: Config, model_max_positions: int | None = None,
         problems.append(f"data.max_prompt_length + data.max_response_length = "
                         f"{data.max_prompt_length + data.max_response_length} exceeds the model's limit "
                         f"max_position_embeddings={model_max_positions}; lower one of them")
+    for role, optim in (("actor", actor.optim), ("critic", cfg.worker.critic.optim)):
+        if optim.min_lr_ratio is not None and optim.lr_scheduler_type == "constant":
+            problems.append(f"worker.{role}.optim.min_lr_ratio={optim.min_lr_ratio} has no effect with "
+                            f"lr_scheduler_type=constant; set worker.{role}.optim.lr_scheduler_type=cosine to decay "
+                            f"to it, or min_lr_ratio=null")
     unknown_loggers = set(t.logger) - {"console", "file", "wandb", "tensorboard"}
     if unknown_loggers:
         problems.append(f"trainer.logger has unknown entries {sorted(unknown_loggers)}; "

@@ -263,7 +263,8 @@ def control_stage(out: Path, sft_model: Path, data: dict[str, Path], extra_rows:
     run = out / "sft_control"
     optim = load_config(["config=configs/sft_video_demo.yaml"]).worker.actor.optim
     extra = [f"trainer.max_steps={max(1, extra_rows // 32)}", "worker.actor.global_batch_size=32",
-             f"worker.actor.optim.lr={optim.lr * (optim.min_lr_ratio or 1.0)}", "worker.actor.optim.min_lr_ratio=null",
+             f"worker.actor.optim.lr={optim.lr * (optim.min_lr_ratio or 1.0)}", "worker.actor.optim.lr_scheduler_type=constant",
+             "worker.actor.optim.min_lr_ratio=null",
              "worker.actor.optim.lr_warmup_steps=0", "trainer.val_freq=-1", "data.seed=2"]
     cmd = python_cmd("-m", "longrl.trainer.sft", "config=configs/sft_video_demo.yaml",
                      f"worker.actor.model.model_path={sft_model}", f"trainer.save_checkpoint_path={run}",

@@ -115,3 +115,39 @@ def test_empty_override_is_the_empty_string_and_later_layers_win(tmp_path):
     (tmp_path / "c.yaml").write_text("data:\n  val_files: v.jsonl\n  max_prompt_length: 100\n")
     cfg = load_config([f"config={tmp_path / 'c.yaml'}", "data.val_files=", "data.max_prompt_length=200"])
     assert cfg.data.val_files == "" and cfg.data.max_prompt_length == 200
+
+
+def test_configs_config_yaml_lists_every_key():
+    import yaml
+
+    from longrl.config import Config, _all_keys
+
+    def keys(tree: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in tree.items():
+            out.add(prefix + k)
+            if isinstance(v, dict) and not k.endswith(("val_override_config", "reward_function_kwargs")):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    with open("configs/config.yaml") as f:
+        assert keys(yaml.safe_load(f)) == set(_all_keys(Config))
+
+
+def test_min_lr_ratio_without_a_cosine_schedule_is_refused(tmp_path):
+    cfg = load_config(valid_args(tmp_path) + ["worker.actor.optim.min_lr_ratio=0.1"])
+    with pytest.raises(ConfigError, match="min_lr_ratio=0.1 has no effect with lr_scheduler_type=constant"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(("arg", "feature"), [
+    ("worker.actor.model.lora.rank=64", "LoRA"),
+    ("worker.actor.dynamic_batching=true", "dynamic batching"),
+    ("data.vila_model=true", "VILA"),
+    ("worker.is_omni=true", "omni models"),
+    ("worker.rollout.num_steps=10", "diffusion RL"),
+    ("worker.actor.fsdp.use_orig_params=true", "diffusion RL"),
+])
+def test_keys_of_features_not_built_yet_name_the_feature(arg, feature):
+    with pytest.raises(ConfigError, match=f"belongs to {feature}.*which longrl does not implement yet"):
+        load_config([arg])

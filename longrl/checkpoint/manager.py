@@ -118,11 +118,12 @@ class CheckpointManager:
         steps = self.complete_steps()
         return self.step_dir(steps[-1]) if steps else None
 
-    def resume_point(self, load_checkpoint_path: str | None) -> Path | None:
+    def resume_point(self, load_checkpoint_path: str | None, find_last: bool = True) -> Path | None:
         """The checkpoint to resume from: trainer.load_checkpoint_path (a global_step_N directory, or an
-        experiment directory whose latest step is taken, as in EasyR1) or else the latest under root."""
+        experiment directory whose latest step is taken, as in EasyR1), else the latest under root when
+        `find_last` (trainer.find_last_checkpoint), else None."""
         if load_checkpoint_path is None:
-            return self.latest()
+            return self.latest() if find_last else None
         path = Path(load_checkpoint_path)
         if (path / STATE_FILE).is_file():
             return path

@@ -252,7 +252,8 @@ class RayTrainer:
                                                   "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
 
     def resume(self) -> None:
-        path = self.checkpoints.resume_point(self.cfg.trainer.load_checkpoint_path)
+        path = self.checkpoints.resume_point(self.cfg.trainer.load_checkpoint_path,
+                                              self.cfg.trainer.find_last_checkpoint)
         if path is None:
             return
         state = self.checkpoints.driver_state(path)

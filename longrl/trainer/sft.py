@@ -216,7 +216,7 @@ class SFTTrainer:
 
     def resume(self) -> None:
         t = self.cfg.trainer
-        path = self.checkpoints.resume_point(t.load_checkpoint_path)
+        path = self.checkpoints.resume_point(t.load_checkpoint_path, t.find_last_checkpoint)
         if path is None:
             return
         state = self.checkpoints.driver_state(path)

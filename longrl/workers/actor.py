@@ -88,7 +88,7 @@ def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batc
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
-    """AdamW + linear warmup (+ optional cosine decay to lr*min_lr_ratio)."""
+    """AdamW + linear warmup, then a constant lr or a cosine decay to lr*min_lr_ratio (optim.lr_scheduler_type)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     warmup = cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else int(cfg.lr_warmup_ratio * total_steps)
@@ -96,10 +96,11 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        if cfg.min_lr_ratio is None:
+        if cfg.lr_scheduler_type == "constant":
             return 1.0
+        floor = cfg.min_lr_ratio or 0.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

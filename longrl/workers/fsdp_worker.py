@@ -131,7 +131,7 @@ class HybridWorker:
             critic_updates = total_steps * cfg.worker.actor.global_batch_size // cfg.worker.critic.global_batch_size
             self.critic = Critic(value_model, self.adapter, cfg.worker.critic, cfg.worker.actor.loss_avg_mode,
                                  self.pad_id, dp, critic_updates, self.sp, cfg.worker.actor.padding_free)
-        max_len = cfg.data.max_prompt_length + cfg.data.max_response_length
+        max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
             raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take videos; "

@@ -44,7 +44,9 @@ class VLLMRollout:
                            enable_chunked_prefill=cfg.enable_chunked_prefill, max_num_seqs=cfg.max_num_seqs,
                            max_num_batched_tokens=max(cfg.max_num_batched_tokens, max_model_len),
                            # log-probs after temperature (and top-k/top-p): the distribution actually sampled
-                           logprobs_mode="processed_logprobs", disable_log_stats=True, **kwargs)
+                           logprobs_mode="processed_logprobs", disable_log_stats=True,
+                           trust_remote_code=cfg.trust_remote_code, **kwargs)
+        self.show_progress = not cfg.disable_tqdm
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
@@ -60,7 +62,8 @@ class VLLMRollout:
         media = media if media is not None else [()] * len(prompts)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            outputs = self.llm.generate([_request(p, v) for p, v in zip(prompts, media)], params, use_tqdm=False)
+            outputs = self.llm.generate([_request(p, v) for p, v in zip(prompts, media)], params,
+                                        use_tqdm=self.show_progress)
         for prompt, videos, out in zip(prompts, media, outputs):
             _check_expansion(prompt, videos, out.prompt_token_ids)
         return [[Sample(list(c.token_ids), _chosen_log_probs(c)) for c in out.outputs] for out in outputs]
