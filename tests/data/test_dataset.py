@@ -232,3 +232,10 @@ def test_validation_batches_cover_every_row_once_in_order(tmp_path, tokenizer):
     ds = dataset(write_jsonl(tmp_path / "t.jsonl", ROWS), tokenizer)
     assert [rows_of(b) for b in validation_batches(ds, 2)] == [[0, 1], [2]]
     assert [rows_of(b) for b in validation_batches(ds, -1)] == [[0, 1, 2]]
+
+
+def test_the_dapo_format_prompt_asks_for_an_answer_line():
+    import jinja2
+
+    text = jinja2.Template(open("examples/format_prompt/dapo.jinja").read()).render(content="  What is 2+3?  ")
+    assert "\n\nWhat is 2+3?\n\n" in text and text.rstrip().endswith('after "Answer:".')
