@@ -87,6 +87,17 @@ def load_rows(files: str, key: str = "data.train_files") -> tuple[datasets.Datas
                           f"{columns}") from exc
 
 
+ANSWER_TAGS = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def ground_truth(answer: Any) -> str:
+    """The reference answer handed to reward functions: the text inside `<answer>...</answer>` when the
+    answer column holds the tags (LongVideo-Reason and r1v data sets do), as Long-RL/EasyR1 pass it."""
+    text = str(answer)
+    match = ANSWER_TAGS.search(text)
+    return match.group(1).strip() if match else text
+
+
 def _media_paths(value: Any, base: Path) -> list[str]:
     """A row's image/video field (a path, a list of paths, or empty) as paths, relative ones joined to `base`."""
     if value is None:
@@ -214,7 +225,8 @@ class RLDataset(torch.utils.data.Dataset):
                                       f"data.filter_overlong_prompts=true to drop such rows")
                 too_long.append(row)
                 continue
-            item = {"prompt_ids": list(prompt_ids), "prompt_text": text, "ground_truth": str(answers[row]), "row": row}
+            item = {"prompt_ids": list(prompt_ids), "prompt_text": text, "ground_truth": ground_truth(answers[row]),
+                    "row": row}
             item.update({k: v[row] for k, v in media.items()})
             item.update({k: v[row] for k, v in extras.items()})
             items.append(item)

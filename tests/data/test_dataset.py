@@ -239,3 +239,9 @@ def test_the_dapo_format_prompt_asks_for_an_answer_line():
 
     text = jinja2.Template(open("examples/format_prompt/dapo.jinja").read()).render(content="  What is 2+3?  ")
     assert "\n\nWhat is 2+3?\n\n" in text and text.rstrip().endswith('after "Answer:".')
+
+
+def test_answer_tags_in_the_answer_column_reach_the_reward_as_the_bare_answer(tmp_path, tokenizer):
+    rows = [{"problem": "Which?", "answer": "<answer> B </answer>"}, {"problem": "Sum?", "answer": "\\boxed{7}"}]
+    ds = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer)
+    assert [ds[0]["ground_truth"], ds[1]["ground_truth"]] == ["B", "\\boxed{7}"]  # only the tags go, as there
