@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Merge a sharded checkpoint into a Hugging Face model directory.
 
-    python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--target_dir DIR]
+    python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--target_dir DIR] [--hf_upload_path user/repo]
 """
 
 import sys

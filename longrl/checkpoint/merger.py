@@ -4,7 +4,7 @@ Runs in one process with no process group: DCP reads every shard of every tensor
 metadata, the model is built on the meta device from actor/huggingface/config.json (no random init of a
 big model) and the weights are assigned into it.
 
-CLI: `python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--target_dir DIR]`
+CLI: `python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--target_dir DIR] [--hf_upload_path ID]`
 """
 
 from __future__ import annotations
@@ -100,14 +100,36 @@ def merge(local_dir: str | Path, target_dir: str | Path | None = None) -> Path:
     return target
 
 
+def upload(folder: Path, repo_id: str) -> None:
+    """Push a merged model directory to the Hugging Face hub repository `repo_id` (created if missing)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id=repo_id, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id)
+    except (OSError, ValueError) as e:  # requests' and the hub's errors derive from these; offline mode too
+        raise RuntimeError(f"--hf_upload_path={repo_id!r}: uploading {folder} failed ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else 'no detail'}); the merged model is on disk "
+                           f"there; check the network and `huggingface-cli login`, then upload it again") from None
+    logger.info("uploaded %s to the hub repository %s", folder, repo_id)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Merge a sharded longrl checkpoint into a Hugging Face model.")
     parser.add_argument("--local_dir", required=True, help="a global_step_N/actor directory")
     parser.add_argument("--target_dir", default=None, help="output directory (default: <local_dir>/huggingface)")
+    parser.add_argument("--hf_upload_path", default=None, help="also push the merged model to this hub repo id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     target = merge(args.local_dir, args.target_dir)
     print(f"saved Hugging Face model to {target}")
+    if args.hf_upload_path:
+        try:
+            upload(target, args.hf_upload_path)
+        except RuntimeError as e:
+            parser.exit(2, f"error: {e}\n")
+        print(f"uploaded to {args.hf_upload_path}")
 
 
 if __name__ == "__main__":

@@ -100,3 +100,12 @@ def test_merge_is_strict_about_weights_the_config_expects(fsdp_checkpoint, tmp_p
     config_file.write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"missing \['model.layers.2.self_attn.q_proj.weight'"):
         merge(local, tmp_path / "merged")
+
+
+def test_upload_without_the_hub_names_the_repo_and_keeps_the_merged_model(tmp_path):
+    from longrl.checkpoint.merger import upload
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError, match=r"--hf_upload_path='me/model': uploading .* failed .*the merged model is on disk"):
+        upload(tmp_path, "me/model")
+    assert (tmp_path / "config.json").is_file()
