@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import importlib.util
 import types
 import typing
 from pathlib import Path
@@ -321,7 +322,7 @@ class TrainerConfig:
     experiment_name: str = "demo"
     """Logger run name."""
     logger: list[str] = dataclasses.field(default_factory=lambda: ["console", "file"])
-    """Any of console, file (metrics.jsonl), wandb, tensorboard."""
+    """Any of console, file (metrics.jsonl), wandb, tensorboard, swanlab, mlflow (the last two optional installs)."""
     nnodes: int = 1
     """Nodes in the Ray cluster used."""
     n_gpus_per_node: int = 2
@@ -546,6 +547,11 @@ def checkpoint_dir(trainer: TrainerConfig) -> Path:
     return Path("checkpoints") / trainer.project_name / trainer.experiment_name
 
 
+# trainer.logger choices and the package each needs (None: always there).
+LOGGER_PACKAGES = {"console": None, "file": None, "wandb": "wandb", "tensorboard": "tensorboard",
+                   "swanlab": "swanlab", "mlflow": "mlflow"}
+
+
 def world_size(cfg: Config) -> int:
     """Worker processes: nnodes x n_gpus_per_node."""
     return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
@@ -627,10 +633,15 @@ def validate(cfg: Config, model_max_positions: int | None = None,
             problems.append(f"worker.{role}.optim.min_lr_ratio={optim.min_lr_ratio} has no effect with "
                             f"lr_scheduler_type=constant; set worker.{role}.optim.lr_scheduler_type=cosine to decay "
                             f"to it, or min_lr_ratio=null")
-    unknown_loggers = set(t.logger) - {"console", "file", "wandb", "tensorboard"}
+    unknown_loggers = set(t.logger) - set(LOGGER_PACKAGES)
     if unknown_loggers:
         problems.append(f"trainer.logger has unknown entries {sorted(unknown_loggers)}; "
-                        f"choose from ['console', 'file', 'tensorboard', 'wandb']")
+                        f"choose from {sorted(LOGGER_PACKAGES)}")
+    for name in sorted(set(t.logger) & set(LOGGER_PACKAGES)):
+        package = LOGGER_PACKAGES[name]
+        if package and importlib.util.find_spec(package) is None:
+            problems.append(f"trainer.logger includes {name!r} but the {package} package is not installed; "
+                            f"`pip install {package}`, or remove {name!r} from trainer.logger")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 

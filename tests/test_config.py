@@ -151,3 +151,17 @@ def test_min_lr_ratio_without_a_cosine_schedule_is_refused(tmp_path):
 def test_keys_of_features_not_built_yet_name_the_feature(arg, feature):
     with pytest.raises(ConfigError, match=f"belongs to {feature}.*which longrl does not implement yet"):
         load_config([arg])
+
+
+def test_an_optional_logger_whose_package_is_missing_is_named_before_any_worker(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a))
+    cfg = load_config(valid_args(tmp_path) + ["trainer.logger=[console,mlflow]"])
+    with pytest.raises(ConfigError, match=r"trainer.logger includes 'mlflow' but the mlflow package is not installed; "
+                                          r"`pip install mlflow`"):
+        validate(cfg)
+    cfg = load_config(valid_args(tmp_path) + ["trainer.logger=[console,neptune]"])
+    with pytest.raises(ConfigError, match=r"unknown entries \['neptune'\]; choose from .*'mlflow'.*'swanlab'"):
+        validate(cfg)

@@ -154,7 +154,48 @@ class _TensorBoard:
         self.writer.close()
 
 
-BACKENDS = {"console": _Console, "file": _JsonlFile, "wandb": _Wandb, "tensorboard": _TensorBoard}
+class _SwanLab:
+    def __init__(self, save_dir: Path, project: str, experiment: str, config: dict, **_: Any) -> None:
+        import swanlab
+
+        # Like wandb: local files unless the user gave a key or chose a mode.
+        mode = None if "SWANLAB_MODE" in os.environ else ("online" if "SWANLAB_API_KEY" in os.environ else "offline")
+        self.swanlab = swanlab
+        swanlab.init(project=project, name=experiment, config=config, log_dir=str(save_dir / "swanlog"), mode=mode)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.swanlab.log(metrics, step=step)
+
+    def log_generations(self, samples: list[tuple[str, str, float]], step: int) -> None:
+        text = "\n\n".join(f"prompt: {p}\nresponse: {r}\nscore: {s:.4g}" for p, r, s in samples)
+        self.swanlab.log({"val/generations": self.swanlab.Text(text)}, step=step)
+
+    def finish(self) -> None:
+        self.swanlab.finish()
+
+
+class _MLflow:
+    def __init__(self, save_dir: Path, project: str, experiment: str, config: dict, **_: Any) -> None:
+        import mlflow
+
+        self.mlflow = mlflow  # the store is mlflow's own choice: MLFLOW_TRACKING_URI, else its default
+        mlflow.set_experiment(project)
+        mlflow.start_run(run_name=experiment)
+        mlflow.log_dict(config, "config.json")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def log_generations(self, samples: list[tuple[str, str, float]], step: int) -> None:
+        rows = [{"step": step, "prompt": p, "response": r, "score": s} for p, r, s in samples]
+        self.mlflow.log_dict(rows, f"generations/step_{step}.json")
+
+    def finish(self) -> None:
+        self.mlflow.end_run()
+
+
+BACKENDS = {"console": _Console, "file": _JsonlFile, "wandb": _Wandb, "tensorboard": _TensorBoard,
+            "swanlab": _SwanLab, "mlflow": _MLflow}
 
 
 class Tracker:
