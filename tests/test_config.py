@@ -4,7 +4,7 @@ from longrl.config import ConfigError, load_config, validate
 
 
 def valid_args(tmp_path) -> list[str]:
-    (tmp_path / "model").mkdir()
+    (tmp_path / "model").mkdir(parents=True)
     return ["config=configs/config.yaml", f"worker.actor.model.model_path={tmp_path / 'model'}",
             "data.train_files=x.jsonl"]
 
@@ -162,6 +162,6 @@ def test_an_optional_logger_whose_package_is_missing_is_named_before_any_worker(
     with pytest.raises(ConfigError, match=r"trainer.logger includes 'mlflow' but the mlflow package is not installed; "
                                           r"`pip install mlflow`"):
         validate(cfg)
-    cfg = load_config(valid_args(tmp_path) + ["trainer.logger=[console,neptune]"])
+    cfg = load_config(valid_args(tmp_path / "other") + ["trainer.logger=[console,neptune]"])
     with pytest.raises(ConfigError, match=r"unknown entries \['neptune'\]; choose from .*'mlflow'.*'swanlab'"):
         validate(cfg)
