@@ -75,9 +75,9 @@ def test_log_converts_tensor_scalars_and_rejects_non_numbers(tmp_path):
 
 
 def test_unknown_logger_name_lists_the_choices(tmp_path):
-    choices = r"\['console', 'file', 'tensorboard', 'wandb'\]"
-    with pytest.raises(ValueError, match=r"\['mlflow'\] unknown; choose from " + choices):
-        Tracker(["console", "mlflow"], tmp_path, "p", "e", config={})
+    choices = r"\['console', 'file', 'mlflow', 'swanlab', 'tensorboard', 'wandb'\]"
+    with pytest.raises(ValueError, match=r"\['neptune'\] unknown; choose from " + choices):
+        Tracker(["console", "neptune"], tmp_path, "p", "e", config={})
 
 
 def test_metric_outside_the_groups_is_warned_about_once(tmp_path, caplog):
