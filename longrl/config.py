@@ -346,6 +346,9 @@ class TrainerConfig:
     save_checkpoint_path: str | None = None
     """Directory of checkpoints and metrics.jsonl; a re-run resumes from its latest checkpoint.
     None = checkpoints/<project_name>/<experiment_name>, as in EasyR1/Long-RL."""
+    save_model_only: bool = False
+    """Checkpoints hold the model without the optimizer state (about a third of the bytes with AdamW); a resume
+    from one restarts the optimizer, so it is not exact."""
     find_last_checkpoint: bool = True
     """Resume from the latest checkpoint under save_checkpoint_path when there is one; false starts afresh."""
     load_checkpoint_path: str | None = None
@@ -391,10 +394,14 @@ NOT_YET_BUILT = {
     "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)", "worker.rollout.num_frames": "diffusion RL (Flow-GRPO)",
     "worker.rollout.height": "diffusion RL (Flow-GRPO)", "worker.rollout.width": "diffusion RL (Flow-GRPO)",
     "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
-    "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)",
+    "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)", "worker.actor.kl_penalty": "diffusion RL (Flow-GRPO)",
     "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
     "worker.actor.dynamic_batching": "dynamic batching", "worker.*.max_token_len_per_device": "dynamic batching",
 }
+
+
+# Values of existing keys that name such a feature.
+NOT_YET_BUILT_VALUES = {("algorithm.kl_penalty", "flow_grpo"): "diffusion RL (Flow-GRPO)"}
 
 
 def _unknown_key_error(key: str) -> ConfigError:
@@ -482,6 +489,10 @@ def _build(default: Any, values: dict[str, Any], prefix: str = "") -> Any:
                 raise ConfigError(f"{prefix}{name} is a section; set its keys, e.g. {prefix}{name}.<key>=...")
             updates[name] = _build(getattr(default, name), value, f"{prefix}{name}.")
         else:
+            feature = NOT_YET_BUILT_VALUES.get((prefix + name, value)) if isinstance(value, str) else None
+            if feature is not None:
+                raise ConfigError(f"{prefix}{name}={value!r} belongs to {feature}, which longrl does not implement "
+                                  f"yet; choose another value (see README, 'Porting from Long-RL/EasyR1')")
             updates[name] = _coerce(value, hints[name], prefix + name)
     return dataclasses.replace(default, **updates)
 

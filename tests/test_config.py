@@ -165,3 +165,8 @@ def test_an_optional_logger_whose_package_is_missing_is_named_before_any_worker(
     cfg = load_config(valid_args(tmp_path / "other") + ["trainer.logger=[console,neptune]"])
     with pytest.raises(ConfigError, match=r"unknown entries \['neptune'\]; choose from .*'mlflow'.*'swanlab'"):
         validate(cfg)
+
+
+def test_a_value_of_a_feature_not_built_yet_names_the_feature():
+    with pytest.raises(ConfigError, match="algorithm.kl_penalty='flow_grpo' belongs to diffusion RL"):
+        load_config(["algorithm.kl_penalty=flow_grpo"])

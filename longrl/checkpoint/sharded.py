@@ -79,9 +79,16 @@ def _model_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer 
     return {"model": model_sd, "optim": optim_sd} if optimizer is not None else {"model": model_sd}
 
 
+def _has_optimizer_state(dcp_dir: Path) -> bool:
+    """Whether a DCP directory written by save_train_state holds optimizer tensors ("optim.*" keys)."""
+    metadata = dcp.FileSystemReader(str(dcp_dir)).read_metadata()
+    return any(key.startswith("optim.") for key in metadata.state_dict_metadata)
+
+
 def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                      lr_scheduler: Any | None, extra: dict | None = None) -> None:
-    """Collective: write model+optimizer shards (DCP) and this rank's scheduler/RNG/extra under `directory`."""
+    """Collective: write model+optimizer shards (DCP) and this rank's scheduler/RNG/extra under `directory`;
+    optimizer=None saves the model alone (trainer.save_model_only: smaller, but a resume restarts AdamW)."""
     directory = Path(directory)
     rank, world = _rank_world()
     directory.mkdir(parents=True, exist_ok=True)
@@ -114,6 +121,10 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
         raise ValueError(f"{directory} was saved by a world of {rank_state['world_size']} ranks, this one has "
                          f"{world}: RNG and scheduler state are per rank; resume with the same world size")
 
+    if optimizer is not None and not _has_optimizer_state(directory / MODEL_OPTIM_DIR):
+        logger.warning("%s holds the model only (trainer.save_model_only=true): the optimizer starts afresh, so "
+                       "this resume is not exact", directory)
+        optimizer = None
     state = _model_optim_state(model, optimizer)
     dcp.load(state, checkpoint_id=directory / MODEL_OPTIM_DIR)
     set_state_dict(model, optimizer if optimizer is not None else (), model_state_dict=state["model"],

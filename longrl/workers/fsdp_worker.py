@@ -222,7 +222,8 @@ class HybridWorker:
         from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
 
         for name, role in self._trained_roles().items():
-            save_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
+            optimizer = None if self.cfg.trainer.save_model_only else role.optimizer
+            save_train_state(Path(step_dir) / name, role.model, optimizer, role.lr_scheduler)
         if self.rank == 0:
             save_hf_metadata(Path(step_dir) / "actor", self.hf_config, self.tokenizer,
                              source_dir=self.cfg.worker.actor.model.model_path)

@@ -107,7 +107,8 @@ class SFTWorker:
         from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
 
         actor_dir = Path(step_dir) / "actor"
-        save_train_state(actor_dir, self.model, self.optimizer, self.lr_scheduler)
+        optimizer = None if self.cfg.trainer.save_model_only else self.optimizer
+        save_train_state(actor_dir, self.model, optimizer, self.lr_scheduler)
         if self.rank == 0:
             save_hf_metadata(actor_dir, self.hf_config, self.tokenizer,
                              source_dir=self.cfg.worker.actor.model.model_path)

@@ -59,3 +59,23 @@ def test_copy_processor_files_adds_missing_ones_only(tmp_path):
 
     assert copy_processor_files(src, dst) == ["video_preprocessor_config.json"]
     assert json.loads((dst / "preprocessor_config.json").read_text()) == {"kept": True}
+
+
+def test_a_model_only_checkpoint_restores_the_weights_and_restarts_the_optimizer(tmp_path, caplog):
+    from longrl.checkpoint.sharded import save_train_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    save_train_state(tmp_path / "actor", model, None, None)  # trainer.save_model_only=true
+
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    with caplog.at_level("WARNING"):
+        load_train_state(tmp_path / "actor", fresh, fresh_optimizer, None)
+    assert all(torch.equal(fresh.state_dict()[k], saved[k]) for k in saved)
+    assert fresh_optimizer.state_dict()["state"] == {}  # AdamW moments start afresh
+    assert "holds the model only" in caplog.text and "not exact" in caplog.text
