@@ -67,10 +67,22 @@ def model_max_positions(model_path: str) -> int | None:
     return None if is_multimodal else hf.get("max_position_embeddings")
 
 
+# Model families of Long-RL/EasyR1 scripts that longrl does not have yet, by model_type, with the feature.
+NOT_YET_BUILT_MODELS = {
+    "llava_llama": "VILA/NVILA/LongVILA models", "vila": "VILA/NVILA/LongVILA models",
+    "qwen2_5_omni": "omni models (Qwen2.5-Omni)", "qwen3_vl": "Qwen3-VL models", "qwen3_vl_moe": "Qwen3-VL models",
+    "glm4v": "GLM-4.1V models",
+}
+
+
 def adapter_problem(model_path: str) -> str | None:
     """Why no model adapter can serve `model_path` (its config.json's model_type), or None when one can."""
     from longrl.models.adapter import ADAPTERS
 
+    key = f"worker.actor.model.model_path={model_path!r}"
+    if Path(model_path, "model_index.json").is_file():
+        return (f"{key} is a diffusers pipeline: it belongs to diffusion RL (Flow-GRPO), which longrl does not "
+                f"implement yet")
     try:
         with open(f"{model_path}/config.json") as f:
             model_type = json.load(f).get("model_type")
@@ -78,8 +90,10 @@ def adapter_problem(model_path: str) -> str | None:
         return None  # validate names a missing directory itself
     if model_type in ADAPTERS:
         return None
-    return (f"worker.actor.model.model_path={model_path!r}: model_type {model_type!r} (config.json) has no adapter; "
-            f"supported: {sorted(ADAPTERS)}")
+    if model_type in NOT_YET_BUILT_MODELS:
+        return (f"{key}: model_type {model_type!r} belongs to {NOT_YET_BUILT_MODELS[model_type]}, which longrl does "
+                f"not implement yet; supported: {sorted(ADAPTERS)}")
+    return f"{key}: model_type {model_type!r} (config.json) has no adapter; supported: {sorted(ADAPTERS)}"
 
 
 def checked_config(args: list[str]) -> Config:
