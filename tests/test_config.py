@@ -1,6 +1,7 @@
 import pytest
 
-from longrl.config import ConfigError, load_config, validate
+from longrl.config import ConfigError, load_config
+from longrl.validation import validate
 
 
 def valid_args(tmp_path) -> list[str]:

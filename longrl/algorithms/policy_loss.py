@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from longrl.algorithms.registry import Registry
+from longrl.algorithms.requirements import NOTHING, Requires
 from longrl.config import ActorConfig, ConfigError
+from longrl.registry import Registry
 
 # exp() of a log-ratio beyond this overflows or yields useless gradients (verl clamps the same way).
 MAX_LOG_RATIO = 20.0
@@ -33,7 +34,7 @@ class PolicyLossTerms:
 
 
 PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, ActorConfig], PolicyLossTerms]
-POLICY_LOSSES: Registry[PolicyLossFn] = Registry("worker.actor.loss_type")
+POLICY_LOSSES: Registry[PolicyLossFn] = Registry("worker.actor.loss_type", default_requires=NOTHING)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -124,7 +125,8 @@ def ppo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tens
     )
 
 
-@POLICY_LOSSES.register("gspo")
+# The sequence ratio is a geometric mean over tokens and stays within ~1e-3 of 1: the paper clips at 3e-4/4e-4.
+@POLICY_LOSSES.register("gspo", requires=Requires(loss_avg_mode="seq", max_clip_ratio=1e-2))
 def gspo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
     """GSPO (https://arxiv.org/abs/2507.18071): clip the sequence ratio s = exp(mean_t log(pi/pi_old)).
 

@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 
-from longrl.config import ConfigError, load_config, to_dict, validate
+from longrl.config import ConfigError, load_config, to_dict
 from longrl.controller.worker_group import ClusterResourceError, WorkerError
+from longrl.validation import validate
 
 
 def main(argv: list[str] | None = None) -> int:

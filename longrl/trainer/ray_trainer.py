@@ -20,8 +20,8 @@ import ray
 import torch
 from tqdm import tqdm
 
-from longrl.algorithms import (CRITIC_ESTIMATORS, GREEDY_BASELINE_ESTIMATORS, AdvantageInputs, apply_kl_to_rewards,
-                               compute_advantages, groups_to_keep, make_kl_controller)
+from longrl.algorithms import (ADVANTAGES, AdvantageInputs, apply_kl_to_rewards, compute_advantages, groups_to_keep,
+                               make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
@@ -50,7 +50,8 @@ class RayTrainer:
         self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.kl_ctrl = make_kl_controller(cfg.algorithm)
-        self.use_critic = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
+        self.needs = ADVANTAGES.requires(cfg.algorithm.adv_estimator)  # a critic to train, a greedy baseline
+        self.use_critic = self.needs.critic
         self.checkpoints = CheckpointManager(cfg.trainer.save_checkpoint_path, cfg.trainer.save_limit)
         # Reward functions run in Ray worker processes, whose working directory may differ from ours;
         # resolving here also reports a bad spec before any worker starts.
@@ -158,7 +159,7 @@ class RayTrainer:
         if not cfg.algorithm.online_filtering:
             prompts = self.next_prompts(step, 0)
             batch = self.workers.generate(prompts, spec)
-            if cfg.algorithm.adv_estimator in GREEDY_BASELINE_ESTIMATORS:  # ReMax: the greedy response's score
+            if self.needs.greedy_baseline:  # ReMax: the greedy response's score
                 greedy = self.workers.generate(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
                 baseline = torch.tensor([s["overall"] for s in ray.get(self.score_async(greedy))])
                 batch["reward_baselines"] = baseline.repeat_interleave(spec.n)

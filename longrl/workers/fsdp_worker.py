@@ -18,7 +18,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
-from longrl.algorithms import CRITIC_ESTIMATORS
+from longrl.algorithms import ADVANTAGES
 from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
@@ -123,7 +123,7 @@ class HybridWorker:
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps,
                            self.sp, ref_model=self.ref)
         self.critic = None
-        if cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS:
+        if ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
             critic_path = cfg.worker.critic.model.model_path or model_cfg.model_path
             critic_dtype = torch_dtype(cfg.worker.critic.fsdp.torch_dtype or "fp32")
             value_model = shard(load_value_model(critic_path, critic_dtype).to(device()), self.adapter, cfg,

@@ -7,14 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longrl.algorithms import (
-    ADVANTAGES,
-    CRITIC_ESTIMATORS,
-    GREEDY_BASELINE_ESTIMATORS,
-    GROUP_ESTIMATORS,
-    AdvantageInputs,
-    compute_advantages,
-)
+from longrl.algorithms import ADVANTAGES, AdvantageInputs, Requires, compute_advantages
 from longrl.config import AlgorithmConfig, ConfigError
 
 PROPERTY = settings(max_examples=30, deadline=None)
@@ -36,11 +29,11 @@ def run(estimator: str, rewards, mask, group_ids, **kwargs) -> tuple[torch.Tenso
     return compute_advantages(AdvantageInputs(rewards, mask, group_ids, **extra), cfg)
 
 
-def test_registry_holds_every_estimator_and_the_requirement_sets_name_registered_ones():
+def test_registry_holds_every_estimator_with_what_it_declares_it_needs():
     assert sorted(ADVANTAGES) == ["dapo", "gae", "grpo", "reinforce_plus_plus", "remax", "rloo"]
-    assert GROUP_ESTIMATORS == {"grpo", "rloo", "dapo"}
-    assert CRITIC_ESTIMATORS == {"gae"}
-    assert GREEDY_BASELINE_ESTIMATORS == {"remax"}
+    assert {name: ADVANTAGES.requires(name) for name in ADVANTAGES} == {
+        "grpo": Requires(groups=True), "dapo": Requires(groups=True), "rloo": Requires(groups=True),
+        "remax": Requires(greedy_baseline=True), "gae": Requires(critic=True), "reinforce_plus_plus": Requires()}
 
 
 # ---- grpo / dapo ---------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from typing import Protocol
 
 import torch
 
-from longrl.algorithms.registry import Registry
 from longrl.config import RolloutConfig
+from longrl.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,21 +52,8 @@ class RolloutEngine(Protocol):
 
 
 ROLLOUT_ENGINES: Registry = Registry("worker.rollout.name")
-
-
-# Engines import lazily: vLLM takes seconds to import and is not needed by the hf engine.
-@ROLLOUT_ENGINES.register("vllm")
-def _vllm_engine(model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:
-    from longrl.workers.rollout.vllm import VLLMRollout
-
-    return VLLMRollout(model_path, cfg, max_model_len)
-
-
-@ROLLOUT_ENGINES.register("hf")
-def _hf_engine(model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:
-    from longrl.workers.rollout.hf import HFRollout
-
-    return HFRollout(model_path, cfg, max_model_len)
+"""Engine classes `(model_path, RolloutConfig, max_model_len)`; each module registers its own on import
+(`longrl/workers/rollout/__init__.py` imports them all)."""
 
 
 def rollout_engine(name: str, model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:
