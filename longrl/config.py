@@ -87,7 +87,8 @@ class AlgorithmConfig:
     lam: float = 1.0
     """GAE lambda."""
     norm_adv_by_std: bool = True
-    """GRPO: divide by the group std (false = Dr.GRPO style, mean-centred only)."""
+    """GRPO: divide by the group std. Dr.GRPO is false here (mean-centred only) together with
+    worker.actor.loss_avg_mode=seq-mean-token-sum-norm (no per-response length normalisation)."""
     disable_kl: bool = False
     """Skip the reference model entirely (no ref forward, no KL)."""
     use_kl_loss: bool = True
@@ -110,6 +111,9 @@ class AlgorithmConfig:
     """Groups with mean score <= filter_low are dropped."""
     filter_high: float = 0.99
     """Groups with mean score >= filter_high are dropped."""
+
+
+LossAvgMode = Literal["token", "seq", "seq-mean-token-sum-norm"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,8 +205,9 @@ class ActorConfig(TrainedRoleConfig):
     """Dual-clip bound for negative advantages (ratio capped at this)."""
     loss_type: str = "ppo"
     """Policy loss by registry name: ppo, gspo, cispo."""
-    loss_avg_mode: Literal["token", "seq"] = "token"
-    """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means."""
+    loss_avg_mode: LossAvgMode = "token"
+    """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means;
+    seq-mean-token-sum-norm: mean over sequences of token sums / data.max_response_length (Dr.GRPO)."""
     tis_cap: float | None = None
     """Truncated importance sampling cap against the rollout engine's log-probs; None disables."""
     entropy_coef: float = 0.0
@@ -373,8 +378,8 @@ def _unknown_key_error(key: str) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def _coerce(value: Any, ftype: Any, key: str) -> Any:
-    """Check `value` against the annotation `ftype` and convert what is safe to convert."""
+def coerce(value: Any, ftype: Any, key: str) -> Any:
+    """Check `value` against the annotation `ftype` and convert what is safe to convert (ConfigError naming `key`)."""
     origin, args = get_origin(ftype), get_args(ftype)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -384,7 +389,7 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
@@ -400,7 +405,7 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} must be a list")
         item = args[0] if args else Any
-        return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+        return origin(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}={value!r} must be a mapping")
@@ -442,7 +447,7 @@ def _build(default: Any, values: dict[str, Any], prefix: str = "") -> Any:
                 raise ConfigError(f"{prefix}{name} is a section; set its keys, e.g. {prefix}{name}.<key>=...")
             updates[name] = _build(getattr(default, name), value, f"{prefix}{name}.")
         else:
-            updates[name] = _coerce(value, hints[name], prefix + name)
+            updates[name] = coerce(value, hints[name], prefix + name)
     return dataclasses.replace(default, **updates)
 
 
@@ -507,6 +512,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def world_size(cfg: Config) -> int:
     """Worker processes: nnodes x n_gpus_per_node."""
     return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+
+
+def optimizer_steps(cfg: Config, role: TrainedRoleConfig, rl_steps: int) -> int:
+    """Optimizer steps of a trained role (actor or critic) over `rl_steps` RL steps, its LR schedule's length:
+    each step makes role.ppo_epochs passes over rollout_batch_size x n responses in role.global_batch_size."""
+    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
+    return rl_steps * role.ppo_epochs * (responses // role.global_batch_size)
 
 
 def dp_size(cfg: Config) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, Requires
-from longrl.config import Config, ConfigError, world_size
+from longrl.config import Config, ConfigError, TrainedRoleConfig, world_size
+from longrl.workers.rollout.base import SamplingSpec
 
 
 def validate(cfg: Config, model_max_positions: int | None = None,
@@ -21,7 +22,7 @@ def validate(cfg: Config, model_max_positions: int | None = None,
     config.json by the caller when it can (the text config of a vision-language model).
     """
     problems = [*_path_problems(cfg), *_parallel_problems(cfg, model_heads), *_batch_problems(cfg),
-                *_algorithm_problems(cfg)]
+                *_algorithm_problems(cfg), *_unimplemented_keys(cfg), *_rollout_problems(cfg)]
     data, t = cfg.data, cfg.trainer
     if model_max_positions is not None and data.max_prompt_length + data.max_response_length > model_max_positions:
         problems.append(f"data.max_prompt_length + data.max_response_length = "
@@ -76,22 +77,37 @@ def _dp(cfg: Config) -> int:
 
 def _batch_problems(cfg: Config) -> list[str]:
     problems = []
-    data, actor, rollout = cfg.data, cfg.worker.actor, cfg.worker.rollout
+    data = cfg.data
     dp = _dp(cfg)
-    prompts = data.mini_rollout_batch_size or data.rollout_batch_size
-    if prompts % dp:
-        problems.append(f"data.rollout_batch_size={prompts} must be divisible by the data-parallel size {dp}; "
-                        f"use a multiple of {dp}")
-    responses = data.rollout_batch_size * rollout.n
-    if actor.global_batch_size > responses or responses % actor.global_batch_size:
-        problems.append(f"worker.actor.global_batch_size={actor.global_batch_size} must divide the responses per "
-                        f"step data.rollout_batch_size x worker.rollout.n = {responses}")
-    if actor.global_batch_size % dp:
-        problems.append(f"worker.actor.global_batch_size={actor.global_batch_size} must be divisible by the "
-                        f"data-parallel size {dp}")
-    elif (actor.global_batch_size // dp) % actor.micro_batch_size_per_device_for_update:
-        problems.append(f"worker.actor.micro_batch_size_per_device_for_update={actor.micro_batch_size_per_device_for_update} "
-                        f"must divide the per-device mini-batch global_batch_size/dp = {actor.global_batch_size // dp}")
+    for key in ("rollout_batch_size", "mini_rollout_batch_size"):
+        prompts = getattr(data, key)
+        if prompts is not None and prompts % dp:
+            problems.append(f"data.{key}={prompts} must be divisible by the data-parallel size {dp}; "
+                            f"use a multiple of {dp}")
+    roles = {"worker.actor": cfg.worker.actor}
+    if ADVANTAGES.get(cfg.algorithm.adv_estimator) and ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
+        roles["worker.critic"] = cfg.worker.critic
+    for prefix, role in roles.items():
+        problems += _role_batch_problems(cfg, prefix, role, dp)
+    return problems
+
+
+def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: int) -> list[str]:
+    """A trained role's mini-batches must tile the step's responses and split over the data-parallel ranks."""
+    problems = []
+    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
+    gbs, micro = role.global_batch_size, role.micro_batch_size_per_device_for_update
+    if gbs < 1 or gbs > responses or responses % gbs:
+        problems.append(f"{prefix}.global_batch_size={gbs} must divide the responses per step "
+                        f"data.rollout_batch_size x worker.rollout.n = {responses}")
+    elif gbs % dp:
+        problems.append(f"{prefix}.global_batch_size={gbs} must be divisible by the data-parallel size {dp}")
+    elif micro < 1 or (gbs // dp) % micro:
+        problems.append(f"{prefix}.micro_batch_size_per_device_for_update={micro} must divide the per-device "
+                        f"mini-batch global_batch_size/dp = {gbs // dp}")
+    if role.micro_batch_size_per_device_for_experience < 1:
+        problems.append(f"{prefix}.micro_batch_size_per_device_for_experience="
+                        f"{role.micro_batch_size_per_device_for_experience} must be at least 1")
     return problems
 
 
@@ -111,9 +127,64 @@ def _algorithm_problems(cfg: Config) -> list[str]:
         if needs.groups and rollout.n < 2:
             problems.append(f"worker.rollout.n={rollout.n}: {name} compares responses within a group and "
                             f"needs at least 2 samples per prompt; set worker.rollout.n>=2")
+        if needs.loss_avg_mode is not None and actor.loss_avg_mode != needs.loss_avg_mode:
+            problems.append(f"{what} is exact only with worker.actor.loss_avg_mode={needs.loss_avg_mode!r}, not "
+                            f"{actor.loss_avg_mode!r} ({needs.why}); set worker.actor.loss_avg_mode={needs.loss_avg_mode}")
+        if needs.max_clip_ratio is not None and max(actor.clip_ratio_low, actor.clip_ratio_high) > needs.max_clip_ratio:
+            problems.append(f"{what} needs clip ratios <= {needs.max_clip_ratio}, but worker.actor.clip_ratio_low="
+                            f"{actor.clip_ratio_low} and clip_ratio_high={actor.clip_ratio_high} ({needs.why}); set "
+                            f"both at most {needs.max_clip_ratio}, e.g. clip_ratio_low=3e-4 clip_ratio_high=4e-4")
+        if needs.greedy_baseline and a.online_filtering:
+            problems.append(f"{what} needs the score of a greedy response per prompt, which the trainer runs only "
+                            f"without online filtering; set algorithm.online_filtering=false or choose another estimator")
         if needs.whole_distribution and not a.disable_kl and (not a.use_kl_loss or actor.ulysses_size > 1):
             problems.append(f"{what} (exact KL over the vocabulary) works as a KL loss on whole "
                             f"sequences only: it needs both models' full distributions at the update "
                             f"(algorithm.use_kl_loss={a.use_kl_loss}, worker.actor.ulysses_size={actor.ulysses_size}); "
                             f"set use_kl_loss=true and ulysses_size=1, or use kl_penalty=low_var_kl")
+    return problems
+
+
+def _unimplemented_keys(cfg: Config) -> list[str]:
+    """Keys the schema takes (EasyR1 names) whose behaviour longrl does not have: refused, not ignored."""
+    problems = []
+    actor, critic = cfg.worker.actor, cfg.worker.critic
+    roles = {"worker.actor": actor}
+    if ADVANTAGES.get(cfg.algorithm.adv_estimator) and ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
+        roles["worker.critic"] = critic
+    for prefix, role in roles.items():
+        if role.optim.strategy == "adamw_bf16":
+            problems.append(f"{prefix}.optim.strategy=adamw_bf16 (optimizer state kept in bf16) is not implemented: "
+                            f"torch's AdamW keeps its state in the parameters' dtype; set strategy=adamw (and "
+                            f"{prefix}.fsdp.torch_dtype=bf16 for bf16 parameters and state)")
+    fsdp_sections = {**{f"{prefix}.fsdp": role.fsdp for prefix, role in roles.items()}, "worker.ref.fsdp": cfg.worker.ref.fsdp}
+    for prefix, fsdp in fsdp_sections.items():
+        if fsdp.enable_rank0_init:
+            problems.append(f"{prefix}.enable_rank0_init=true (load on rank 0, broadcast the shards) is not "
+                            f"implemented: every rank reads the checkpoint and keeps its own shard; set it to false")
+    if "worker.critic" in roles:
+        actor_tokenizer = actor.model.tokenizer_path or actor.model.model_path
+        if critic.model.tokenizer_path is not None and critic.model.tokenizer_path != actor_tokenizer:
+            problems.append(f"worker.critic.model.tokenizer_path={critic.model.tokenizer_path!r}: the critic scores "
+                            f"the actor's token ids, so it uses the actor's tokenizer ({actor_tokenizer!r}); "
+                            f"leave worker.critic.model.tokenizer_path unset (null)")
+        if critic.model.freeze_vision_tower:
+            problems.append("worker.critic.model.freeze_vision_tower=true: the critic is a text model (a token "
+                            "classification head) with no vision tower to freeze; set it to false")
+    return problems
+
+
+def _rollout_problems(cfg: Config) -> list[str]:
+    problems = []
+    rollout, actor = cfg.worker.rollout, cfg.worker.actor
+    try:
+        SamplingSpec.for_validation(rollout, cfg.data.max_response_length)
+    except ConfigError as e:
+        problems.append(str(e))
+    if actor.tis_cap is not None and (rollout.top_p < 1 or rollout.top_k > 0):
+        problems.append(f"worker.actor.tis_cap={actor.tis_cap} weighs each token by pi_old / pi_rollout, but with "
+                        f"worker.rollout.top_p={rollout.top_p} / top_k={rollout.top_k} the two are different "
+                        f"distributions: the engine's log-probs are renormalised over the kept tokens, the "
+                        f"trainer's are the full softmax at the temperature, so the weight would be biased; "
+                        f"set top_p=1.0 and top_k=-1, or tis_cap=null")
     return problems

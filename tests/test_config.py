@@ -27,7 +27,7 @@ def test_typo_names_the_closest_key():
 def test_wrong_type_and_bad_choice_name_the_key():
     with pytest.raises(ConfigError, match="worker.rollout.n='many' must be an integer"):
         load_config(["worker.rollout.n=many"])
-    with pytest.raises(ConfigError, match=r"worker.actor.loss_avg_mode='avg' is not allowed; choose from \['token', 'seq'\]"):
+    with pytest.raises(ConfigError, match=r"worker.actor.loss_avg_mode='avg' is not allowed; choose from \['token', 'seq', 'seq-mean-token-sum-norm'\]"):
         load_config(["worker.actor.loss_avg_mode=avg"])
 
 

@@ -9,9 +9,8 @@ the same declarations (a critic to train, a greedy rollout to run) instead of li
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
-LossAvgMode = Literal["token", "seq", "seq-mean-token-sum-norm"]
+from longrl.config import LossAvgMode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +27,8 @@ class Requires:
     """worker.actor.clip_ratio_low/high above this never clip what the loss clips (it is meant for smaller ones)."""
     whole_distribution: bool = False
     """Needs both models' whole vocabulary distributions at the update (a KL loss on whole sequences)."""
+    why: str = ""
+    """The reason behind loss_avg_mode / max_clip_ratio, quoted by validate's messages."""
 
 
 NOTHING = Requires()

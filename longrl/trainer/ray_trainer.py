@@ -74,9 +74,7 @@ class RayTrainer:
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
         self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
                                    call_timeout_s=cfg.trainer.worker_timeout_s)
-        updates = self.total_steps * cfg.worker.actor.ppo_epochs * (
-            cfg.data.rollout_batch_size * cfg.worker.rollout.n // cfg.worker.actor.global_batch_size)
-        self.worker_info = self.workers.setup(updates)
+        self.worker_info = self.workers.setup(self.total_steps)
         for info in self.worker_info:
             logger.info("worker rank %s on Ray node %s", info["rank"], info["node_id"])
 
@@ -225,8 +223,7 @@ class RayTrainer:
         """Responses (val_override_config: greedy by default) on the validation set, scored; val/* metrics.
         The first trainer.val_generations_to_log samples go to the loggers."""
         cfg = self.cfg
-        spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length,
-                                        **cfg.worker.rollout.val_override_config)
+        spec = SamplingSpec.for_validation(cfg.worker.rollout, cfg.data.max_response_length)
         scores: list[dict[str, float]] = []
         lengths: list[float] = []
         samples: list[tuple[str, str, float]] = []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import typing
 from collections.abc import Iterable
 from typing import Protocol
 
 import torch
 
-from longrl.config import RolloutConfig
+from longrl.config import ConfigError, RolloutConfig, coerce
 from longrl.registry import Registry
 
 
@@ -29,6 +31,25 @@ class SamplingSpec:
                       max_tokens=max_tokens, ignore_eos=cfg.ignore_eos)
         values.update(overrides)
         return SamplingSpec(**values)
+
+    @staticmethod
+    def for_validation(cfg: RolloutConfig, max_tokens: int) -> SamplingSpec:
+        """The training spec with `cfg.val_override_config` applied; a ConfigError naming the key for an unknown
+        entry or a bad value (validate calls this before any worker starts, not at the first validation)."""
+        key = "worker.rollout.val_override_config"
+        names = [f.name for f in dataclasses.fields(SamplingSpec) if f.name != "max_tokens"]
+        unknown = sorted(set(cfg.val_override_config) - set(names))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} has unknown entries {unknown}{hint}; it may set {names}")
+        overrides = {name: coerce(value, typing.get_type_hints(RolloutConfig)[name], f"{key}.{name}")
+                     for name, value in cfg.val_override_config.items()}
+        spec = SamplingSpec.from_config(cfg, max_tokens, **overrides)
+        if spec.n < 1 or spec.temperature < 0 or not 0 < spec.top_p <= 1:
+            raise ConfigError(f"{key}={cfg.val_override_config}: validation needs n >= 1, temperature >= 0 and "
+                              f"0 < top_p <= 1 (got n={spec.n}, temperature={spec.temperature}, top_p={spec.top_p})")
+        return spec
 
 
 @dataclasses.dataclass
