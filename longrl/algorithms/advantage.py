@@ -63,9 +63,14 @@ def group_codes(group_ids: Sequence[Hashable]) -> tuple[Tensor, Tensor]:
 
 
 def sequence_scores(inputs: AdvantageInputs) -> Tensor:
-    """`[B]` float32: each response's score, the sum of its token-level rewards over valid tokens."""
+    """`[B]` float32: each response's score, the sum of its token-level rewards over valid tokens.
+
+    A response without a valid token (e.g. its prompt's video was unusable) carries its score at position 0:
+    it teaches nothing itself, but its group's mean and std must count it like the other responses.
+    """
     mask = inputs.response_mask.bool()
-    return torch.where(mask, inputs.token_level_rewards.float(), 0.0).sum(-1)
+    rewards = inputs.token_level_rewards.float()
+    return torch.where(mask.any(-1), torch.where(mask, rewards, 0.0).sum(-1), rewards[:, 0])
 
 
 def masked_whiten(x: Tensor, mask: Tensor) -> Tensor:

@@ -246,3 +246,12 @@ def test_group_ids_of_the_wrong_length_are_refused():
     with pytest.raises(ValueError, match="group_ids has 3 entries for a batch of 2"):
         run("grpo", rewards, mask, [0, 0, 0])
 
+
+
+def test_a_response_without_tokens_keeps_its_score_in_its_groups_baseline():
+    # row 0 has no valid token; its score 1 sits at position 0 (masked), as the trainer places it
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    mask = torch.tensor([[0, 0], [1, 1]])
+    adv, _ = run("grpo", rewards, mask, ["a", "a"])
+    # scores 1, 0 -> mean 0.5, std sqrt(0.5) = 0.70710678 -> row 1: -0.5 / 0.70710678 = -0.70710678 per token
+    assert torch.allclose(adv, torch.tensor([[0.0, 0.0], [-0.70710578, -0.70710578]]), atol=1e-6)
