@@ -77,3 +77,44 @@ def test_full_kl_in_the_reward_is_refused_with_the_reason(tmp_path):
     cfg = load_config(valid_args(tmp_path) + ["algorithm.kl_penalty=full", "algorithm.use_kl_loss=false"])
     with pytest.raises(ConfigError, match="kl_penalty='full' .* set use_kl_loss=true and ulysses_size=1"):
         validate(cfg)
+
+
+def schema_leaves(cls: type, prefix: str = "") -> dict[str, object]:
+    """Every leaf key of the schema with its annotation."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(schema_leaves(hints[f.name], f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = hints[f.name]
+    return out
+
+
+def test_every_key_of_the_schema_is_read_by_something():
+    """A leaf's name must be read as an attribute (not a method call) somewhere in longrl/ outside the schema
+    itself; a one-choice Literal (worker.actor.strategy) is honoured by loading alone. By name: a key shared by
+    several sections (worker.actor.model.x and worker.critic.model.x) is covered once any of them is read, which
+    is why validate refuses the critic's keys it cannot honour (tests/test_validation.py)."""
+    import ast
+    import typing
+    from pathlib import Path
+
+    from longrl.config import Config
+
+    package = Path(__file__).resolve().parents[1] / "longrl"
+    reads: set[str] = set()
+    for path in package.rglob("*.py"):
+        if path.name == "config.py" and path.parent == package:
+            continue
+        tree = ast.parse(path.read_text())
+        called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        reads |= {node.attr for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and id(node) not in called}
+    unread = [key for key, annotation in schema_leaves(Config).items()
+              if key.rsplit(".", 1)[-1] not in reads
+              and not (typing.get_origin(annotation) is typing.Literal and len(typing.get_args(annotation)) == 1)]
+    assert unread == []
