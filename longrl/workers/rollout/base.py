@@ -54,7 +54,12 @@ class SamplingSpec:
 
 @dataclasses.dataclass
 class Sample:
-    """One generated response: its token ids and the engine's log-prob of each."""
+    """One generated response: its token ids and the engine's log-prob of each.
+
+    The trainer's log-probs are the full softmax at the sampling temperature. The hf engine returns the
+    same; vLLM returns them after top-p/top-k renormalisation, so the two agree only when top_p=1 and
+    top_k=-1 (validate refuses worker.actor.tis_cap otherwise; the trainer logs rollout/log_prob_diff_*).
+    """
 
     token_ids: list[int]
     log_probs: list[float]
