@@ -84,12 +84,22 @@ def _batch_problems(cfg: Config) -> list[str]:
         if prompts is not None and prompts % dp:
             problems.append(f"data.{key}={prompts} must be divisible by the data-parallel size {dp}; "
                             f"use a multiple of {dp}")
-    roles = {"worker.actor": cfg.worker.actor}
-    if ADVANTAGES.get(cfg.algorithm.adv_estimator) and ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
-        roles["worker.critic"] = cfg.worker.critic
-    for prefix, role in roles.items():
+    if data.mini_rollout_batch_size is not None and not cfg.algorithm.online_filtering:
+        problems.append(f"data.mini_rollout_batch_size={data.mini_rollout_batch_size} sets the prompts of one online-"
+                        f"filtering round, but algorithm.online_filtering=false: every step samples "
+                        f"data.rollout_batch_size prompts at once; unset it (null) or turn online filtering on")
+    for prefix, role in _trained_roles(cfg).items():
         problems += _role_batch_problems(cfg, prefix, role, dp)
     return problems
+
+
+def _trained_roles(cfg: Config) -> dict[str, TrainedRoleConfig]:
+    """The trained roles by config prefix: the actor, and the critic when the estimator declares it reads one."""
+    roles: dict[str, TrainedRoleConfig] = {"worker.actor": cfg.worker.actor}
+    estimator = cfg.algorithm.adv_estimator
+    if estimator in ADVANTAGES and ADVANTAGES.requires(estimator).critic:
+        roles["worker.critic"] = cfg.worker.critic
+    return roles
 
 
 def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: int) -> list[str]:
@@ -149,9 +159,7 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
     """Keys the schema takes (EasyR1 names) whose behaviour longrl does not have: refused, not ignored."""
     problems = []
     actor, critic = cfg.worker.actor, cfg.worker.critic
-    roles = {"worker.actor": actor}
-    if ADVANTAGES.get(cfg.algorithm.adv_estimator) and ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
-        roles["worker.critic"] = critic
+    roles = _trained_roles(cfg)
     for prefix, role in roles.items():
         if role.optim.strategy == "adamw_bf16":
             problems.append(f"{prefix}.optim.strategy=adamw_bf16 (optimizer state kept in bf16) is not implemented: "

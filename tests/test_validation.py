@@ -96,7 +96,7 @@ def test_critic_batch_sizes_are_checked_when_a_critic_is_trained(tmp_path):
 
 
 def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_offending_key(tmp_path):
-    text = problems(config(tmp_path, "data.mini_rollout_batch_size=3"))
+    text = problems(config(tmp_path, "data.mini_rollout_batch_size=3", "algorithm.online_filtering=true"))
     assert "data.mini_rollout_batch_size=3 must be divisible by the data-parallel size 2" in text
     assert "data.rollout_batch_size=" not in text
 
@@ -107,3 +107,9 @@ def test_each_role_schedules_its_learning_rate_over_its_own_optimizer_steps(tmp_
     # 32 responses per step: actor 32/16 = 2 steps x 1 epoch; critic 32/8 = 4 steps x 2 epochs; over 10 RL steps
     assert optimizer_steps(cfg, cfg.worker.actor, 10) == 20
     assert optimizer_steps(cfg, cfg.worker.critic, 10) == 80
+
+
+def test_mini_rollout_batch_size_without_online_filtering_is_refused_instead_of_shrinking_the_step(tmp_path):
+    text = problems(config(tmp_path, "data.mini_rollout_batch_size=4"))
+    assert "data.mini_rollout_batch_size=4 sets the prompts of one online-filtering round" in text
+    validate(config(tmp_path, "data.mini_rollout_batch_size=4", "algorithm.online_filtering=true"))
