@@ -143,7 +143,7 @@ def _algorithm_problems(cfg: Config) -> list[str]:
         if needs.max_clip_ratio is not None and max(actor.clip_ratio_low, actor.clip_ratio_high) > needs.max_clip_ratio:
             problems.append(f"{what} needs clip ratios <= {needs.max_clip_ratio}, but worker.actor.clip_ratio_low="
                             f"{actor.clip_ratio_low} and clip_ratio_high={actor.clip_ratio_high} ({needs.why}); set "
-                            f"both at most {needs.max_clip_ratio}, e.g. clip_ratio_low=3e-4 clip_ratio_high=4e-4")
+                            f"both at most {needs.max_clip_ratio}")
         if needs.greedy_baseline and a.online_filtering:
             problems.append(f"{what} needs the score of a greedy response per prompt, which the trainer runs only "
                             f"without online filtering; set algorithm.online_filtering=false or choose another estimator")
