@@ -20,8 +20,8 @@ import ray
 import torch
 from tqdm import tqdm
 
-from longrl.algorithms import (ADVANTAGES, AdvantageInputs, apply_kl_to_rewards, compute_advantages, groups_to_keep,
-                               kl_penalty, make_kl_controller)
+from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_kl_to_rewards, compute_advantages,
+                               groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
@@ -307,10 +307,11 @@ def rollout_drift_metrics(batch: Batch) -> dict[str, float]:
     mask = batch["response_mask"].bool()
     if not mask.any():
         return {}
-    rollout, old = batch["rollout_log_probs"][mask].float(), batch["old_log_probs"][mask].float()
+    # float64: with both sides in fp32 the gap is ~1e-7 and k3 (~ gap^2 / 2) would round to 0 in fp32
+    rollout, old = batch["rollout_log_probs"][mask].double(), batch["old_log_probs"][mask].double()
     diff = (rollout - old).abs()
     return {"rollout/log_prob_diff_mean": float(diff.mean()), "rollout/log_prob_diff_max": float(diff.max()),
-            "rollout/kl_to_old": float(kl_penalty(rollout, old, "low_var_kl").mean())}
+            "rollout/kl_to_old": float(KL_PENALTIES["low_var_kl"](rollout, old).mean())}
 
 
 def batch_metrics(batch: Batch, max_response_length: int) -> dict[str, float]:

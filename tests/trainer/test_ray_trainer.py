@@ -45,3 +45,11 @@ def test_rollout_drift_metrics_compare_engine_and_trainer_log_probs_on_valid_tok
     # k3 with d = old - rollout: d = 0, 0.5, -0.2 -> (0 + (e^0.5 - 1.5) + (e^-0.2 - 0.8)) / 3
     expected = (0 + (math.exp(0.5) - 1.5) + (math.exp(-0.2) - 0.8)) / 3
     assert metrics["rollout/kl_to_old"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_rollout_kl_keeps_its_resolution_when_the_gap_is_float32_rounding():
+    old = torch.tensor([[-1.0]])
+    batch = Batch({"response_mask": torch.ones(1, 1, dtype=torch.long), "old_log_probs": old,
+                   "rollout_log_probs": old + 2.0**-20})  # one fp32 ulp-scale gap, d = -2^-20 ~ -9.5e-7
+    # k3 = e^d - d - 1 ~ d^2 / 2 = 2^-41 ~ 4.5e-13: zero in float32, kept in float64
+    assert rollout_drift_metrics(batch)["rollout/kl_to_old"] == pytest.approx(2.0**-41, rel=1e-5)
