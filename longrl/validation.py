@@ -165,7 +165,8 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
             problems.append(f"{prefix}.optim.strategy=adamw_bf16 (optimizer state kept in bf16) is not implemented: "
                             f"torch's AdamW keeps its state in the parameters' dtype; set strategy=adamw (and "
                             f"{prefix}.fsdp.torch_dtype=bf16 for bf16 parameters and state)")
-    fsdp_sections = {**{f"{prefix}.fsdp": role.fsdp for prefix, role in roles.items()}, "worker.ref.fsdp": cfg.worker.ref.fsdp}
+    fsdp_sections = {f"{prefix}.fsdp": role.fsdp for prefix, role in roles.items()}
+    fsdp_sections["worker.ref.fsdp"] = cfg.worker.ref.fsdp
     for prefix, fsdp in fsdp_sections.items():
         if fsdp.enable_rank0_init:
             problems.append(f"{prefix}.enable_rank0_init=true (load on rank 0, broadcast the shards) is not "
