@@ -1,8 +1,9 @@
 """The configuration schema: typed dataclasses whose keys match Long-RL/EasyR1.
 
 YAML files and `a.b.c=value` overrides only override these defaults. An unknown key is an
-error naming the closest valid key, and `validate` collects every cross-section problem
-before any worker starts. Derived sizes are pure functions; nothing writes into a config.
+error naming the closest valid key; `longrl.validation.validate` collects every cross-section
+problem before any worker starts. Derived sizes are pure functions; nothing writes into a config.
+This module imports nothing else of longrl, so every package can import it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-import importlib.util
 import types
 import typing
 from pathlib import Path
@@ -90,7 +90,8 @@ class AlgorithmConfig:
     lam: float = 1.0
     """GAE lambda."""
     norm_adv_by_std: bool = True
-    """GRPO: divide by the group std (false = Dr.GRPO style, mean-centred only)."""
+    """GRPO: divide by the group std. Dr.GRPO is false here (mean-centred only) together with
+    worker.actor.loss_avg_mode=seq-mean-token-sum-norm (no per-response length normalisation)."""
     disable_kl: bool = False
     """Skip the reference model entirely (no ref forward, no KL)."""
     use_kl_loss: bool = True
@@ -113,6 +114,9 @@ class AlgorithmConfig:
     """Groups with mean score <= filter_low are dropped."""
     filter_high: float = 0.99
     """Groups with mean score >= filter_high are dropped."""
+
+
+LossAvgMode = Literal["token", "seq", "seq-mean-token-sum-norm"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +210,9 @@ class ActorConfig(TrainedRoleConfig):
     """Dual-clip bound for negative advantages (ratio capped at this)."""
     loss_type: str = "ppo"
     """Policy loss by registry name: ppo, gspo, cispo."""
-    loss_avg_mode: Literal["token", "seq"] = "token"
-    """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means."""
+    loss_avg_mode: LossAvgMode = "token"
+    """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means;
+    seq-mean-token-sum-norm: mean over sequences of token sums / data.max_response_length (Dr.GRPO)."""
     tis_cap: float | None = None
     """Truncated importance sampling cap against the rollout engine's log-probs; None disables."""
     entropy_coef: float = 0.0
@@ -418,8 +423,8 @@ def _unknown_key_error(key: str) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def _coerce(value: Any, ftype: Any, key: str) -> Any:
-    """Check `value` against the annotation `ftype` and convert what is safe to convert."""
+def coerce(value: Any, ftype: Any, key: str) -> Any:
+    """Check `value` against the annotation `ftype` and convert what is safe to convert (ConfigError naming `key`)."""
     origin, args = get_origin(ftype), get_args(ftype)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -429,7 +434,7 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
@@ -447,7 +452,7 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} must be a list")
         item = args[0] if args else Any
-        return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+        return origin(coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}={value!r} must be a mapping")
@@ -493,7 +498,7 @@ def _build(default: Any, values: dict[str, Any], prefix: str = "") -> Any:
             if feature is not None:
                 raise ConfigError(f"{prefix}{name}={value!r} belongs to {feature}, which longrl does not implement "
                                   f"yet; choose another value (see README, 'Porting from Long-RL/EasyR1')")
-            updates[name] = _coerce(value, hints[name], prefix + name)
+            updates[name] = coerce(value, hints[name], prefix + name)
     return dataclasses.replace(default, **updates)
 
 
@@ -549,7 +554,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# derived sizes and validation
+# derived sizes (validation: longrl/validation.py)
 # ---------------------------------------------------------------------------------------------
 def checkpoint_dir(trainer: TrainerConfig) -> Path:
     """Where checkpoints and metrics go: trainer.save_checkpoint_path, else checkpoints/<project>/<experiment>."""
@@ -568,93 +573,16 @@ def world_size(cfg: Config) -> int:
     return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
 
 
+def optimizer_steps(cfg: Config, role: TrainedRoleConfig, rl_steps: int) -> int:
+    """Optimizer steps of a trained role (actor or critic) over `rl_steps` RL steps, its LR schedule's length:
+    each step makes role.ppo_epochs passes over rollout_batch_size x n responses in role.global_batch_size."""
+    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
+    return rl_steps * role.ppo_epochs * (responses // role.global_batch_size)
+
+
 def dp_size(cfg: Config) -> int:
     """Data-parallel ranks: the world divided by the sequence-parallel degree."""
     return world_size(cfg) // cfg.worker.actor.ulysses_size
-
-
-def validate(cfg: Config, model_max_positions: int | None = None,
-             model_heads: tuple[int, int] | None = None) -> None:
-    """Raise one ConfigError listing every impossible combination.
-
-    model_max_positions, model_heads (num_attention_heads, num_key_value_heads): read from the model's
-    config.json by the caller when it can (the text config of a vision-language model).
-    """
-    from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, GROUP_ESTIMATORS
-
-    problems: list[str] = []
-    a, actor, rollout, data, t = cfg.algorithm, cfg.worker.actor, cfg.worker.rollout, cfg.data, cfg.trainer
-    for key, name, registry in (("algorithm.adv_estimator", a.adv_estimator, ADVANTAGES),
-                                ("algorithm.kl_penalty", a.kl_penalty, KL_PENALTIES),
-                                ("worker.actor.loss_type", actor.loss_type, POLICY_LOSSES)):
-        if name not in registry:
-            problems.append(f"{key}={name!r} is unknown; choose from {sorted(registry)}")
-    if not actor.model.model_path:
-        problems.append("worker.actor.model.model_path is empty; set it to a local Hugging Face model directory")
-    elif not Path(actor.model.model_path).is_dir():
-        problems.append(f"worker.actor.model.model_path={actor.model.model_path!r} is not a local directory; nothing is "
-                        f"downloaded at run time, so point it at a Hugging Face model directory on disk")
-    if not data.train_files:
-        problems.append("data.train_files is empty; set it to a json/jsonl/parquet file or name@split")
-    world = world_size(cfg)
-    if actor.ulysses_size < 1 or world % actor.ulysses_size:
-        problems.append(f"worker.actor.ulysses_size={actor.ulysses_size} must divide the world size "
-                        f"{world} (trainer.nnodes={t.nnodes} x trainer.n_gpus_per_node={t.n_gpus_per_node})")
-    if model_heads is not None and actor.ulysses_size >= 1:
-        from longrl.models.ulysses_attention import kv_repeat_factor  # imports transformers: only when asked
-
-        try:  # KV heads fewer than ulysses_size are repeated; the query heads themselves must split evenly
-            kv_repeat_factor(*model_heads, actor.ulysses_size)
-        except ConfigError as e:
-            problems.append(str(e))
-    if actor.share_prompt_prefix and (actor.ulysses_size > 1 or actor.padding_free):
-        problems.append(f"worker.actor.share_prompt_prefix=true runs whole padded sequences only, but "
-                        f"worker.actor.ulysses_size={actor.ulysses_size} and worker.actor.padding_free="
-                        f"{str(actor.padding_free).lower()}; set ulysses_size=1 and padding_free=false, "
-                        f"or share_prompt_prefix=false")
-    dp = max(1, world // max(actor.ulysses_size, 1))
-    prompts = data.mini_rollout_batch_size or data.rollout_batch_size
-    if prompts % dp:
-        problems.append(f"data.rollout_batch_size={prompts} must be divisible by the data-parallel size {dp}; "
-                        f"use a multiple of {dp}")
-    responses = data.rollout_batch_size * rollout.n
-    if actor.global_batch_size > responses or responses % actor.global_batch_size:
-        problems.append(f"worker.actor.global_batch_size={actor.global_batch_size} must divide the responses per "
-                        f"step data.rollout_batch_size x worker.rollout.n = {responses}")
-    if actor.global_batch_size % dp:
-        problems.append(f"worker.actor.global_batch_size={actor.global_batch_size} must be divisible by the "
-                        f"data-parallel size {dp}")
-    elif (actor.global_batch_size // dp) % actor.micro_batch_size_per_device_for_update:
-        problems.append(f"worker.actor.micro_batch_size_per_device_for_update={actor.micro_batch_size_per_device_for_update} "
-                        f"must divide the per-device mini-batch global_batch_size/dp = {actor.global_batch_size // dp}")
-    if a.kl_penalty == "full" and not a.disable_kl and (not a.use_kl_loss or actor.ulysses_size > 1):
-        problems.append(f"algorithm.kl_penalty='full' (exact KL over the vocabulary) works as a KL loss on whole "
-                        f"sequences only: it needs both models' full distributions at the update "
-                        f"(algorithm.use_kl_loss={a.use_kl_loss}, worker.actor.ulysses_size={actor.ulysses_size}); "
-                        f"set use_kl_loss=true and ulysses_size=1, or use kl_penalty=low_var_kl")
-    if a.adv_estimator in GROUP_ESTIMATORS and rollout.n < 2:
-        problems.append(f"worker.rollout.n={rollout.n}: {a.adv_estimator} compares responses within a group and "
-                        f"needs at least 2 samples per prompt; set worker.rollout.n>=2")
-    if model_max_positions is not None and data.max_prompt_length + data.max_response_length > model_max_positions:
-        problems.append(f"data.max_prompt_length + data.max_response_length = "
-                        f"{data.max_prompt_length + data.max_response_length} exceeds the model's limit "
-                        f"max_position_embeddings={model_max_positions}; lower one of them")
-    for role, optim in (("actor", actor.optim), ("critic", cfg.worker.critic.optim)):
-        if optim.min_lr_ratio is not None and optim.lr_scheduler_type == "constant":
-            problems.append(f"worker.{role}.optim.min_lr_ratio={optim.min_lr_ratio} has no effect with "
-                            f"lr_scheduler_type=constant; set worker.{role}.optim.lr_scheduler_type=cosine to decay "
-                            f"to it, or min_lr_ratio=null")
-    unknown_loggers = set(t.logger) - set(LOGGER_PACKAGES)
-    if unknown_loggers:
-        problems.append(f"trainer.logger has unknown entries {sorted(unknown_loggers)}; "
-                        f"choose from {sorted(LOGGER_PACKAGES)}")
-    for name in sorted(set(t.logger) & set(LOGGER_PACKAGES)):
-        package = LOGGER_PACKAGES[name]
-        if package and importlib.util.find_spec(package) is None:
-            problems.append(f"trainer.logger includes {name!r} but the {package} package is not installed; "
-                            f"`pip install {package}`, or remove {name!r} from trainer.logger")
-    if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
 if __name__ == "__main__":  # python3 -m longrl.config: check a configuration without starting anything

@@ -1,14 +1,12 @@
 """The RL algorithm, as pure tensor functions behind registries.
 
 `python3 -m longrl.algorithms` lists the registered names. Adding an estimator or a loss is one
-decorated function in the matching module; the config accepts its name at once.
+decorated function in the matching module, declaring what it needs (`Requires`); the config accepts
+its name at once and `longrl.validation` checks the declaration.
 """
 
 from longrl.algorithms.advantage import (
     ADVANTAGES,
-    CRITIC_ESTIMATORS,
-    GREEDY_BASELINE_ESTIMATORS,
-    GROUP_ESTIMATORS,
     AdvantageInputs,
     compute_advantages,
     masked_whiten,
@@ -30,11 +28,11 @@ from longrl.algorithms.policy_loss import (
     compute_value_loss,
     masked_mean,
 )
-from longrl.algorithms.registry import Registry
+from longrl.algorithms.requirements import Requires
 
 __all__ = [
-    "ADVANTAGES", "CRITIC_ESTIMATORS", "GREEDY_BASELINE_ESTIMATORS", "GROUP_ESTIMATORS", "KL_PENALTIES",
-    "POLICY_LOSSES", "AdaptiveKLController", "AdvantageInputs", "FixedKLController", "PolicyLossTerms", "Registry",
+    "ADVANTAGES", "KL_PENALTIES", "POLICY_LOSSES", "AdaptiveKLController", "AdvantageInputs", "FixedKLController",
+    "PolicyLossTerms", "Requires",
     "aggregate_loss", "apply_kl_to_rewards", "compute_advantages", "compute_policy_loss", "compute_value_loss",
     "groups_to_keep", "kl_penalty", "make_kl_controller", "masked_mean", "masked_whiten",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES
 
 
@@ -10,7 +12,10 @@ def main() -> None:
         print(f"{registry.config_key}:")
         for name in sorted(registry):
             summary = (registry[name].__doc__ or "").strip().splitlines()
-            print(f"  {name:<22}{summary[0] if summary else ''}")
+            needs = registry.requires(name)
+            declared = {f.name: getattr(needs, f.name) for f in dataclasses.fields(needs)
+                        if f.name != "why" and getattr(needs, f.name) != f.default}
+            print(f"  {name:<22}{summary[0] if summary else ''}" + (f"  [needs {declared}]" if declared else ""))
         print()
 
 

@@ -13,8 +13,9 @@ from collections.abc import Callable, Hashable, Sequence
 import torch
 from torch import Tensor
 
-from longrl.algorithms.registry import Registry
+from longrl.algorithms.requirements import NOTHING, Requires
 from longrl.config import AlgorithmConfig
+from longrl.registry import Registry
 
 
 @dataclasses.dataclass
@@ -34,14 +35,7 @@ class AdvantageInputs:
 
 
 AdvantageFn = Callable[[AdvantageInputs, AlgorithmConfig], tuple[Tensor, Tensor]]
-ADVANTAGES: Registry[AdvantageFn] = Registry("algorithm.adv_estimator")
-
-GROUP_ESTIMATORS: frozenset[str] = frozenset({"grpo", "rloo", "dapo"})
-"""Estimators that compare the responses of one prompt: they need worker.rollout.n >= 2."""
-CRITIC_ESTIMATORS: frozenset[str] = frozenset({"gae"})
-"""Estimators that need a critic's values."""
-GREEDY_BASELINE_ESTIMATORS: frozenset[str] = frozenset({"remax"})
-"""Estimators that need the score of a greedy rollout as the baseline."""
+ADVANTAGES: Registry[AdvantageFn] = Registry("algorithm.adv_estimator", default_requires=NOTHING)
 
 GRPO_EPS = 1e-6
 WHITEN_EPS = 1e-8
@@ -69,9 +63,14 @@ def group_codes(group_ids: Sequence[Hashable]) -> tuple[Tensor, Tensor]:
 
 
 def sequence_scores(inputs: AdvantageInputs) -> Tensor:
-    """`[B]` float32: each response's score, the sum of its token-level rewards over valid tokens."""
+    """`[B]` float32: each response's score, the sum of its token-level rewards over valid tokens.
+
+    A response without a valid token (e.g. its prompt's video was unusable) carries its score at position 0:
+    it teaches nothing itself, but its group's mean and std must count it like the other responses.
+    """
     mask = inputs.response_mask.bool()
-    return torch.where(mask, inputs.token_level_rewards.float(), 0.0).sum(-1)
+    rewards = inputs.token_level_rewards.float()
+    return torch.where(mask.any(-1), torch.where(mask, rewards, 0.0).sum(-1), rewards[:, 0])
 
 
 def masked_whiten(x: Tensor, mask: Tensor) -> Tensor:
@@ -102,7 +101,7 @@ def _group_stats(scores: Tensor, group_ids: Sequence[Hashable], estimator: str) 
     return sums[codes], counts[codes].to(scores.dtype), codes
 
 
-@ADVANTAGES.register("grpo")
+@ADVANTAGES.register("grpo", requires=Requires(groups=True))
 def grpo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """GRPO (https://arxiv.org/abs/2402.03300): (score - group mean) / (group std + 1e-6).
 
@@ -120,13 +119,13 @@ def grpo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]
     return _broadcast(centred, inputs.response_mask)
 
 
-@ADVANTAGES.register("dapo")
+@ADVANTAGES.register("dapo", requires=Requires(groups=True))
 def dapo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """DAPO (https://arxiv.org/abs/2503.14476): the GRPO advantage; DAPO's changes live in the loss and the filter."""
     return grpo(inputs, cfg)
 
 
-@ADVANTAGES.register("rloo")
+@ADVANTAGES.register("rloo", requires=Requires(groups=True))
 def rloo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """RLOO (https://arxiv.org/abs/2402.14740): score minus the mean score of the other responses of the prompt."""
     scores = sequence_scores(inputs)
@@ -134,7 +133,7 @@ def rloo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]
     return _broadcast(scores - (sums - scores) / (sizes - 1), inputs.response_mask)
 
 
-@ADVANTAGES.register("remax")
+@ADVANTAGES.register("remax", requires=Requires(greedy_baseline=True))
 def remax(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """ReMax (https://arxiv.org/abs/2310.10505): score minus the greedy response's score."""
     if inputs.reward_baselines is None:
@@ -159,7 +158,7 @@ def reinforce_plus_plus(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[
     return masked_whiten(returns, mask) * mask, returns * mask
 
 
-@ADVANTAGES.register("gae")
+@ADVANTAGES.register("gae", requires=Requires(critic=True))
 def gae(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """GAE (https://arxiv.org/abs/1506.02438): A_t = d_t + gamma*lam*A_{t+1}, d_t = r_t + gamma*V_{t+1} - V_t.
 

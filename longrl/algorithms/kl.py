@@ -13,11 +13,12 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from longrl.algorithms.registry import Registry
+from longrl.algorithms.requirements import NOTHING, Requires
 from longrl.config import AlgorithmConfig, ConfigError
+from longrl.registry import Registry
 
 KLFn = Callable[[Tensor, Tensor], Tensor]
-KL_PENALTIES: Registry[KLFn] = Registry("algorithm.kl_penalty")
+KL_PENALTIES: Registry[KLFn] = Registry("algorithm.kl_penalty", default_requires=NOTHING)
 
 
 def kl_penalty(log_probs: Tensor, ref_log_probs: Tensor, name: str) -> Tensor:
@@ -61,7 +62,7 @@ def k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
     return (d.exp() - d - 1).clamp(-10.0, 10.0)
 
 
-@KL_PENALTIES.register("full")
+@KL_PENALTIES.register("full", requires=Requires(whole_distribution=True))
 def full(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
     """Exact KL(pi || pi_ref) = sum_v p_v (log p_v - log ref_v) from full-vocabulary log-probs `[B, T, V]`."""
     if log_probs.ndim != 3:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from torch import Tensor
 
-from longrl.algorithms.registry import Registry
-from longrl.config import ActorConfig, ConfigError
+from longrl.algorithms.requirements import NOTHING, Requires
+from longrl.config import ActorConfig, ConfigError, LossAvgMode
+from longrl.registry import Registry
 
 # exp() of a log-ratio beyond this overflows or yields useless gradients (verl clamps the same way).
 MAX_LOG_RATIO = 20.0
@@ -32,8 +34,10 @@ class PolicyLossTerms:
     """bool: where the lower bound was active (PPO: the dual clip on negative advantages)."""
 
 
+LOSS_AVG_MODES = get_args(LossAvgMode)
+
 PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, ActorConfig], PolicyLossTerms]
-POLICY_LOSSES: Registry[PolicyLossFn] = Registry("worker.actor.loss_type")
+POLICY_LOSSES: Registry[PolicyLossFn] = Registry("worker.actor.loss_type", default_requires=NOTHING)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -42,11 +46,16 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
 
 
-def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:
-    """Scalar from a `[B, T]` loss: 'token' = mean over all valid tokens; 'seq' = mean of per-sequence means.
+def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str, norm_length: int | None = None) -> Tensor:
+    """Scalar from a `[B, T]` loss: 'token' = mean over all valid tokens; 'seq' = mean of per-sequence means;
+    'seq-mean-token-sum-norm' = mean over sequences of each one's token sum / `norm_length`, a constant
+    (data.max_response_length).
 
-    A response without a valid token counts as 0 in 'seq' mode, so the mean is always over B
-    sequences (what a caller scaling micro-batches by their number of sequences expects).
+    The last is Dr.GRPO's (https://arxiv.org/abs/2503.20783, verl's name): dividing by each response's own
+    length gives a token of a short response more weight than one of a long response, a bias towards
+    long wrong answers; a constant divisor removes it. A response without a valid token counts as 0 in
+    the sequence modes, so the mean is always over B sequences (what a caller scaling micro-batches by
+    their number of sequences expects).
     """
     mask = mask.bool()
     masked = torch.where(mask, loss_mat, 0.0)
@@ -54,15 +63,22 @@ def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str) -> Tensor:
         return masked.sum() / mask.sum().clamp(min=1)
     if mode == "seq":
         return (masked.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
-    raise ConfigError(f"worker.actor.loss_avg_mode={mode!r} is unknown; choose from ['seq', 'token']")
+    if mode == "seq-mean-token-sum-norm":
+        if norm_length is None:
+            raise ValueError("loss_avg_mode='seq-mean-token-sum-norm' divides by a constant length; pass "
+                             "norm_length=data.max_response_length")
+        return (masked.sum(-1) / norm_length).mean()
+    raise ConfigError(f"worker.actor.loss_avg_mode={mode!r} is unknown; choose from {list(LOSS_AVG_MODES)}")
 
 
 def compute_policy_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, response_mask: Tensor,
-                        cfg: ActorConfig, rollout_log_probs: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                        cfg: ActorConfig, rollout_log_probs: Tensor | None = None,
+                        norm_length: int | None = None) -> tuple[Tensor, dict[str, float]]:
     """Scalar policy loss and metrics {pg_loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl}; all inputs `[B, T]`.
 
     Only `log_probs` carries gradients. With `cfg.tis_cap` set, each token's loss is weighted by
     min(pi_old / pi_rollout, tis_cap) (truncated importance sampling against the rollout engine).
+    `norm_length`: the constant divisor of loss_avg_mode='seq-mean-token-sum-norm' (data.max_response_length).
     """
     shapes = {"log_probs": log_probs.shape, "old_log_probs": old_log_probs.shape,
               "advantages": advantages.shape, "response_mask": response_mask.shape}
@@ -86,7 +102,7 @@ def compute_policy_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Te
         # scores; truncated IS corrects for it (https://fengyao.notion.site/off-policy-rl).
         log_w = (old_log_probs - rollout_log_probs.detach().float()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
         loss_mat = loss_mat * log_w.exp().clamp(max=cfg.tis_cap)
-    loss = aggregate_loss(loss_mat, mask, cfg.loss_avg_mode)
+    loss = aggregate_loss(loss_mat, mask, cfg.loss_avg_mode, norm_length)
     metrics = {
         "pg_loss": loss.item(),
         "pg_clipfrac": masked_mean(terms.clipped.float(), mask).item(),
@@ -124,7 +140,10 @@ def ppo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tens
     )
 
 
-@POLICY_LOSSES.register("gspo")
+@POLICY_LOSSES.register("gspo", requires=Requires(
+    loss_avg_mode="seq", max_clip_ratio=1e-2,
+    why="GSPO's objective is a mean over sequences of one clipped sequence ratio, a geometric mean of token "
+        "ratios that stays within about 1e-3 of 1: the paper clips at 3e-4/4e-4, and PPO's 0.2/0.3 never clip it"))
 def gspo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
     """GSPO (https://arxiv.org/abs/2507.18071): clip the sequence ratio s = exp(mean_t log(pi/pi_old)).
 
@@ -163,7 +182,8 @@ def cispo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Te
 
 
 def compute_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, response_mask: Tensor,
-                       cliprange_value: float, loss_avg_mode: str) -> tuple[Tensor, dict[str, float]]:
+                       cliprange_value: float, loss_avg_mode: str,
+                       norm_length: int | None = None) -> tuple[Tensor, dict[str, float]]:
     """PPO clipped value loss 0.5 * max((V - R)^2, (V_clip - R)^2), V_clip within old +- cliprange; `[B, T]` inputs.
 
     Returns the scalar loss and {vf_loss, vf_clipfrac}; only `values` carries gradients.
@@ -174,6 +194,6 @@ def compute_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, resp
     clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * aggregate_loss(torch.maximum(loss_unclipped, loss_clipped), response_mask, loss_avg_mode)
+    loss = 0.5 * aggregate_loss(torch.maximum(loss_unclipped, loss_clipped), response_mask, loss_avg_mode, norm_length)
     clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), response_mask)
     return loss, {"vf_loss": loss.item(), "vf_clipfrac": clipfrac.item()}

@@ -43,10 +43,19 @@ def split_for_ranks(batch: Batch, dp_size: int, sp_size: int) -> tuple[list[Batc
     return [parts[rank // sp_size] for rank in range(dp_size * sp_size)], pad
 
 
-def collect_from_ranks(results: list[Any], sp_size: int, pad: int) -> Any:
-    """Concatenate Batch results of one rank per data-parallel group; other results come back as a list."""
+def collect_from_ranks(results: list[Any], sp_size: int, pad: int, rows: int) -> Any:
+    """Concatenate Batch results of one rank per data-parallel group, without the padding's results; other
+    results come back as a list. `rows`: the padded input's size.
+
+    A verb may return k rows per input row, in input order (generate: n responses per prompt), so the
+    `pad` padding rows at the end of the input are the last `pad * k` result rows.
+    """
     firsts = results[::sp_size]
     if firsts and all(isinstance(r, Batch) for r in firsts):
         merged = Batch.concat(firsts)
-        return merged.index(range(len(merged) - pad)) if pad else merged
+        if len(merged) % rows:
+            raise RuntimeError(f"a verb returned {len(merged)} rows for {rows} input rows; it must return the same "
+                               f"number of rows for every input row, in input order")
+        per_row = len(merged) // rows
+        return merged.index(range(len(merged) - pad * per_row)) if pad else merged
     return firsts

@@ -120,7 +120,7 @@ class WorkerGroup:
                 return self._gather([getattr(w, name).remote(*args, **kwargs) for w in self.workers])
             parts, pad = split_for_ranks(args[0], self.dp_size, self.sp_size)
             refs = [getattr(w, name).remote(part, *args[1:], **kwargs) for w, part in zip(self.workers, parts)]
-            return collect_from_ranks(self._gather(refs), self.sp_size, pad)
+            return collect_from_ranks(self._gather(refs), self.sp_size, pad, rows=len(args[0]) + pad)
 
         return call
 

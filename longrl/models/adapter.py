@@ -1,5 +1,8 @@
 """Model adapters: what differs between model families, behind one registry keyed by model_type.
 
+Vision-language adapters live in their own modules and register themselves when imported;
+`longrl/models/__init__.py` imports each, so any import from longrl.models sees all of them.
+
 An adapter loads the Hugging Face model and builds its forward inputs from per-sample token
 lists. Text models need nothing more; vision-language adapters add media inputs and
 position ids (M-RoPE) in their own modules.
@@ -12,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from longrl.algorithms.registry import Registry
 from longrl.parallel.device import device_type
 from longrl.protocol import Batch
+from longrl.registry import Registry
 
 
 def sequences_of(batch: Batch) -> list[list[int]]:
@@ -81,7 +84,3 @@ ADAPTERS.register("llama")(TextAdapter)
 def adapter_for(model_type: str) -> TextAdapter:
     """The adapter instance for a Hugging Face `model_type`."""
     return ADAPTERS[model_type]()
-
-
-# Vision-language adapters live in their own modules and register themselves on import.
-import longrl.models.qwen2_5_vl  # noqa: E402,F401

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from longrl.config import Config, ConfigError, load_config, to_dict, validate
+from longrl.config import Config, ConfigError, load_config, to_dict
+from longrl.validation import validate
 
 
 def resolve_pretrained(name: str, key: str) -> str:

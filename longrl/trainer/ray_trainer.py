@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,8 +19,8 @@ import ray
 import torch
 from tqdm import tqdm
 
-from longrl.algorithms import (CRITIC_ESTIMATORS, GREEDY_BASELINE_ESTIMATORS, AdvantageInputs, apply_kl_to_rewards,
-                               compute_advantages, groups_to_keep, make_kl_controller)
+from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_kl_to_rewards, compute_advantages,
+                               groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, checkpoint_dir, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
@@ -49,7 +49,8 @@ class RayTrainer:
         self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.kl_ctrl = make_kl_controller(cfg.algorithm)
-        self.use_critic = cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS
+        self.needs = ADVANTAGES.requires(cfg.algorithm.adv_estimator)  # a critic to train, a greedy baseline
+        self.use_critic = self.needs.critic
         self.checkpoints = CheckpointManager(checkpoint_dir(cfg.trainer), cfg.trainer.save_limit)
         # Reward functions run in Ray worker processes, whose working directory may differ from ours;
         # resolving here also reports a bad spec before any worker starts.
@@ -72,9 +73,7 @@ class RayTrainer:
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
         self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
                                    call_timeout_s=cfg.trainer.worker_timeout_s)
-        updates = self.total_steps * cfg.worker.actor.ppo_epochs * (
-            cfg.data.rollout_batch_size * cfg.worker.rollout.n // cfg.worker.actor.global_batch_size)
-        self.worker_info = self.workers.setup(updates)
+        self.worker_info = self.workers.setup(self.total_steps)
         for info in self.worker_info:
             logger.info("worker rank %s on Ray node %s", info["rank"], info["node_id"])
 
@@ -117,14 +116,17 @@ class RayTrainer:
             batch, scores_ref = self.generate_batch(step, metrics)
         with _timed(metrics, "old"):
             batch = batch.union(self.workers.log_probs(batch))
+        metrics.update(rollout_drift_metrics(batch))
         if self.use_critic:
             with _timed(metrics, "values"):
                 batch = batch.union(self.workers.compute_values(batch))
         if not cfg.algorithm.disable_kl:
             with _timed(metrics, "ref"):
                 batch = batch.union(self.workers.ref_log_probs(batch))
-        with _timed(metrics, "reward"):  # scored in a Ray task while the log-probs were computed
-            batch = self.attach_scores(batch, scores_ref, metrics)
+        if scores_ref is not None:  # (online filtering scored every round already)
+            with _timed(metrics, "reward"):  # scored in a Ray task while the log-probs were computed
+                batch = self.attach_scores(batch, scores_ref)
+                metrics.update(reward_metrics(batch["scores"]))
         with _timed(metrics, "adv"):
             rewards = batch["token_level_scores"]
             if not cfg.algorithm.disable_kl and not cfg.algorithm.use_kl_loss:
@@ -157,30 +159,19 @@ class RayTrainer:
         if not cfg.algorithm.online_filtering:
             prompts = self.next_prompts(step, 0)
             batch = self.workers.generate(prompts, spec)
-            if cfg.algorithm.adv_estimator in GREEDY_BASELINE_ESTIMATORS:  # ReMax: the greedy response's score
+            if self.needs.greedy_baseline:  # ReMax: the greedy response's score
                 greedy = self.workers.generate(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
                 baseline = torch.tensor([s["overall"] for s in ray.get(self.score_async(greedy))])
                 batch["reward_baselines"] = baseline.repeat_interleave(spec.n)
             return batch, self.score_async(batch)
-        wanted, kept, rounds, seen = cfg.data.rollout_batch_size * spec.n, [], 0, 0
-        while sum(len(b) for b in kept) < wanted:
-            rounds += 1
-            if rounds > cfg.trainer.max_try_make_batch:
-                raise RuntimeError(
-                    f"online filtering kept {sum(len(b) for b in kept) // spec.n} of {cfg.data.rollout_batch_size} "
-                    f"prompt groups after trainer.max_try_make_batch={cfg.trainer.max_try_make_batch} rounds: every "
-                    f"other group scored all-equal. Widen algorithm.filter_low/filter_high, raise "
-                    f"trainer.max_try_make_batch, or turn algorithm.online_filtering off")
-            batch = self.workers.generate(self.next_prompts(step, rounds), spec)
-            batch = self.attach_scores(batch, self.score_async(batch), metrics)
-            keep = groups_to_keep(score_column(batch, cfg.algorithm.filter_key), list(batch["uid"]),
-                                  cfg.algorithm.filter_low, cfg.algorithm.filter_high)
-            seen += len(batch) // spec.n
-            kept.append(batch.index(np.flatnonzero(keep)))
-        merged = Batch.concat(kept)
-        metrics.update({"rollout/gen_rounds": rounds, "rollout/kept_groups": len(merged) // spec.n,
-                        "rollout/seen_groups": seen})
-        return merged.index(range(wanted)), None
+
+        def scored_round(round_: int) -> Batch:
+            batch = self.workers.generate(self.next_prompts(step, round_), spec)
+            return self.attach_scores(batch, self.score_async(batch))
+
+        batch, filter_metrics = fill_with_mixed_groups(scored_round, cfg, spec.n)
+        metrics.update(filter_metrics)
+        return batch, None
 
     def next_prompts(self, step: int, round_: int) -> Batch:
         prompts = next(self.loader)
@@ -204,27 +195,24 @@ class RayTrainer:
         return ray.remote(score_responses).options(num_cpus=0).remote(
             self.reward_cfg, inputs, self.cfg.data.max_response_length)
 
-    def attach_scores(self, batch: Batch, scores_ref: ray.ObjectRef | None, metrics: dict[str, float]) -> Batch:
+    def attach_scores(self, batch: Batch, scores_ref: ray.ObjectRef) -> Batch:
         """Per-sample score dicts -> `scores` objects, `token_level_scores` ([B, R], score on the last token)."""
-        if scores_ref is None:
-            return batch
         scores = ray.get(scores_ref)
         batch["scores"] = scores
         overall = torch.tensor([s["overall"] for s in scores], dtype=torch.float32)
         lengths = batch["response_mask"].sum(-1)
         token_scores = torch.zeros(batch["response_mask"].shape, dtype=torch.float32)
+        # A response without tokens keeps its score at position 0 (masked), where the outcome estimators read it
+        # (advantage.sequence_scores): its group's baseline must count it, though it has no token to train.
         token_scores[torch.arange(len(batch)), (lengths - 1).clamp(min=0)] = overall
         batch["token_level_scores"] = token_scores
-        for key in scores[0]:
-            metrics[f"reward/{key}"] = float(np.mean([s[key] for s in scores]))
         return batch
 
     def validate(self, step: int) -> dict[str, float]:
         """Responses (val_override_config: greedy by default) on the validation set, scored; val/* metrics.
         The first trainer.val_generations_to_log samples go to the loggers."""
         cfg = self.cfg
-        spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length,
-                                        **cfg.worker.rollout.val_override_config)
+        spec = SamplingSpec.for_validation(cfg.worker.rollout, cfg.data.max_response_length)
         scores: list[dict[str, float]] = []
         lengths: list[float] = []
         samples: list[tuple[str, str, float]] = []
@@ -240,7 +228,7 @@ class RayTrainer:
                 samples += [(p, r, s["overall"]) for p, r, s in zip(batch["prompt_text"], texts, batch_scores)][:wanted]
         if samples:
             self.tracker.log_generations(samples, step)
-        out = {f"val/{key}": float(np.mean([s[key] for s in scores])) for key in scores[0]}
+        out = {f"val/{key.removeprefix('reward/')}": v for key, v in reward_metrics(scores).items()}
         out["val/response_length"] = float(np.mean(lengths))
         return out
 
@@ -265,6 +253,39 @@ class RayTrainer:
         logger.info("resumed from %s at step %d", path, self.step_count)
 
 
+def reward_metrics(scores: Sequence[dict[str, float]]) -> dict[str, float]:
+    """reward/<key>: the mean of every entry of the reward function's per-sample dicts."""
+    return {f"reward/{key}": float(np.mean([s[key] for s in scores])) for key in scores[0]}
+
+
+def fill_with_mixed_groups(scored_round: Callable[[int], Batch], cfg: Config, n: int) -> tuple[Batch, dict[str, float]]:
+    """DAPO dynamic sampling: call `scored_round(1, 2, ...)` (a scored generation round of n responses per prompt)
+    until data.rollout_batch_size groups whose mean score is strictly inside (filter_low, filter_high) are kept.
+
+    Returns the kept rows and the metrics: rollout/{gen_rounds,kept_groups,seen_groups}, and reward/* over every
+    response generated this step (the policy's rewards, neither only the last round nor only the kept groups).
+    """
+    a = cfg.algorithm
+    wanted, kept, scores, rounds, seen = cfg.data.rollout_batch_size * n, [], [], 0, 0
+    while sum(len(b) for b in kept) < wanted:
+        rounds += 1
+        if rounds > cfg.trainer.max_try_make_batch:
+            raise RuntimeError(
+                f"online filtering kept {sum(len(b) for b in kept) // n} of {cfg.data.rollout_batch_size} "
+                f"prompt groups after trainer.max_try_make_batch={cfg.trainer.max_try_make_batch} rounds: every "
+                f"other group scored all-equal. Widen algorithm.filter_low/filter_high, raise "
+                f"trainer.max_try_make_batch, or turn algorithm.online_filtering off")
+        batch = scored_round(rounds)
+        scores.extend(batch["scores"])
+        keep = groups_to_keep(score_column(batch, a.filter_key), list(batch["uid"]), a.filter_low, a.filter_high)
+        seen += len(batch) // n
+        kept.append(batch.index(np.flatnonzero(keep)))
+    merged = Batch.concat(kept)
+    metrics = {**reward_metrics(scores), "rollout/gen_rounds": rounds, "rollout/kept_groups": len(merged) // n,
+               "rollout/seen_groups": seen}
+    return merged.index(range(wanted)), metrics
+
+
 def score_column(batch: Batch, key: str) -> torch.Tensor:
     """One entry of every sample's reward dict: [B]."""
     missing = [i for i, s in enumerate(batch["scores"]) if key not in s]
@@ -272,6 +293,24 @@ def score_column(batch: Batch, key: str) -> torch.Tensor:
         raise KeyError(f"algorithm.filter_key={key!r} is not in the reward function's output (it returns "
                        f"{sorted(batch['scores'][missing[0]])}); set filter_key to one of those")
     return torch.tensor([s[key] for s in batch["scores"]], dtype=torch.float32)
+
+
+def rollout_drift_metrics(batch: Batch) -> dict[str, float]:
+    """How far the engine's log-probs of the sampled tokens are from the trainer's (old_log_probs, same weights).
+
+    rollout/log_prob_diff_{mean,max}: |log pi_rollout - log pi_old| over valid tokens; rollout/kl_to_old: the k3
+    estimate of KL(pi_rollout || pi_old) from the engine's own samples. Kernels and dtypes make them nonzero;
+    top_p < 1 or top_k > 0 adds vLLM's renormalisation over the kept tokens (the trainer uses the full softmax
+    at the temperature), which is why worker.actor.tis_cap refuses truncated sampling.
+    """
+    mask = batch["response_mask"].bool()
+    if not mask.any():
+        return {}
+    # float64: with both sides in fp32 the gap is ~1e-7 and k3 (~ gap^2 / 2) would round to 0 in fp32
+    rollout, old = batch["rollout_log_probs"][mask].double(), batch["old_log_probs"][mask].double()
+    diff = (rollout - old).abs()
+    return {"rollout/log_prob_diff_mean": float(diff.mean()), "rollout/log_prob_diff_max": float(diff.max()),
+            "rollout/kl_to_old": float(KL_PENALTIES["low_var_kl"](rollout, old).mean())}
 
 
 def batch_metrics(batch: Batch, max_response_length: int) -> dict[str, float]:

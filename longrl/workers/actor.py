@@ -110,8 +110,9 @@ class Actor:
 
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: ActorConfig, algo: AlgorithmConfig,
                  pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP,
-                 ref_model: torch.nn.Module | None = None):
+                 ref_model: torch.nn.Module | None = None, max_response_length: int | None = None):
         self.model, self.adapter, self.cfg, self.algo = model, adapter, cfg, algo
+        self.norm_length = max_response_length  # the constant divisor of loss_avg_mode=seq-mean-token-sum-norm
         self.pad_id, self.dp_size, self.sp = pad_id, dp_size, sp
         self.ref_model = ref_model  # read only by the exact (`full`) KL loss
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
@@ -149,16 +150,16 @@ class Actor:
                                                                 with_entropy=True)
         rollout_lp = micro.tensors.get("rollout_log_probs")
         loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"], micro["advantages"], mask, self.cfg,
-                                          rollout_log_probs=rollout_lp)
+                                          rollout_log_probs=rollout_lp, norm_length=self.norm_length)
         if self.cfg.entropy_coef == 0:  # a statistic only
             entropy = entropy.detach()
-        entropy = aggregate_loss(entropy, mask, self.cfg.loss_avg_mode)
+        entropy = aggregate_loss(entropy, mask, self.cfg.loss_avg_mode, self.norm_length)
         if self.cfg.entropy_coef:
             loss = loss - self.cfg.entropy_coef * entropy
         stats["entropy"] = entropy.item()
         per_token_kl = self._kl_to_reference(micro, log_probs, logits if full_kl else None, temperature)
         if per_token_kl is not None:
-            kl = aggregate_loss(per_token_kl, mask, self.cfg.loss_avg_mode)
+            kl = aggregate_loss(per_token_kl, mask, self.cfg.loss_avg_mode, self.norm_length)
             loss = loss + self.algo.kl_coef * kl
             stats["kl_loss"] = kl.item()
             stats["kl_coef"] = self.algo.kl_coef

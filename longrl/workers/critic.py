@@ -20,18 +20,21 @@ from longrl.workers.actor import NO_SP, build_optimizer
 from longrl.workers.update import minibatch_updates
 
 
-def load_value_model(path: str, dtype: torch.dtype) -> torch.nn.Module:
+def load_value_model(path: str, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
     """A one-label token-classification model: the backbone of `path` with a fresh value head."""
     from transformers import AutoModelForTokenClassification
 
-    return AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype, attn_implementation="sdpa")
+    return AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype, attn_implementation="sdpa",
+                                                           trust_remote_code=trust_remote_code)
 
 
 class Critic:
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: CriticConfig, loss_avg_mode: str,
-                 pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP, padding_free: bool = False):
+                 pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP, padding_free: bool = False,
+                 max_response_length: int | None = None):
         self.model, self.adapter, self.cfg, self.loss_avg_mode = model, adapter, cfg, loss_avg_mode
         self.pad_id, self.dp_size, self.sp, self.padding_free = pad_id, dp_size, sp, padding_free
+        self.norm_length = max_response_length  # the constant divisor of loss_avg_mode=seq-mean-token-sum-norm
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
 
     def _values(self, batch: Batch) -> torch.Tensor:
@@ -53,7 +56,8 @@ class Critic:
         """Clipped value regression onto `returns`, in mini-batches of global_batch_size/dp responses."""
         def micro_loss(micro: Batch) -> tuple[torch.Tensor, dict[str, float]]:
             return compute_value_loss(self._values(micro), micro["values"], micro["returns"],
-                                      micro["response_mask"].float(), self.cfg.cliprange_value, self.loss_avg_mode)
+                                      micro["response_mask"].float(), self.cfg.cliprange_value, self.loss_avg_mode,
+                                      self.norm_length)
 
         with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
             stats = minibatch_updates(

@@ -18,8 +18,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
-from longrl.algorithms import CRITIC_ESTIMATORS
-from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
+from longrl.algorithms import ADVANTAGES
+from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig, optimizer_steps
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
@@ -58,16 +58,17 @@ def fsdp_policies(fsdp: FSDPConfig, offload: bool) -> dict[str, object]:
 
 
 def shard(model: torch.nn.Module, adapter: TextAdapter, cfg: Config, trainable: bool,
-          fsdp: FSDPConfig | None = None, offload: bool = False) -> torch.nn.Module:
-    """FSDP2 over the whole world, one unit per decoder layer plus the root (`fsdp`: the role's section,
-    default worker.actor.fsdp)."""
+          fsdp: FSDPConfig | None = None, offload: bool = False, model_cfg: ModelConfig | None = None) -> torch.nn.Module:
+    """FSDP2 over the whole world, one unit per decoder layer plus the root (`fsdp`, `model_cfg`: the role's
+    sections, default worker.actor's)."""
     fsdp = fsdp or cfg.worker.actor.fsdp
-    if trainable and cfg.worker.actor.model.enable_gradient_checkpointing:
+    model_cfg = model_cfg or cfg.worker.actor.model
+    if trainable and model_cfg.enable_gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if not trainable:
         model.requires_grad_(False).eval()
     tower = adapter.vision_tower(model)
-    if trainable and tower is not None and cfg.worker.actor.model.freeze_vision_tower:
+    if trainable and tower is not None and model_cfg.freeze_vision_tower:
         tower.requires_grad_(False)
     mesh = init_device_mesh(device_type(), (dist.get_world_size(),))
     kwargs = {"mesh": mesh, "reshard_after_forward": fsdp.enable_full_shard,
@@ -104,7 +105,7 @@ class HybridWorker:
 
     @verb(Dispatch.ALL)
     def setup(self, total_steps: int) -> dict[str, object]:
-        """Join the world, load and shard the models, start the rollout engine."""
+        """Join the world, load and shard the models, start the rollout engine (`total_steps`: RL steps)."""
         self.rank, self.world = init_distributed()
         # ranks [k*sp, (k+1)*sp) split each sequence of the same rows (a collective: every rank calls it)
         self.sp = init_sp_groups(self.cfg.worker.actor.ulysses_size)
@@ -120,17 +121,19 @@ class HybridWorker:
             ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
-        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp, total_steps,
-                           self.sp, ref_model=self.ref)
+        self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
+                           optimizer_steps(cfg, cfg.worker.actor, total_steps),
+                           self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length)
         self.critic = None
-        if cfg.algorithm.adv_estimator in CRITIC_ESTIMATORS:
-            critic_path = cfg.worker.critic.model.model_path or model_cfg.model_path
-            critic_dtype = torch_dtype(cfg.worker.critic.fsdp.torch_dtype or "fp32")
-            value_model = shard(load_value_model(critic_path, critic_dtype).to(device()), self.adapter, cfg,
-                                trainable=True, fsdp=cfg.worker.critic.fsdp, offload=_offloads(cfg.worker.critic.offload))
-            critic_updates = total_steps * cfg.worker.actor.global_batch_size // cfg.worker.critic.global_batch_size
-            self.critic = Critic(value_model, self.adapter, cfg.worker.critic, cfg.worker.actor.loss_avg_mode,
-                                 self.pad_id, dp, critic_updates, self.sp, cfg.worker.actor.padding_free)
+        if ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
+            critic = cfg.worker.critic
+            value_model = load_value_model(critic.model.model_path or model_cfg.model_path,
+                                           torch_dtype(critic.fsdp.torch_dtype or "fp32"), critic.model.trust_remote_code)
+            value_model = shard(value_model.to(device()), self.adapter, cfg, trainable=True, fsdp=critic.fsdp,
+                                offload=_offloads(critic.offload), model_cfg=critic.model)
+            self.critic = Critic(value_model, self.adapter, critic, cfg.worker.actor.loss_avg_mode, self.pad_id, dp,
+                                 optimizer_steps(cfg, critic, total_steps), self.sp, cfg.worker.actor.padding_free,
+                                 max_response_length=cfg.data.max_response_length)
         max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
         if self.vision is not None and cfg.worker.rollout.name != "vllm":

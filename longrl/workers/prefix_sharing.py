@@ -13,7 +13,7 @@ the full-sequence path's to fp32 rounding (tests/workers/test_prefix_sharing.py)
 Every call runs exactly two forwards (all prompts of the micro-batch padded together, then all
 responses), whatever the grouping: with FSDP every rank must make the same collectives.
 
-Limits (enforced by config.validate or here): sequence parallelism and padding-free packing
+Limits (enforced by validation.validate or here): sequence parallelism and padding-free packing
 cut or concatenate whole sequences and are not supported; with gradients, HF gradient
 checkpointing drops the KV cache (its layers refuse caches when recomputing), so it is refused.
 """

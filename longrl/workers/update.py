@@ -21,7 +21,7 @@ MicroLoss = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
 
 
 def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
-    """What `loss_avg_mode` averages over: valid response tokens, or sequences."""
+    """What `loss_avg_mode` averages over: valid response tokens ('token'), or sequences (the others)."""
     if loss_avg_mode == "token":
         return batch["response_mask"].sum().float()
     return torch.tensor(float(len(batch)))

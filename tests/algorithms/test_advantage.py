@@ -7,14 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longrl.algorithms import (
-    ADVANTAGES,
-    CRITIC_ESTIMATORS,
-    GREEDY_BASELINE_ESTIMATORS,
-    GROUP_ESTIMATORS,
-    AdvantageInputs,
-    compute_advantages,
-)
+from longrl.algorithms import ADVANTAGES, AdvantageInputs, Requires, compute_advantages
 from longrl.config import AlgorithmConfig, ConfigError
 
 PROPERTY = settings(max_examples=30, deadline=None)
@@ -36,11 +29,11 @@ def run(estimator: str, rewards, mask, group_ids, **kwargs) -> tuple[torch.Tenso
     return compute_advantages(AdvantageInputs(rewards, mask, group_ids, **extra), cfg)
 
 
-def test_registry_holds_every_estimator_and_the_requirement_sets_name_registered_ones():
+def test_registry_holds_every_estimator_with_what_it_declares_it_needs():
     assert sorted(ADVANTAGES) == ["dapo", "gae", "grpo", "reinforce_plus_plus", "remax", "rloo"]
-    assert GROUP_ESTIMATORS == {"grpo", "rloo", "dapo"}
-    assert CRITIC_ESTIMATORS == {"gae"}
-    assert GREEDY_BASELINE_ESTIMATORS == {"remax"}
+    assert {name: ADVANTAGES.requires(name) for name in ADVANTAGES} == {
+        "grpo": Requires(groups=True), "dapo": Requires(groups=True), "rloo": Requires(groups=True),
+        "remax": Requires(greedy_baseline=True), "gae": Requires(critic=True), "reinforce_plus_plus": Requires()}
 
 
 # ---- grpo / dapo ---------------------------------------------------------------------------------
@@ -253,3 +246,12 @@ def test_group_ids_of_the_wrong_length_are_refused():
     with pytest.raises(ValueError, match="group_ids has 3 entries for a batch of 2"):
         run("grpo", rewards, mask, [0, 0, 0])
 
+
+
+def test_a_response_without_tokens_keeps_its_score_in_its_groups_baseline():
+    # row 0 has no valid token; its score 1 sits at position 0 (masked), as the trainer places it
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    mask = torch.tensor([[0, 0], [1, 1]])
+    adv, _ = run("grpo", rewards, mask, ["a", "a"])
+    # scores 1, 0 -> mean 0.5, std sqrt(0.5) = 0.70710678 -> row 1: -0.5 / 0.70710678 = -0.70710678 per token
+    assert torch.allclose(adv, torch.tensor([[0.0, 0.0], [-0.70710578, -0.70710578]]), atol=1e-6)

@@ -10,8 +10,9 @@ import runpy
 
 import pytest
 
-from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, Registry
+from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES
 from longrl.config import ConfigError
+from longrl.registry import Registry
 
 
 def make_registry() -> Registry:
@@ -52,3 +53,12 @@ def test_cli_prints_one_section_per_registry_with_every_name(capsys):
     assert sections == ["algorithm.adv_estimator:", "worker.actor.loss_type:", "algorithm.kl_penalty:"]
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     assert listed == set(ADVANTAGES) | set(POLICY_LOSSES) | set(KL_PENALTIES)
+
+
+def test_an_entry_declares_what_it_needs_and_an_undeclared_one_gets_the_registry_default():
+    registry = Registry("section.choice", default_requires="nothing")
+    registry.register("plain")(lambda: "p")
+    registry.register("grouped", requires="groups")(lambda: "g")
+    assert registry.requires("plain") == "nothing" and registry.requires("grouped") == "groups"
+    with pytest.raises(ConfigError, match=r"section.choice='gamma' is unknown"):
+        registry.requires("gamma")

@@ -54,8 +54,32 @@ def test_seq_mode_counts_an_empty_response_as_zero_and_all_padding_gives_zero_no
 
 
 def test_unknown_loss_avg_mode_names_the_key_and_choices():
-    with pytest.raises(ConfigError, match=r"worker.actor.loss_avg_mode='mean' is unknown; choose from \['seq', 'token'\]"):
+    with pytest.raises(ConfigError, match=r"worker.actor.loss_avg_mode='mean' is unknown; choose from "
+                                          r"\['token', 'seq', 'seq-mean-token-sum-norm'\]"):
         aggregate_loss(torch.ones(1, 1), torch.ones(1, 1), "mean")
+
+
+def test_dr_grpo_mode_sums_each_response_and_divides_by_the_constant_length():
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 50.0, 60.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    # sums 6 and 4, each / 8 (max_response_length, not the padded width 3): (0.75 + 0.5) / 2 = 0.625
+    assert aggregate_loss(loss, mask, "seq-mean-token-sum-norm", norm_length=8).item() == pytest.approx(0.625, abs=1e-7)
+    with pytest.raises(ValueError, match="norm_length=data.max_response_length"):
+        aggregate_loss(loss, mask, "seq-mean-token-sum-norm")
+
+
+def test_dr_grpo_mode_gives_every_token_the_same_gradient_whatever_its_response_length():
+    # One token of a 1-token response and one of a 4-token response, both with advantage 1 and ratio 1.
+    log_probs = torch.zeros(2, 4, requires_grad=True)
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
+    advantages = torch.ones(2, 4)
+    for mode, expected in (("seq", [[-0.5, 0, 0, 0], [-0.125] * 4]),                   # 1/(2*1) vs 1/(2*4)
+                           ("seq-mean-token-sum-norm", [[-0.0625, 0, 0, 0], [-0.0625] * 4])):  # 1/(2*8) each
+        log_probs.grad = None
+        loss, _ = compute_policy_loss(log_probs, torch.zeros(2, 4), advantages, mask, actor_cfg(loss_avg_mode=mode),
+                                      norm_length=8)
+        loss.backward()
+        assert torch.allclose(log_probs.grad, torch.tensor(expected), atol=1e-7), mode
 
 
 @settings(max_examples=30, deadline=None)

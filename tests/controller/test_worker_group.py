@@ -58,8 +58,17 @@ def test_split_pads_to_the_data_parallel_size_and_collect_drops_the_padding():
     parts, pad = split_for_ranks(batch, dp_size=2, sp_size=2)
     # 5 rows -> 6 (row 0 repeated), 3 per dp rank; both ranks of an SP group get the same part
     assert pad == 1 and [p["x"].tolist() for p in parts] == [[0, 1, 2], [0, 1, 2], [3, 4, 0], [3, 4, 0]]
-    merged = collect_from_ranks(parts, sp_size=2, pad=pad)
+    merged = collect_from_ranks(parts, sp_size=2, pad=pad, rows=6)
     assert merged["x"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_collect_drops_every_result_row_of_the_padding_when_a_verb_returns_n_rows_per_input_row():
+    batch = Batch({"x": torch.arange(3)})
+    parts, pad = split_for_ranks(batch, dp_size=2, sp_size=1)
+    # 3 prompts -> 4 (prompt 0 repeated); each rank samples n=2 responses per prompt, as generate does
+    results = [part.repeat(2) for part in parts]  # [0, 0, 1, 1], [2, 2, 0, 0]
+    merged = collect_from_ranks(results, sp_size=1, pad=pad, rows=4)
+    assert merged["x"].tolist() == [0, 0, 1, 1, 2, 2]  # the padding copy's 2 responses are gone
 
 
 @pytest.mark.e2e

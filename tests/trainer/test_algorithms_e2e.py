@@ -26,7 +26,7 @@ def run(script: str, tiny_qwen2: Path, math_data: dict, out: Path, *overrides: s
 
 
 @pytest.mark.parametrize("script", ["qwen2_math_reinforce", "qwen2_math_rloo", "qwen2_math_remax",
-                                    "qwen2_math_gspo"])
+                                    "qwen2_math_gspo", "qwen2_math_drgrpo"])
 def test_example_runs_two_steps(script, tiny_qwen2, math_data, tmp_path):
     lines = run(script, tiny_qwen2, math_data, tmp_path / script)
     assert [line["step"] for line in lines] == [1, 2]

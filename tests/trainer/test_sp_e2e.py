@@ -24,7 +24,7 @@ SAMPLED = SamplingSpec(n=2, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8)
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    from longrl.config import validate
+    from longrl.validation import validate
     from longrl.data.synthetic_video import generate_split
     from longrl.models.tiny_vl import build_qwen2_5_vl
     from longrl.trainer.ray_trainer import RayTrainer

@@ -161,7 +161,8 @@ def test_shared_prefix_log_probs_equal_the_full_sequence_path_for_video_rows(vid
 
 @pytest.mark.parametrize("override", ["worker.actor.ulysses_size=2", "worker.actor.padding_free=true"])
 def test_config_refuses_prefix_sharing_with_sequence_parallelism_or_packing_naming_both_keys(tmp_path, override):
-    from longrl.config import ConfigError, load_config, validate
+    from longrl.config import ConfigError, load_config
+    from longrl.validation import validate
 
     (tmp_path / "model").mkdir()
     cfg = load_config(["config=configs/config.yaml", f"worker.actor.model.model_path={tmp_path / 'model'}",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import typing
 from collections.abc import Iterable
 from typing import Protocol
 
 import torch
 
-from longrl.algorithms.registry import Registry
-from longrl.config import RolloutConfig
+from longrl.config import ConfigError, RolloutConfig, coerce
+from longrl.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +32,34 @@ class SamplingSpec:
         values.update(overrides)
         return SamplingSpec(**values)
 
+    @staticmethod
+    def for_validation(cfg: RolloutConfig, max_tokens: int) -> SamplingSpec:
+        """The training spec with `cfg.val_override_config` applied; a ConfigError naming the key for an unknown
+        entry or a bad value (validate calls this before any worker starts, not at the first validation)."""
+        key = "worker.rollout.val_override_config"
+        names = [f.name for f in dataclasses.fields(SamplingSpec) if f.name != "max_tokens"]
+        unknown = sorted(set(cfg.val_override_config) - set(names))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} has unknown entries {unknown}{hint}; it may set {names}")
+        overrides = {name: coerce(value, typing.get_type_hints(RolloutConfig)[name], f"{key}.{name}")
+                     for name, value in cfg.val_override_config.items()}
+        spec = SamplingSpec.from_config(cfg, max_tokens, **overrides)
+        if spec.n < 1 or spec.temperature < 0 or not 0 < spec.top_p <= 1:
+            raise ConfigError(f"{key}={cfg.val_override_config}: validation needs n >= 1, temperature >= 0 and "
+                              f"0 < top_p <= 1 (got n={spec.n}, temperature={spec.temperature}, top_p={spec.top_p})")
+        return spec
+
 
 @dataclasses.dataclass
 class Sample:
-    """One generated response: its token ids and the engine's log-prob of each."""
+    """One generated response: its token ids and the engine's log-prob of each.
+
+    The trainer's log-probs are the full softmax at the sampling temperature. The hf engine returns the
+    same; vLLM returns them after top-p/top-k renormalisation, so the two agree only when top_p=1 and
+    top_k=-1 (validate refuses worker.actor.tis_cap otherwise; the trainer logs rollout/log_prob_diff_*).
+    """
 
     token_ids: list[int]
     log_probs: list[float]
@@ -52,21 +78,8 @@ class RolloutEngine(Protocol):
 
 
 ROLLOUT_ENGINES: Registry = Registry("worker.rollout.name")
-
-
-# Engines import lazily: vLLM takes seconds to import and is not needed by the hf engine.
-@ROLLOUT_ENGINES.register("vllm")
-def _vllm_engine(model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:
-    from longrl.workers.rollout.vllm import VLLMRollout
-
-    return VLLMRollout(model_path, cfg, max_model_len)
-
-
-@ROLLOUT_ENGINES.register("hf")
-def _hf_engine(model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:
-    from longrl.workers.rollout.hf import HFRollout
-
-    return HFRollout(model_path, cfg, max_model_len)
+"""Engine classes `(model_path, RolloutConfig, max_model_len)`; each module registers its own on import
+(`longrl/workers/rollout/__init__.py` imports them all)."""
 
 
 def rollout_engine(name: str, model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:

@@ -12,9 +12,10 @@ import torch
 
 from longrl.config import RolloutConfig
 from longrl.parallel.device import device, torch_dtype
-from longrl.workers.rollout.base import Sample, SamplingSpec
+from longrl.workers.rollout.base import ROLLOUT_ENGINES, Sample, SamplingSpec
 
 
+@ROLLOUT_ENGINES.register("hf")
 class HFRollout:
     def __init__(self, model_path: str, cfg: RolloutConfig, max_model_len: int):
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -21,9 +21,10 @@ from longrl.config import RolloutConfig
 from longrl.data.video import video_metadata
 from longrl.models.vision_cache import VideoInput
 from longrl.parallel.device import device_type, vllm_dtype
-from longrl.workers.rollout.base import Sample, SamplingSpec
+from longrl.workers.rollout.base import ROLLOUT_ENGINES, Sample, SamplingSpec
 
 
+@ROLLOUT_ENGINES.register("vllm")  # vllm itself is imported when an engine starts: it takes seconds
 class VLLMRollout:
     def __init__(self, model_path: str, cfg: RolloutConfig, max_model_len: int):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

@@ -1,0 +1,115 @@
+"""`validate`: what the selected algorithms declare they need, keys refused instead of ignored, batch sizes
+of every trained role, and validation sampling, all checked before any worker starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from longrl.config import ConfigError, load_config, optimizer_steps
+from longrl.validation import validate
+
+
+def config(tmp_path, *overrides: str):
+    (tmp_path / "model").mkdir(exist_ok=True)
+    return load_config(["config=configs/config.yaml", f"worker.actor.model.model_path={tmp_path / 'model'}",
+                        "data.train_files=x.jsonl", *overrides])
+
+
+def problems(cfg) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    return str(err.value)
+
+
+# ---- declared requirements -------------------------------------------------------------------------
+def test_gspo_with_token_averaging_and_ppo_clip_ratios_is_refused_with_the_reason(tmp_path):
+    text = problems(config(tmp_path, "worker.actor.loss_type=gspo"))
+    assert "worker.actor.loss_type='gspo' is exact only with worker.actor.loss_avg_mode='seq', not 'token'" in text
+    assert "needs clip ratios <= 0.01, but worker.actor.clip_ratio_low=0.2 and clip_ratio_high=0.3" in text
+    assert "the paper clips at 3e-4/4e-4" in text
+
+
+def test_gspo_as_its_paper_sets_it_validates(tmp_path):
+    validate(config(tmp_path, "worker.actor.loss_type=gspo", "worker.actor.loss_avg_mode=seq",
+                    "worker.actor.clip_ratio_low=3e-4", "worker.actor.clip_ratio_high=4e-4"))
+
+
+def test_remax_with_online_filtering_is_refused_before_it_would_fail_at_the_first_advantage(tmp_path):
+    text = problems(config(tmp_path, "algorithm.adv_estimator=remax", "algorithm.online_filtering=true"))
+    assert "algorithm.adv_estimator='remax' needs the score of a greedy response" in text
+
+
+def test_dr_grpo_validates(tmp_path):
+    validate(config(tmp_path, "algorithm.norm_adv_by_std=false", "worker.actor.loss_avg_mode=seq-mean-token-sum-norm"))
+
+
+# ---- one log-prob definition ---------------------------------------------------------------------
+@pytest.mark.parametrize("sampling", ["worker.rollout.top_p=0.9", "worker.rollout.top_k=20"])
+def test_truncated_importance_sampling_with_truncated_sampling_is_refused_with_the_reason(tmp_path, sampling):
+    text = problems(config(tmp_path, "worker.actor.tis_cap=2.0", sampling))
+    assert "worker.actor.tis_cap=2.0 weighs each token by pi_old / pi_rollout" in text
+    assert "renormalised over the kept tokens" in text and "set top_p=1.0 and top_k=-1, or tis_cap=null" in text
+
+
+def test_truncated_importance_sampling_with_full_sampling_validates(tmp_path):
+    validate(config(tmp_path, "worker.actor.tis_cap=2.0"))
+
+
+# ---- keys refused instead of ignored -------------------------------------------------------------
+def test_bf16_optimizer_state_and_rank0_init_are_refused_instead_of_ignored(tmp_path):
+    text = problems(config(tmp_path, "worker.actor.optim.strategy=adamw_bf16", "worker.actor.fsdp.enable_rank0_init=true",
+                           "worker.ref.fsdp.enable_rank0_init=true"))
+    assert "worker.actor.optim.strategy=adamw_bf16 (optimizer state kept in bf16) is not implemented" in text
+    assert "worker.actor.fsdp.enable_rank0_init=true" in text and "worker.ref.fsdp.enable_rank0_init=true" in text
+
+
+def test_critic_keys_it_cannot_honour_are_refused_when_a_critic_is_trained(tmp_path):
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.model.tokenizer_path=/other",
+                           "worker.critic.model.freeze_vision_tower=true", "worker.critic.optim.strategy=adamw_bf16",
+                           "worker.critic.fsdp.enable_rank0_init=true"))
+    assert "worker.critic.model.tokenizer_path='/other': the critic scores the actor's token ids" in text
+    assert "worker.critic.model.freeze_vision_tower=true: the critic is a text model" in text
+    assert "worker.critic.optim.strategy=adamw_bf16" in text and "worker.critic.fsdp.enable_rank0_init=true" in text
+
+
+# ---- checks that used to come late ----------------------------------------------------------------
+def test_a_typo_in_val_override_config_is_refused_before_training(tmp_path):
+    text = problems(config(tmp_path, "worker.rollout.val_override_config={temprature: 0.0, n: 1}"))
+    assert ("worker.rollout.val_override_config has unknown entries ['temprature'] (did you mean 'temperature'?); "
+            "it may set ['n', 'temperature', 'top_p', 'top_k', 'ignore_eos']") in text
+
+
+def test_a_bad_value_in_val_override_config_is_refused_before_training(tmp_path):
+    assert "worker.rollout.val_override_config.n='one' must be an integer" in problems(
+        config(tmp_path, "worker.rollout.val_override_config={n: one}"))
+    assert "validation needs n >= 1" in problems(config(tmp_path, "worker.rollout.val_override_config={n: 0}"))
+
+
+def test_critic_batch_sizes_are_checked_when_a_critic_is_trained(tmp_path):
+    # 8 prompts x 4 responses = 32 per step; dp = 2
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=12"))
+    assert "worker.critic.global_batch_size=12 must divide the responses per step" in text
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=8",
+                           "worker.critic.micro_batch_size_per_device_for_update=3"))
+    assert "worker.critic.micro_batch_size_per_device_for_update=3 must divide the per-device mini-batch" in text
+    validate(config(tmp_path, "worker.critic.global_batch_size=12"))  # no critic (grpo): its sizes are unread
+
+
+def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_offending_key(tmp_path):
+    text = problems(config(tmp_path, "data.mini_rollout_batch_size=3", "algorithm.online_filtering=true"))
+    assert "data.mini_rollout_batch_size=3 must be divisible by the data-parallel size 2" in text
+    assert "data.rollout_batch_size=" not in text
+
+
+def test_each_role_schedules_its_learning_rate_over_its_own_optimizer_steps(tmp_path):
+    cfg = config(tmp_path, "data.rollout_batch_size=8", "worker.rollout.n=4", "worker.actor.global_batch_size=16",
+                 "worker.critic.global_batch_size=8", "worker.critic.ppo_epochs=2")
+    # 32 responses per step: actor 32/16 = 2 steps x 1 epoch; critic 32/8 = 4 steps x 2 epochs; over 10 RL steps
+    assert optimizer_steps(cfg, cfg.worker.actor, 10) == 20
+    assert optimizer_steps(cfg, cfg.worker.critic, 10) == 80
+
+
+def test_mini_rollout_batch_size_without_online_filtering_is_refused_instead_of_shrinking_the_step(tmp_path):
+    text = problems(config(tmp_path, "data.mini_rollout_batch_size=4"))
+    assert "data.mini_rollout_batch_size=4 sets the prompts of one online-filtering round" in text
+    validate(config(tmp_path, "data.mini_rollout_batch_size=4", "algorithm.online_filtering=true"))
