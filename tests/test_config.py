@@ -190,7 +190,7 @@ def schema_leaves(cls: type, prefix: str = "") -> dict[str, object]:
 
 def test_every_key_of_the_schema_is_read_by_something():
     """A leaf's name must be read as an attribute (not a method call) somewhere in longrl/ (the schema's own
-    dataclasses read none; config.py's derived sizes, e.g. checkpoint_dir, count); a one-choice Literal (worker.actor.strategy) is honoured by loading alone. By name: a key shared by
+    dataclasses read none; the config package's derived sizes, e.g. checkpoint_dir, count); a one-choice Literal (worker.actor.strategy) is honoured by loading alone. By name: a key shared by
     several sections (worker.actor.model.x and worker.critic.model.x) is covered once any of them is read, which
     is why validate refuses the critic's keys it cannot honour (tests/test_validation.py)."""
     import ast

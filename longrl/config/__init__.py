@@ -584,10 +584,3 @@ def dp_size(cfg: Config) -> int:
     """Data-parallel ranks: the world divided by the sequence-parallel degree."""
     return world_size(cfg) // cfg.worker.actor.ulysses_size
 
-
-if __name__ == "__main__":  # python3 -m longrl.config: check a configuration without starting anything
-    import sys
-
-    from longrl.trainer.preflight import main
-
-    sys.exit(main())
