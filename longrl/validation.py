@@ -177,11 +177,6 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
     problems = []
     actor, critic = cfg.worker.actor, cfg.worker.critic
     roles = _trained_roles(cfg)
-    for prefix, role in roles.items():
-        if role.optim.strategy == "adamw_bf16":
-            problems.append(f"{prefix}.optim.strategy=adamw_bf16 (optimizer state kept in bf16) is not implemented: "
-                            f"torch's AdamW keeps its state in the parameters' dtype; set strategy=adamw (and "
-                            f"{prefix}.fsdp.torch_dtype=bf16 for bf16 parameters and state)")
     fsdp_sections = {f"{prefix}.fsdp": role.fsdp for prefix, role in roles.items()}
     fsdp_sections["worker.ref.fsdp"] = cfg.worker.ref.fsdp
     for prefix, fsdp in fsdp_sections.items():

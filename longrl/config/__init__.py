@@ -145,7 +145,7 @@ class OptimConfig:
     weight_decay: float = 1.0e-2
     """AdamW weight decay."""
     strategy: Literal["adamw", "adamw_bf16"] = "adamw"
-    """Optimizer; adamw_bf16 keeps optimizer state in bf16."""
+    """Optimizer: adamw, or adamw_bf16 (AdamW whose moments are stored in bf16: half the optimizer memory)."""
     lr_warmup_ratio: float = 0.0
     """Fraction of training steps with linear warmup (used when lr_warmup_steps is None)."""
     lr_warmup_steps: int | None = None

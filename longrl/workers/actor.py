@@ -20,6 +20,7 @@ from longrl.models.adapter import TextAdapter
 from longrl.models.ulysses_attention import split_media, sp_response_log_probs, ulysses_attention
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
+from longrl.workers.optim import OPTIMIZERS
 from longrl.workers.prefix_sharing import shared_prefix_log_probs
 from longrl.workers.update import minibatch_updates
 
@@ -88,9 +89,10 @@ def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batc
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
-    """AdamW + linear warmup, then a constant lr or a cosine decay to lr*min_lr_ratio (optim.lr_scheduler_type)."""
+    """AdamW (optim.strategy: fp32 or bf16 moments) + linear warmup, then a constant lr or a cosine decay to
+    lr*min_lr_ratio (optim.lr_scheduler_type)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    optimizer = OPTIMIZERS[cfg.strategy](params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     warmup = cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else int(cfg.lr_warmup_ratio * total_steps)
 
     def factor(step: int) -> float:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -25,12 +26,27 @@ def run(script: str, tiny_qwen2: Path, math_data: dict, out: Path, *overrides: s
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+# Two runs also carry settings that must reach FSDP and DCP: EasyR1's bf16-moment AdamW, saved with the
+# checkpoint, and Long-RL's model-only checkpoint.
+EXTRA = {"qwen2_math_rloo": ["worker.actor.optim.strategy=adamw_bf16", "trainer.save_freq=2"],
+         "qwen2_math_remax": ["trainer.save_freq=2", "trainer.save_model_only=true"]}
+
+
 @pytest.mark.parametrize("script", ["qwen2_math_reinforce", "qwen2_math_rloo", "qwen2_math_remax",
                                     "qwen2_math_gspo", "qwen2_math_drgrpo"])
 def test_example_runs_two_steps(script, tiny_qwen2, math_data, tmp_path):
-    lines = run(script, tiny_qwen2, math_data, tmp_path / script)
+    lines = run(script, tiny_qwen2, math_data, tmp_path / script, *EXTRA.get(script, []))
     assert [line["step"] for line in lines] == [1, 2]
     assert all("actor/pg_loss" in line for line in lines)
+    if script in EXTRA:
+        from torch.distributed.checkpoint import FileSystemReader
+
+        saved = FileSystemReader(str(tmp_path / script / "global_step_2" / "actor" / "model_optim")).read_metadata()
+        moments = {k: m.properties.dtype for k, m in saved.state_dict_metadata.items() if "exp_avg" in k}
+        if script == "qwen2_math_rloo":
+            assert moments and set(moments.values()) == {torch.bfloat16}
+        else:
+            assert not any(key.startswith("optim.") for key in saved.state_dict_metadata)
 
 
 def test_ppo_with_gae_trains_a_critic(tiny_qwen2, math_data, tmp_path):
