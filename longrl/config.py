@@ -36,7 +36,8 @@ class DataConfig:
     answer_key: str = "answer"
     """Field holding the ground truth handed to the reward function."""
     image_key: str = "images"
-    """Field holding image paths, for image prompts."""
+    """Field holding the images of image prompts: a path, a list of paths, {"bytes", "path"} dicts or decoded
+    images (Hugging Face image columns such as geometry3k's)."""
     video_key: str = "videos"
     """Field holding video paths, for video prompts."""
     image_dir: str | None = None
@@ -69,8 +70,9 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
-    strict_videos: bool = False
-    """A missing, empty or corrupt video is an error; false skips its prompt (logged, counted in video/skipped)."""
+    strict_media: bool = False
+    """A missing, empty, truncated or corrupt video or image is an error; false skips its prompt (logged,
+    counted in video/skipped or image/skipped)."""
     sft_response_template: str = "<think>{{ reasoning }}</think><answer>{{ answer }}</answer>"
     """CoT-SFT target (longrl.trainer.sft): Jinja over the row's fields; `answer` is the reference without <answer> tags."""
 

@@ -20,6 +20,7 @@ import jinja2
 import torch
 
 from longrl.config import ConfigError, DataConfig
+from longrl.data.image import ImageRef, normalize_ref
 from longrl.protocol import Batch
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,35 @@ def _media_paths(value: Any, base: Path) -> list[str]:
     return [str(v) if Path(v).is_absolute() else str(base / v) for v in values]
 
 
+def _image_refs(value: Any, base: Path) -> list[ImageRef]:
+    """A row's image field (a path, a {"bytes", "path"} dict, a decoded image, a list of those, or empty) as
+    ImageRefs; relative paths without bytes are joined to `base`."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)) else list(value)
+    refs = []
+    for v in values:
+        ref = normalize_ref(v)
+        if isinstance(ref, str):
+            ref = _media_paths(ref, base)[0]
+        elif ref["bytes"] is None:
+            ref = {"bytes": None, "path": _media_paths(ref["path"], base)[0]}
+        refs.append(ref)
+    return refs
+
+
+def _undecoded(rows: datasets.Dataset, column: str) -> datasets.Dataset:
+    """`rows` with a Hugging Face Image column (or list of them) left as {"bytes", "path"} dicts: decoding
+    every image of a data set up front is slow, and the workers decode the ones a step needs."""
+    feature = rows.features[column]
+    if isinstance(feature, datasets.Image):
+        return rows.cast_column(column, datasets.Image(decode=False))
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, datasets.Image):
+        return rows.cast_column(column, type(feature)(datasets.Image(decode=False)))
+    return rows
+
+
 def build_messages(content: str, n_images: int = 0, n_videos: int = 0) -> list[dict[str, Any]]:
     """One user turn; with media, a list of parts where `<image>`/`<video>` placeholders stood.
 
@@ -118,7 +148,7 @@ class RLDataset(torch.utils.data.Dataset):
     """Rendered, tokenized prompts with their ground truths; rows too long are dropped or refused.
 
     Items: {"prompt_ids": list[int], "prompt_text": str, "ground_truth": str, "row": int}, plus
-    "images"/"videos" (lists of paths) when the data has those columns, plus every other string
+    "images" (lists of paths or {"bytes", "path"} dicts) / "videos" (lists of paths) when the data has those columns, plus every other string
     column of the row under its own name (e.g. problem_type) for the reward function.
     Media parts count as one token each against data.max_prompt_length here; the expanded
     length is only known once frames are decoded.
@@ -184,11 +214,17 @@ class RLDataset(torch.utils.data.Dataset):
         prompts = self._column(cfg.prompt_key, "data.prompt_key")
         answers = self._column(cfg.answer_key, "data.answer_key")
         media = {}
-        for item_key, column, base in (("images", cfg.image_key, cfg.image_dir), ("videos", cfg.video_key, cfg.video_dir)):
+        if cfg.image_key in columns:
+            self.rows = _undecoded(self.rows, cfg.image_key)
+        for item_key, column, base, refs in (("images", cfg.image_key, cfg.image_dir, _image_refs),
+                                             ("videos", cfg.video_key, cfg.video_dir, _media_paths)):
             if column in columns:
                 # Without data.image_dir/video_dir, relative paths are relative to their data file.
-                media[item_key] = [_media_paths(v, Path(base) if base else self._source_dir(row))
-                                   for row, v in enumerate(self.rows[column])]
+                try:
+                    media[item_key] = [refs(v, Path(base) if base else self._source_dir(row))
+                                       for row, v in enumerate(self.rows[column])]
+                except ValueError as exc:
+                    raise ConfigError(f"{self._where(0)}: field {column!r}: {exc}") from exc
         reserved = {cfg.prompt_key, cfg.answer_key, cfg.image_key, cfg.video_key, *ITEM_KEYS}
         extras = {name: ["" if v is None else v for v in self.rows[name]] for name, feature in self.rows.features.items()
                   if name not in reserved and getattr(feature, "dtype", None) in ("string", "large_string")}

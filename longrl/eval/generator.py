@@ -14,7 +14,7 @@ from pathlib import Path
 
 from longrl.config import RolloutConfig
 from longrl.eval.evaluate import Generation, Question
-from longrl.models.vision_cache import VideoInput, VideoSettings, VisionCache
+from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache
 from longrl.workers.rollout import SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class VLLMGenerator:
 
     def __call__(self, questions: list[Question]) -> list[Generation]:
         results: list[Generation | None] = [None] * len(questions)
-        ready: list[tuple[int, list[VideoInput]]] = []
+        ready: list[tuple[int, list[MediaInput]]] = []
         for i, q in enumerate(questions):
             media, error = question_media(self.videos, q)
             if error is None:
@@ -79,7 +79,7 @@ class VLLMGenerator:
 
 
 
-def question_media(videos: VisionCache | None, q: Question) -> tuple[list[VideoInput], str | None]:
+def question_media(videos: VisionCache | None, q: Question) -> tuple[list[MediaInput], str | None]:
     """The question's videos as frames for the engine, or why they cannot be had (naming the file)."""
     if not q.videos:
         return [], None

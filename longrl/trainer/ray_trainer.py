@@ -147,7 +147,7 @@ class RayTrainer:
         metrics["timing_s/step"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
-        if "videos" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
+        if "videos" in batch or "images" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
             metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics
 

@@ -237,8 +237,8 @@ def step_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:
     from longrl.logging import reduce_metrics
     from longrl.models.vision_cache import reduce_video_stats
 
-    videos = [{k: v for k, v in m.items() if k.startswith("video/")} for m in per_worker]
-    metrics = reduce_metrics([{k: v for k, v in m.items() if not k.startswith("video/")} for m in per_worker])
+    videos = [{k: v for k, v in m.items() if k.startswith(("video/", "image/"))} for m in per_worker]
+    metrics = reduce_metrics([{k: v for k, v in m.items() if not k.startswith(("video/", "image/"))} for m in per_worker])
     return {**metrics, **reduce_video_stats(videos)}
 
 

@@ -22,8 +22,9 @@ from longrl.algorithms import ADVANTAGES
 from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig, optimizer_steps
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS
-from longrl.models.vision_cache import Purpose, max_over_ranks, media_mode, vision_cache_for
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS
+from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
+                                         vision_cache_for)
 from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
 from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
@@ -137,7 +138,7 @@ class HybridWorker:
         max_len = cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
-            raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take videos; "
+            raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take images or videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
         self.rollout = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
         self.rollout_is_stale = False  # the engine loaded the same checkpoint from disk
@@ -155,12 +156,12 @@ class HybridWorker:
         prompts, videos = self._rollout_videos(prompts)
         if videos is None:
             groups = self.rollout.generate(list(prompts["prompt_ids"]), spec, seed)
-        else:  # a prompt whose video is unusable gets n empty responses: no tokens, no loss
+        else:  # a prompt whose image or video is unusable gets n empty responses: no tokens, no loss
             keep = [i for i, v in enumerate(videos) if v is not None]
             sampled = iter(self.rollout.generate([prompts["prompt_ids"][i] for i in keep], spec, seed,
                                                  media=[videos[i] for i in keep]) if keep else [])
             groups = [next(sampled) if v is not None else [Sample([], [])] * spec.n for v in videos]
-            if "step" not in prompts.meta:  # validation: no later pass of this step reuses these videos
+            if "step" not in prompts.meta:  # validation: no later pass of this step reuses these media
                 self.vision.clear()
         samples = [s for group in groups for s in group]
         width = max(1, max(len(s.token_ids) for s in samples))
@@ -250,41 +251,41 @@ class HybridWorker:
     # ---- videos (VisionCache) ---------------------------------------------------------------
     @verb(Dispatch.ALL)
     def video_stats(self) -> dict[str, float]:
-        """This rank's video/* counters since the last call (decoded, skipped, encoded, embed_hits, *_s)."""
+        """This rank's video/* and image/* counters since the last call (decoded, skipped, encoded, embed_hits, *_s)."""
         return self.vision.take_stats() if self.vision is not None else {}
 
     def _video_rows(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> list:
-        """Per row, its videos as `purpose` needs them (None: unusable), encoded once per step and tower."""
+        """Per row, its images and videos as `purpose` needs them (None: unusable), encoded once per step and tower."""
         frozen = self.cfg.worker.actor.model.freeze_vision_tower
         model = self.ref if tower == "ref" else self.actor.model
         return self.vision.row_inputs(
-            batch["videos"], media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
+            media_refs(batch), media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
             "actor" if frozen else tower,  # a frozen tower is the same in the actor and the reference
-            lambda video: self.adapter.encode_video(model, video, self.sp), max_over_ranks)
+            lambda video: self.adapter.encode(model, video, self.sp), max_over_ranks)
 
     def _with_videos(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> Batch:
-        """`batch` plus the VIDEO_INPUTS column for a log-prob or update pass (unchanged for text)."""
-        if self.vision is None or "videos" not in batch:
+        """`batch` plus the MEDIA_INPUTS column for a log-prob or update pass (unchanged for text)."""
+        if self.vision is None or not has_media(batch):
             return batch
         rows = self._video_rows(batch, purpose, tower)
-        bad = [paths for paths, row in zip(batch["videos"], rows) if row is None]
+        bad = [i for i, row in enumerate(rows) if row is None]
         if bad:
-            raise RuntimeError(f"videos {bad[0]} became unreadable after generation (they were read then)")
-        return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+            raise RuntimeError(f"{describe_media(batch, bad[0])} became unreadable after generation (they were read then)")
+        return batch.union(Batch(objects={MEDIA_INPUTS: rows}))
 
     def _rollout_videos(self, prompts: Batch) -> tuple[Batch, list | None]:
         """The prompts, and per prompt its videos for the engine (None: skipped). A skipped prompt
         (unusable video, or too long once its video tokens are counted) loses its video parts, so
         later passes see a text row, and is flagged in `video_skipped`."""
-        if self.vision is None or "videos" not in prompts:
+        if self.vision is None or not has_media(prompts):
             return prompts, None
         rows = self._video_rows(prompts, "rollout")
         limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
             length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
             if length > limit:
-                message = (f"the prompt with videos {prompts['videos'][i]} has {length} tokens with its video "
-                           f"tokens, more than data.max_prompt_length={limit}")
+                message = (f"the prompt with {describe_media(prompts, i)} has {length} tokens with its image and "
+                           f"video tokens, more than data.max_prompt_length={limit}")
                 if not self.cfg.data.filter_overlong_prompts:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such prompts")
@@ -295,7 +296,9 @@ class HybridWorker:
         prompts = prompts.index(range(len(prompts)))  # a copy: the caller's batch stays as it was
         prompts["prompt_ids"] = [self.adapter.strip_media(self.hf_config, ids) if skip else ids
                                  for ids, skip in zip(prompts["prompt_ids"], skipped)]
-        prompts["videos"] = [[] if skip else paths for paths, skip in zip(prompts["videos"], skipped)]
+        for column in ("images", "videos"):
+            if column in prompts:
+                prompts[column] = [[] if skip else refs for refs, skip in zip(prompts[column], skipped)]
         prompts["video_skipped"] = torch.tensor(skipped)
         return prompts, rows
 

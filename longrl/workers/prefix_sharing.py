@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import torch
 
+from longrl.data.image import image_name
 from longrl.models.adapter import TextAdapter
+from longrl.models.vision_cache import media_refs
 from longrl.models.ulysses_attention import split_media
 from longrl.protocol import Batch
 
 
 def prompt_groups(batch: Batch) -> list[list[int]]:
-    """Row indices grouped by identical prompt (prompt_ids + video paths), in order of first appearance."""
-    videos = batch["videos"] if "videos" in batch else [()] * len(batch)
+    """Row indices grouped by identical prompt (prompt_ids + image and video names), in order of first appearance."""
+    media = [tuple(f"{m}:{image_name(r) if m == 'image' else r}" for m, r in row) for row in media_refs(batch)]
     groups: dict[tuple, list[int]] = {}
-    for i, (ids, paths) in enumerate(zip(batch["prompt_ids"], videos)):
-        groups.setdefault((tuple(ids), tuple(paths)), []).append(i)
+    for i, (ids, names) in enumerate(zip(batch["prompt_ids"], media)):
+        groups.setdefault((tuple(ids), names), []).append(i)
     return list(groups.values())
 
 

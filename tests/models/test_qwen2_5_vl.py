@@ -13,26 +13,33 @@ import torch
 
 from longrl.data.synthetic_video import write_mp4
 from longrl.models.adapter import adapter_for
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS, Qwen2_5_VLAdapter, expand_video_tokens, mrope_positions
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter, expand_media_tokens, mrope_positions
 from longrl.models.tiny_vl import build_qwen2_5_vl
-from longrl.models.vision_cache import VideoInput, VideoSettings, VisionCache
+from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache
 from longrl.protocol import Batch
 from longrl.workers.actor import response_log_probs, response_logits, token_log_probs
 
-V = 99  # a video placeholder id in the hand-written examples
+V, I = 99, 98  # video and image placeholder ids in the hand-written examples
+TOKENS = {"image": I, "video": V}
 
 
-def _video(grid: tuple[int, int, int], second_per_grid_ts: float) -> VideoInput:
-    return VideoInput("v.mp4", grid, second_per_grid_ts, grid[0] * grid[1] * grid[2] // 4)
+def _video(grid: tuple[int, int, int], second_per_grid_ts: float) -> MediaInput:
+    return MediaInput("v.mp4", grid, second_per_grid_ts, grid[0] * grid[1] * grid[2] // 4)
+
+
+def _image(grid: tuple[int, int, int]) -> MediaInput:
+    return MediaInput("i.png", grid, 1.0, grid[1] * grid[2] // 4, modality="image")
 
 
 # --- pure functions -------------------------------------------------------------------------
-def test_expand_video_tokens_repeats_each_placeholder_by_its_video_token_count():
-    assert expand_video_tokens([1, V, 2, V], V, [3, 2]) == [1, V, V, V, 2, V, V]
+def test_expand_media_tokens_repeats_each_placeholder_by_its_items_token_count():
+    # an image of grid (1, 2, 4) = 2 tokens before a video of (2, 2, 2) = 2 tokens, then a 3-token image
+    media = [_image((1, 2, 4)), _video((2, 2, 2), 1.0), _image((1, 2, 6))]
+    assert expand_media_tokens([1, I, 2, V, I], TOKENS, media) == [1, I, I, 2, V, V, I, I, I]
 
 
 def test_text_only_positions_count_up_on_all_three_axes():
-    assert mrope_positions([5, 6, 7], V, [], 2, 2).tolist() == [[0, 1, 2]] * 3
+    assert mrope_positions([5, 6, 7], TOKENS, [], 2, 2).tolist() == [[0, 1, 2]] * 3
 
 
 def test_text_after_a_video_resumes_after_its_largest_position_as_in_vllm():
@@ -41,7 +48,7 @@ def test_text_after_a_video_resumes_after_its_largest_position_as_in_vllm():
     #   t = 2 + [0,0,0,0,2,2,2,2], h = 2 + [0,0,1,1,0,0,1,1], w = 2 + [0,1,0,1,0,1,0,1]; max = 4 -> text at 5, 6.
     # (transformers 5.19 would put the text at 2 + max(2, 2) = 4, on top of the last frame's time.)
     tokens = [10, 11] + [V] * 8 + [12, 13]
-    assert mrope_positions(tokens, V, [_video((2, 4, 4), 1.0)], 2, 2).tolist() == [
+    assert mrope_positions(tokens, TOKENS, [_video((2, 4, 4), 1.0)], 2, 2).tolist() == [
         [0, 1, 2, 2, 2, 2, 4, 4, 4, 4, 5, 6],
         [0, 1, 2, 2, 3, 3, 2, 2, 3, 3, 5, 6],
         [0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 5, 6]]
@@ -49,23 +56,33 @@ def test_text_after_a_video_resumes_after_its_largest_position_as_in_vllm():
 
 def test_video_time_positions_are_truncated_like_vllms_integer_cast():
     # grid (4, 2, 2) -> 4 tokens of 1x1; 0.25 s per step x 2 tokens/s = 0.5: floor(0, .5, 1, 1.5) = 0, 0, 1, 1
-    assert mrope_positions([V] * 4 + [7], V, [_video((4, 2, 2), 0.25)], 2, 2).tolist() == [
+    assert mrope_positions([V] * 4 + [7], TOKENS, [_video((4, 2, 2), 0.25)], 2, 2).tolist() == [
         [0, 0, 1, 1, 2], [0, 0, 0, 0, 2], [0, 0, 0, 0, 2]]
 
 
 def test_positions_refuse_a_video_with_fewer_tokens_than_its_grid():
     with pytest.raises(ValueError, match="expected 8 consecutive video tokens"):
-        mrope_positions([1] + [V] * 7 + [2], V, [_video((2, 4, 4), 1.0)], 2, 2)
+        mrope_positions([1] + [V] * 7 + [2], TOKENS, [_video((2, 4, 4), 1.0)], 2, 2)
+
+
+def test_an_image_takes_one_time_step_and_text_resumes_after_its_largest_position():
+    # grid (1, 4, 6) patches -> (1, 2, 3) tokens starting at 1: t = 1, h = 1 + [0,0,0,1,1,1], w = 1 + [0,1,2,0,1,2];
+    # max = 3 -> the text after it at 4; the second image (1, 2, 2) -> 1 token at 5; text at 6
+    tokens = [10] + [I] * 6 + [11, I, 12]
+    assert mrope_positions(tokens, TOKENS, [_image((1, 4, 6)), _image((1, 2, 2))], 2, 2).tolist() == [
+        [0, 1, 1, 1, 1, 1, 1, 4, 5, 6],
+        [0, 1, 1, 1, 2, 2, 2, 4, 5, 6],
+        [0, 1, 2, 3, 1, 2, 3, 4, 5, 6]]
 
 
 def test_the_adapter_is_registered_for_qwen2_5_vl_and_keeps_the_tower_in_the_root_unit():
     adapter = adapter_for("qwen2_5_vl")
-    assert isinstance(adapter, Qwen2_5_VLAdapter) and adapter.fsdp_forward_methods == ("get_video_features",)
+    assert isinstance(adapter, Qwen2_5_VLAdapter) and adapter.fsdp_forward_methods == ("get_video_features", "get_image_features")
 
 
 def test_strip_media_removes_the_video_parts_of_a_prompt():
-    cfg = SimpleNamespace(video_token_id=V, vision_start_token_id=97, vision_end_token_id=98)
-    assert Qwen2_5_VLAdapter().strip_media(cfg, [1, 97, V, 98, 2]) == [1, 2]
+    cfg = SimpleNamespace(image_token_id=I, video_token_id=V, vision_start_token_id=96, vision_end_token_id=97)
+    assert Qwen2_5_VLAdapter().strip_media(cfg, [1, 96, V, 97, 2, 96, I, 97]) == [1, 2]
 
 
 # --- with the tiny model --------------------------------------------------------------------
@@ -104,8 +121,8 @@ def _rows(tiny, n: int = 3) -> Batch:
 
 def _with(batch: Batch, tiny, mode: str) -> Batch:
     adapter = Qwen2_5_VLAdapter()
-    rows = tiny.cache.row_inputs(batch["videos"], mode, "actor", lambda v: adapter.encode_video(tiny.model, v))
-    return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+    rows = tiny.cache.row_inputs(batch["videos"], mode, "actor", lambda v: adapter.encode(tiny.model, v))
+    return batch.union(Batch(objects={MEDIA_INPUTS: rows}))
 
 
 def test_model_inputs_expand_each_video_and_report_the_expanded_prompt_length(tiny):
@@ -121,8 +138,8 @@ def test_model_inputs_expand_each_video_and_report_the_expanded_prompt_length(ti
 
 
 def test_model_inputs_refuse_a_row_whose_placeholders_and_videos_differ(tiny):
-    batch = _rows(tiny, n=1).union(Batch(objects={VIDEO_INPUTS: [[], []]}))
-    with pytest.raises(ValueError, match="row 0: the prompt has 1 <|video_pad|> placeholders but 0 videos"):
+    batch = _rows(tiny, n=1).union(Batch(objects={MEDIA_INPUTS: [[], []]}))
+    with pytest.raises(ValueError, match="row 0: the prompt has 1 video placeholders but 0 videos"):
         Qwen2_5_VLAdapter().model_inputs(tiny.model, batch, 0, torch.device("cpu"))
 
 
@@ -171,7 +188,7 @@ def test_a_micro_batch_without_videos_still_gives_a_trainable_tower_gradients_of
     model, adapter = tiny.model, Qwen2_5_VLAdapter()
     text = adapter.strip_media(model.config, tiny.prompt)
     batch = _rows(tiny, n=1)
-    batch = Batch(batch.tensors, {"prompt_ids": [text, text], VIDEO_INPUTS: [[], []]})
+    batch = Batch(batch.tensors, {"prompt_ids": [text, text], MEDIA_INPUTS: [[], []]})
     with torch.no_grad():
         plain = response_logits(model, adapter, batch, 0, 1.0)  # no grad: no padding video
     model.zero_grad(set_to_none=True)
@@ -208,7 +225,7 @@ def test_trainer_log_probs_equal_vllms_for_sampled_tokens_from_embeddings_and_fr
     adapter, spec = Qwen2_5_VLAdapter(), SamplingSpec(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8)
     paths = [[tiny.videos["short"]], [tiny.videos["long"]]]
     for mode in ("embeds", "frames"):
-        media = tiny.cache.row_inputs(paths, mode, "actor", lambda v: adapter.encode_video(tiny.model, v))
+        media = tiny.cache.row_inputs(paths, mode, "actor", lambda v: adapter.encode(tiny.model, v))
         groups = rollout.generate([tiny.prompt] * 2, spec, seed=1, media=media)
         samples = [s for g in groups for s in g]
         width = max(len(s.token_ids) for s in samples)

@@ -167,7 +167,7 @@ def test_an_unusable_video_skips_its_rows_with_one_warning_naming_the_file(kind,
     assert cache.take_stats()["video/skipped"] == 1.0
 
 
-def test_with_strict_videos_an_unusable_video_is_an_error(tmp_path, clips):
+def test_with_strict_media_an_unusable_video_is_an_error(tmp_path, clips):
     cache = VisionCache(VideoSettings(8, 3136, 50176, strict=True))
     with pytest.raises(VideoError, match="empty"):
         cache.row_inputs([[_bad("zero_byte", tmp_path, clips)]], "pixels")
@@ -184,7 +184,7 @@ def test_settings_take_patching_from_the_model_and_normalisation_from_its_proces
 
 def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path):
     cfg = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.rollout.num_video_frames=32",
-                       "worker.rollout.cache_video_embeds=false", "data.strict_videos=true"])
+                       "worker.rollout.cache_video_embeds=false", "data.strict_media=true"])
     assert vision_cache_for(cfg, SimpleNamespace()) is None
     hf = SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
     cache = vision_cache_for(cfg, hf)

@@ -17,7 +17,7 @@ import torch
 
 from longrl.config import load_config
 from longrl.data.dataset import rows_to_batch
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS, Qwen2_5_VLAdapter
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter
 from longrl.models.vision_cache import VideoSettings, VisionCache
 from longrl.protocol import Batch
 from longrl.workers.rollout import SamplingSpec
@@ -106,7 +106,7 @@ def hf_greedy(model, prompt_ids: list[int], videos: list, max_tokens: int) -> li
     for _ in range(max_tokens):
         response = torch.tensor([out], dtype=torch.long).reshape(1, len(out))
         batch = Batch({"responses": response, "response_mask": torch.ones_like(response)},
-                      {"prompt_ids": [prompt_ids], VIDEO_INPUTS: [videos]})
+                      {"prompt_ids": [prompt_ids], MEDIA_INPUTS: [videos]})
         inputs, _ = adapter.model_inputs(model, batch, 0, torch.device("cpu"))
         with torch.no_grad():
             out.append(int(model(**inputs).logits[0, -1].argmax()))

@@ -15,7 +15,7 @@ import torch
 
 from longrl.data.synthetic_video import write_mp4
 from longrl.models.adapter import TextAdapter
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS, Qwen2_5_VLAdapter
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter
 from longrl.models.tiny import build_qwen2
 from longrl.models.tiny_vl import build_qwen2_5_vl
 from longrl.models.vision_cache import VideoSettings, VisionCache
@@ -150,8 +150,8 @@ def video(tmp_path_factory):
 def test_shared_prefix_log_probs_equal_the_full_sequence_path_for_video_rows(video, mode):
     adapter = Qwen2_5_VLAdapter()
     rows = video.cache.row_inputs(video.batch["videos"], mode, "actor",
-                                  lambda v: adapter.encode_video(video.model, v))
-    batch = video.batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+                                  lambda v: adapter.encode(video.model, v))
+    batch = video.batch.union(Batch(objects={MEDIA_INPUTS: rows}))
     with torch.no_grad():
         shared = shared_prefix_log_probs(video.model, adapter, batch, 0, TEMPERATURE, with_entropy=True)
         plain = _plain(video.model, adapter, batch)
@@ -175,8 +175,8 @@ def test_config_refuses_prefix_sharing_with_sequence_parallelism_or_packing_nami
 
 def test_video_rows_give_the_same_gradients_and_a_trainable_tower_without_videos_gets_zeros(video):
     adapter, model = Qwen2_5_VLAdapter(), video.model
-    rows = video.cache.row_inputs(video.batch["videos"], "pixels", "actor", lambda v: adapter.encode_video(model, v))
-    with_videos = video.batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+    rows = video.cache.row_inputs(video.batch["videos"], "pixels", "actor", lambda v: adapter.encode(model, v))
+    with_videos = video.batch.union(Batch(objects={MEDIA_INPUTS: rows}))
     text_only = with_videos.index([5, 5])  # no video in the micro-batch: the adapter adds a masked padding video
     for batch in (with_videos, text_only):
         grads = []

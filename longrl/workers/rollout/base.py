@@ -72,7 +72,7 @@ class RolloutEngine(Protocol):
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int) -> list[list[Sample]]:
         """`spec.n` samples per prompt, reproducible for a given seed.
 
-        Engines that take videos (vLLM) accept `media=`: per prompt, its VideoInputs
+        Engines that take videos (vLLM) accept `media=`: per prompt, its MediaInputs
         (longrl.models.vision_cache) in placeholder order, as embeddings or frames.
         """
 
