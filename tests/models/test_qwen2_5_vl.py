@@ -10,12 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from longrl.data.synthetic_video import write_mp4
 from longrl.models.adapter import adapter_for
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter, expand_media_tokens, mrope_positions
 from longrl.models.tiny_vl import build_qwen2_5_vl
-from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache
+from longrl.data.dataset import build_messages
+from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache, media_refs
 from longrl.protocol import Batch
 from longrl.workers.actor import response_log_probs, response_logits, token_log_probs
 
@@ -99,13 +101,22 @@ def tiny(tmp_path_factory):
     # merged spatial grid; 32 frames at 2 fps (16 s) sampled to 8: 4 s per step -> 0, 8, 16, 24, beyond it
     for name, frames, fps in (("short", 8, 8.0), ("long", 32, 2.0)):
         write_mp4(d / f"{name}.mp4", rng.integers(0, 256, (frames, 56, 56, 3), dtype=np.uint8), fps)
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "How many shapes?"}]}]
-    prompt = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                 add_special_tokens=False).input_ids
+    # images of 56x56 (grid 1x4x4: 4 tokens), 84x112 (1x6x8: 12) and 30x200 (smart_resize: 28x196, 1x2x14: 7)
+    images = {}
+    for name, (h, w) in {"square": (56, 56), "wide": (84, 112), "strip": (30, 200)}.items():
+        images[name] = str(d / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images[name])
+
+    def prompt(text: str, n_images: int = 0, n_videos: int = 0) -> list[int]:
+        rendered = tok.apply_chat_template(build_messages(text, n_images, n_videos), tokenize=False,
+                                           add_generation_prompt=True)
+        return tok(rendered, add_special_tokens=False).input_ids
+
     cache = VisionCache(VideoSettings.for_model(model_dir, model.config.vision_config, 8, 3136, 50176),
                         keep_frames=True)
-    return SimpleNamespace(dir=model_dir, model=model, tok=tok, prompt=prompt, cache=cache,
-                           videos={k: str(d / f"{k}.mp4") for k in ("short", "long")})
+    return SimpleNamespace(dir=model_dir, model=model, tok=tok, prompt=prompt("How many shapes?", 0, 1),
+                           cache=cache, videos={k: str(d / f"{k}.mp4") for k in ("short", "long")},
+                           images=images, make_prompt=prompt)
 
 
 def _rows(tiny, n: int = 3) -> Batch:
@@ -121,7 +132,7 @@ def _rows(tiny, n: int = 3) -> Batch:
 
 def _with(batch: Batch, tiny, mode: str) -> Batch:
     adapter = Qwen2_5_VLAdapter()
-    rows = tiny.cache.row_inputs(batch["videos"], mode, "actor", lambda v: adapter.encode(tiny.model, v))
+    rows = tiny.cache.row_inputs(media_refs(batch), mode, "actor", lambda v: adapter.encode(tiny.model, v))
     return batch.union(Batch(objects={MEDIA_INPUTS: rows}))
 
 
@@ -135,6 +146,38 @@ def test_model_inputs_expand_each_video_and_report_the_expanded_prompt_length(ti
     assert inputs["position_ids"].shape == (3, 2, len(tiny.prompt) + 21)
     assert inputs["pixel_values_videos"].shape == (2 * 64, 1176)
     assert inputs["video_grid_thw"].tolist() == [[4, 4, 4]] * 2
+
+
+def test_model_inputs_expand_images_and_a_video_in_prompt_order(tiny):
+    # an image, a video, then two images: 4 + 16 + 12 + 7 tokens where 4 placeholders stood
+    prompt = tiny.make_prompt("<image> and <video>: how many? <image><image>", 3, 1)
+    responses = torch.tensor([[5, 6, 7]])
+    batch = Batch({"responses": responses, "response_mask": torch.ones_like(responses)},
+                  {"prompt_ids": [prompt], "images": [[tiny.images[k] for k in ("square", "wide", "strip")]],
+                   "videos": [[tiny.videos["short"]]]})
+    inputs, prompt_lens = Qwen2_5_VLAdapter().model_inputs(tiny.model, _with(batch, tiny, "pixels"), 0,
+                                                           torch.device("cpu"))
+    cfg = tiny.model.config
+    ids = inputs["input_ids"][0].tolist()
+    assert prompt_lens.tolist() == [len(prompt) + 3 + 15 + 11 + 6]
+    assert ids.count(cfg.image_token_id) == 23 and ids.count(cfg.video_token_id) == 16
+    first = ids.index(cfg.image_token_id)
+    assert ids[first: first + 4] == [cfg.image_token_id] * 4 and ids[first + 4] == cfg.vision_end_token_id
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 6, 8], [1, 2, 14]]
+    assert inputs["pixel_values"].shape == (16 + 48 + 28, 1176) and inputs["video_grid_thw"].tolist() == [[4, 4, 4]]
+
+
+def test_log_probs_with_images_from_cached_embeddings_equal_those_from_pixels(tiny):
+    prompts = [tiny.make_prompt("How many?", 1), tiny.make_prompt("<image> or <image> or <image>?", 3),
+               tiny.make_prompt("<image> then <video>?", 1, 1)]
+    images = [[tiny.images["wide"]], [tiny.images[k] for k in ("square", "wide", "strip")], [tiny.images["strip"]]]
+    responses = torch.randint(0, 300, (3, 5), generator=torch.Generator().manual_seed(1))
+    batch = Batch({"responses": responses, "response_mask": torch.ones_like(responses)},
+                  {"prompt_ids": prompts, "images": images, "videos": [[], [], [tiny.videos["long"]]]})
+    adapter = Qwen2_5_VLAdapter()
+    from_pixels = response_log_probs(tiny.model, adapter, _with(batch, tiny, "pixels"), 0, 1.0, 3)
+    from_embeds = response_log_probs(tiny.model, adapter, _with(batch, tiny, "embeds"), 0, 1.0, 3)
+    assert (from_pixels - from_embeds).abs().max() < 1e-4
 
 
 def test_model_inputs_refuse_a_row_whose_placeholders_and_videos_differ(tiny):
@@ -210,18 +253,26 @@ def test_vllm_request_checks_that_vllm_expands_videos_as_the_trainer_does():
 
 
 # --- against vLLM ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(tiny):
+    """One in-process vLLM engine of the tiny model for the tests below (up to 3 images per prompt)."""
+    from longrl.config import RolloutConfig
+    from longrl.workers.rollout.vllm import VLLMRollout
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # the plugin's discovery edits it
+        patch.setattr(sys, "path", list(sys.path))
+        yield VLLMRollout(str(tiny.dir), RolloutConfig(dtype="fp32", seed=0, limit_images=3), max_model_len=512)
+
+
 @pytest.mark.e2e
-def test_trainer_log_probs_equal_vllms_for_sampled_tokens_from_embeddings_and_from_frames(tiny, monkeypatch):
+def test_trainer_log_probs_equal_vllms_for_sampled_tokens_from_embeddings_and_from_frames(tiny, engine):
     """VLLMRollout fed cached embeddings or frames samples tokens whose log-probs the adapter reproduces,
     including a video whose time span exceeds its spatial span; and vLLM's own M-RoPE code gives our
     positions on random grids."""
-    from longrl.config import RolloutConfig
     from longrl.workers.rollout import SamplingSpec
-    from longrl.workers.rollout.vllm import VLLMRollout
 
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # restored after the test
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    rollout = VLLMRollout(str(tiny.dir), RolloutConfig(dtype="fp32", seed=0), max_model_len=512)
+    rollout = engine
     adapter, spec = Qwen2_5_VLAdapter(), SamplingSpec(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8)
     paths = [[tiny.videos["short"]], [tiny.videos["long"]]]
     for mode in ("embeds", "frames"):
@@ -256,4 +307,59 @@ def test_trainer_log_probs_equal_vllms_for_sampled_tokens_from_embeddings_and_fr
                 "second_per_grid_ts": SimpleNamespace(data=torch.tensor(v.second_per_grid_ts, dtype=torch.float32))}))
             tokens += [V] * v.num_tokens + [2] * rand.randint(1, 3)
         expected, _ = VllmQwen.get_mrope_input_positions(fake, tokens, features)
-        assert torch.equal(mrope_positions(tokens, V, videos, 2, 2), expected.long())
+        assert torch.equal(mrope_positions(tokens, TOKENS, videos, 2, 2), expected.long())
+
+
+@pytest.mark.e2e
+def test_trainer_log_probs_equal_vllms_for_image_prompts_from_embeddings_and_from_pixels(tiny, engine):
+    """One image, three images, and an image plus a video in one prompt: vLLM fed cached embeddings or
+    the (resized) pixels samples tokens whose log-probs the adapter reproduces from pixels and from embeddings;
+    and vLLM's own M-RoPE code gives our positions on random mixes of images and videos."""
+    from longrl.workers.rollout import SamplingSpec
+
+    rollout = engine
+    adapter, spec = Qwen2_5_VLAdapter(), SamplingSpec(n=2, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8)
+    prompts = [tiny.make_prompt("How many shapes?", 1), tiny.make_prompt("<image> or <image> or <image>?", 3),
+               tiny.make_prompt("<image> then <video>?", 1, 1)]
+    images = [[tiny.images["wide"]], [tiny.images[k] for k in ("square", "wide", "strip")], [tiny.images["strip"]]]
+    videos = [[], [], [tiny.videos["long"]]]
+    refs = media_refs(Batch(objects={"images": images, "videos": videos}))
+    for mode in ("embeds", "frames"):
+        media = tiny.cache.row_inputs(refs, mode, "actor", lambda v: adapter.encode(tiny.model, v))
+        samples = [s for g in rollout.generate(prompts, spec, seed=2, media=media) for s in g]
+        width = max(len(s.token_ids) for s in samples)
+        responses = torch.zeros((6, width), dtype=torch.long)
+        mask, vllm_lp = torch.zeros_like(responses), torch.zeros((6, width))
+        for i, s in enumerate(samples):
+            responses[i, : len(s.token_ids)], mask[i, : len(s.token_ids)] = torch.tensor(s.token_ids), 1
+            vllm_lp[i, : len(s.token_ids)] = torch.tensor(s.log_probs)
+        batch = Batch({"responses": responses, "response_mask": mask},
+                      {"prompt_ids": [p for p in prompts for _ in range(2)],
+                       "images": [r for r in images for _ in range(2)], "videos": [r for r in videos for _ in range(2)]})
+        from_pixels = response_log_probs(tiny.model, adapter, _with(batch, tiny, "pixels"), 0, 1.0, 6)
+        from_embeds = response_log_probs(tiny.model, adapter, _with(batch, tiny, "embeds"), 0, 1.0, 6)
+        valid = mask.bool()
+        for row in range(6):  # every prompt kind on its own: one image, three images, image + video
+            assert (from_pixels - vllm_lp)[row][valid[row]].abs().max() < 1e-3, (mode, row)
+        assert (from_pixels - from_embeds)[valid].abs().max() < 1e-4, mode
+
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration as VllmQwen
+
+    config = SimpleNamespace(vision_config=SimpleNamespace(spatial_merge_size=2, tokens_per_second=2))
+    fake = SimpleNamespace(config=config)
+    fake.iter_mm_grid_thw = lambda features: VllmQwen.iter_mm_grid_thw(fake, features)
+    rand = random.Random(1)
+    for _ in range(50):
+        items = [_image((1, 2 * rand.randint(1, 4), 2 * rand.randint(1, 4))) if rand.random() < 0.5 else
+                 _video((rand.randint(1, 6), 2 * rand.randint(1, 4), 2 * rand.randint(1, 4)),
+                        float(np.float32(rand.choice([0.25, 0.5, 1 / 3, 2.0, 0.7])))) for _ in range(rand.randint(1, 4))]
+        tokens, features = [1] * rand.randint(0, 3), []
+        for m in items:
+            data = ({"image_grid_thw": SimpleNamespace(data=torch.tensor(m.grid_thw))} if m.modality == "image" else
+                    {"video_grid_thw": SimpleNamespace(data=torch.tensor(m.grid_thw)),
+                     "second_per_grid_ts": SimpleNamespace(data=torch.tensor(m.second_per_grid_ts, dtype=torch.float32))})
+            features.append(SimpleNamespace(modality=m.modality, mm_position=SimpleNamespace(offset=len(tokens)),
+                                            data=data))
+            tokens += [TOKENS[m.modality]] * m.num_tokens + [2] * rand.randint(1, 3)
+        expected, _ = VllmQwen.get_mrope_input_positions(fake, tokens, features)
+        assert torch.equal(mrope_positions(tokens, TOKENS, items, 2, 2), expected.long())

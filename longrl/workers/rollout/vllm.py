@@ -84,27 +84,31 @@ def _load_video_plugin() -> None:
 def _request(prompt: list[int], media: Sequence[MediaInput]) -> dict:
     """A vLLM prompt: token ids with one placeholder per image and per video, which vLLM expands.
 
-    Cached embeddings go in as `image_embeds` / `video_embeds` (with grid and timing, which fix the
-    M-RoPE positions); otherwise the image or frames, already resized to the grid so vLLM's resize
-    keeps them. vLLM matches each modality's items to its placeholders in order.
+    Cached embeddings go in as one dict per modality, `image_embeds` / `video_embeds` concatenated over
+    its items with a grid row each (and timing for videos), which fix the M-RoPE positions; otherwise
+    the images or frames, already resized to the grid so vLLM's resize keeps them. vLLM matches each
+    modality's items to its placeholders in order.
     """
     if not media:
         return {"prompt_token_ids": prompt}
-    data: dict[str, list[object]] = {}
-    for m in media:
-        if m.embeds is not None and m.modality == "image":
-            item: object = {"image_embeds": m.embeds, "image_grid_thw": torch.tensor([m.grid_thw])}
-        elif m.embeds is not None:
-            item = {"video_embeds": m.embeds, "video_grid_thw": torch.tensor([m.grid_thw]),
-                    "second_per_grid_ts": torch.tensor([m.second_per_grid_ts], dtype=torch.float32)}
-        elif m.modality == "image":
+    data: dict[str, object] = {}
+    for modality in ("image", "video"):
+        items = [m for m in media if m.modality == modality]
+        if not items:
+            continue
+        if items[0].embeds is not None:
+            embeds = {f"{modality}_embeds": torch.cat([m.embeds for m in items]),
+                      f"{modality}_grid_thw": torch.tensor([m.grid_thw for m in items])}
+            if modality == "video":
+                embeds["second_per_grid_ts"] = torch.tensor([m.second_per_grid_ts for m in items], dtype=torch.float32)
+            data[modality] = embeds
+        elif modality == "image":
             from PIL import Image
 
-            item = Image.fromarray(m.image)
+            data[modality] = [Image.fromarray(m.image) for m in items]
         else:
-            item = (m.frames.frames, video_metadata(m.frames))
-        data.setdefault(m.modality, []).append(item)
-    return {"prompt_token_ids": prompt, "multi_modal_data": {k: v[0] if len(v) == 1 else v for k, v in data.items()}}
+            data[modality] = [(m.frames.frames, video_metadata(m.frames)) for m in items]
+    return {"prompt_token_ids": prompt, "multi_modal_data": data}
 
 
 def _check_expansion(prompt: list[int], media: Sequence[MediaInput], expanded: list[int]) -> None:
