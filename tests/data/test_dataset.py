@@ -232,3 +232,50 @@ def test_validation_batches_cover_every_row_once_in_order(tmp_path, tokenizer):
     ds = dataset(write_jsonl(tmp_path / "t.jsonl", ROWS), tokenizer)
     assert [rows_of(b) for b in validation_batches(ds, 2)] == [[0, 1], [2]]
     assert [rows_of(b) for b in validation_batches(ds, -1)] == [[0, 1, 2]]
+
+
+# ---- images ----------------------------------------------------------------------------------
+def _png_bytes(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TYPES = "{{ messages[0]['content'] | map(attribute='type') | join(',') }}"
+
+
+def test_a_geometry3k_style_parquet_of_decoded_images_gives_bytes_refs_and_placeholders_in_place(tmp_path,
+                                                                                                 tokenizer):
+    # geometry3k stores `images` as a list of HF Image features and puts <image> in the problem text
+    features = datasets.Features({"problem": datasets.Value("string"), "answer": datasets.Value("string"),
+                                  "images": datasets.Sequence(datasets.Image())})
+    rows = {"problem": ["<image>Find x. Compare with <image>."], "answer": ["3"],
+            "images": [[{"bytes": _png_bytes((255, 0, 0)), "path": "a.png"},
+                        {"bytes": _png_bytes((0, 0, 255)), "path": "b.png"}]]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "geo.parquet"))
+    item = dataset(tmp_path / "geo.parquet", tokenizer, override_chat_template=TYPES)[0]
+    assert item["prompt_text"] == "image,text,image,text"
+    assert [ref["path"] for ref in item["images"]] == ["a.png", "b.png"]
+    assert item["images"][0]["bytes"] == _png_bytes((255, 0, 0))
+
+
+def test_images_given_as_a_path_a_list_and_a_path_dict_resolve_against_image_dir(tmp_path, tokenizer):
+    rows = [{"problem": "A?", "answer": "1", "images": "a.png"},
+            {"problem": "B?", "answer": "2", "images": ["a.png", "/abs/b.png"]}]
+    ds = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer, image_dir="/imgs", override_chat_template=TYPES)
+    assert ds[0]["images"] == ["/imgs/a.png"] and ds[1]["images"] == ["/imgs/a.png", "/abs/b.png"]
+    assert ds[1]["prompt_text"] == "image,image,text"
+    rows = [{"problem": "C?", "answer": "3", "images": [{"bytes": None, "path": "c.png"}]}]
+    ds = dataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer, image_dir="/imgs", override_chat_template=TYPES)
+    assert ds[0]["images"] == [{"bytes": None, "path": "/imgs/c.png"}]
+
+
+def test_an_image_and_a_video_in_one_prompt_keep_their_placeholder_order(tmp_path, tokenizer):
+    rows = [{"problem": "<video> then <image>?", "answer": "A", "images": ["i.png"], "videos": ["v.mp4"]}]
+    item = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer, override_chat_template=TYPES)[0]
+    assert item["prompt_text"] == "video,text,image,text"
+    assert item["images"] == [str(tmp_path / "i.png")] and item["videos"] == [str(tmp_path / "v.mp4")]
