@@ -261,6 +261,35 @@ class RLDataset(torch.utils.data.Dataset):
         return items
 
 
+def check_media(dataset: RLDataset, model_path: str, limits: dict[str, int] | None = None,
+                key: str = "data.train_files") -> None:
+    """Refuse, before any worker starts, images or videos the model or the rollout engine cannot take.
+
+    `limits`: the engine's items per prompt by column ({"images": worker.rollout.limit_images, ...}).
+    """
+    import json
+
+    config = Path(model_path) / "config.json"
+    vision = config.is_file() and "vision_config" in json.loads(config.read_text())
+    problems = []
+    for column, option in (("images", "data.image_key"), ("videos", "data.video_key")):
+        counts = [len(item.get(column) or ()) for item in dataset.items]
+        most = max(counts, default=0)
+        if not most:
+            continue
+        rows = sum(1 for n in counts if n)
+        if config.is_file() and not vision:
+            problems.append(f"{key} has {rows} rows with {column} but worker.actor.model.model_path={model_path!r} is "
+                            f"a text-only model (its config.json has no vision_config): its {column} would be "
+                            f"dropped; use a vision-language model, or point {option} at a field the rows lack")
+        limit_key = f"worker.rollout.limit_{column}"
+        if limits is not None and most > limits[column]:
+            problems.append(f"{key} has a row with {most} {column} but {limit_key}={limits[column]}: the "
+                            f"rollout engine would refuse it; set {limit_key}={most}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 # ---------------------------------------------------------------------------------------------
 # batches
 # ---------------------------------------------------------------------------------------------

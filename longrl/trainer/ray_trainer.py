@@ -25,7 +25,7 @@ from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
-from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
+from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
 from longrl.models.vision_cache import reduce_video_stats
 from longrl.protocol import Batch
@@ -46,6 +46,10 @@ class RayTrainer:
         self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
         self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files") \
             if cfg.data.val_files else None
+        limits = {"images": cfg.worker.rollout.limit_images, "videos": cfg.worker.rollout.limit_videos}
+        for data, key in ((self.train_set, "data.train_files"), (self.val_set, "data.val_files")):
+            if data is not None:
+                check_media(data, model.model_path, limits, key)
         prompts_per_round = cfg.data.mini_rollout_batch_size or cfg.data.rollout_batch_size
         self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from longrl.config import Config, ConfigError, dp_size, load_config, to_dict, world_size
-from longrl.data.dataset import PromptLoader, RLDataset, rows_to_batch
+from longrl.data.dataset import PromptLoader, RLDataset, check_media, rows_to_batch
 from longrl.eval.answers import reference_answer
 from longrl.protocol import Batch
 
@@ -149,10 +149,14 @@ class SFTTrainer:
         self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
-        self.train_items = with_targets(RLDataset(cfg.data.train_files, cfg.data, self.tokenizer), cfg, self.tokenizer)
-        self.val_items = with_targets(RLDataset(cfg.data.val_files, cfg.data, self.tokenizer,
-                                                config_key="data.val_files"), cfg, self.tokenizer,
-                                      "data.val_files") if cfg.data.val_files else None
+        train = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
+        check_media(train, model.model_path)  # SFT needs no rollout engine: only the model's own limits
+        self.train_items = with_targets(train, cfg, self.tokenizer)
+        self.val_items = None
+        if cfg.data.val_files:
+            val = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files")
+            check_media(val, model.model_path, key="data.val_files")
+            self.val_items = with_targets(val, cfg, self.tokenizer, "data.val_files")
         rows = cfg.worker.actor.global_batch_size
         self.loader = PromptLoader(self.train_items, rows, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * self.loader.steps_per_epoch

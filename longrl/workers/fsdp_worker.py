@@ -280,6 +280,10 @@ class HybridWorker:
         if self.vision is None or not has_media(prompts):
             return prompts, None
         rows = self._video_rows(prompts, "rollout")
+        for i in (i for i, row in enumerate(rows) if row is None):
+            where = f"data row {prompts['row'][i]}" if "row" in prompts else f"prompt {i}"
+            logger.warning("skipping %s: its %s cannot be used (see the warning above; data.strict_media=true "
+                           "makes this an error)", where, describe_media(prompts, i))
         limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
             length = len(ids) + sum(v.num_tokens - 1 for v in row or ())

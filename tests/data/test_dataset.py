@@ -279,3 +279,20 @@ def test_an_image_and_a_video_in_one_prompt_keep_their_placeholder_order(tmp_pat
     item = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer, override_chat_template=TYPES)[0]
     assert item["prompt_text"] == "video,text,image,text"
     assert item["images"] == [str(tmp_path / "i.png")] and item["videos"] == [str(tmp_path / "v.mp4")]
+
+
+def test_check_media_refuses_images_for_a_text_only_model_and_more_images_than_the_engine_takes(tmp_path,
+                                                                                               tokenizer):
+    from longrl.data.dataset import check_media
+
+    rows = [{"problem": "A?", "answer": "1", "images": ["a.png", "b.png"]}, {"problem": "B?", "answer": "2"}]
+    ds = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    with pytest.raises(ConfigError, match=r"1 rows with images but .* is a text-only model .*no vision_config"):
+        check_media(ds, str(tmp_path / "text"))
+    (tmp_path / "vl").mkdir()
+    (tmp_path / "vl" / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl", "vision_config": {}}))
+    check_media(ds, str(tmp_path / "vl"), {"images": 2, "videos": 1})
+    with pytest.raises(ConfigError, match="a row with 2 images but worker.rollout.limit_images=1.*limit_images=2"):
+        check_media(ds, str(tmp_path / "vl"), {"images": 1, "videos": 1})
