@@ -43,6 +43,8 @@ class Question:
     problem_type: str = "all"
     category: str | None = None
     options: list[str] | None = None
+    images: list = dataclasses.field(default_factory=list)
+    """Image paths or {"bytes", "path"} dicts, in placeholder order."""
 
 
 @dataclasses.dataclass
@@ -58,6 +60,7 @@ Generate = Callable[[list[Question]], list[Generation]]
 
 def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = None, format_prompt: str | None = None,
                    prompt_key: str = "problem", answer_key: str = "answer", video_key: str = "videos",
+                   image_key: str = "images", image_dir: str | None = None,
                    max_prompt_length: int = 1 << 20, limit: int | None = None) -> list[Question]:
     """The questions of `data_path` (jsonl/json/parquet file, directory, or `name@split`), prompts rendered
     with the format prompt and the chat template exactly as training renders them (RLDataset)."""
@@ -65,7 +68,8 @@ def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = No
 
     data_path = split_file(data_path)
     cfg = DataConfig(train_files=data_path, prompt_key=prompt_key, answer_key=answer_key, video_key=video_key,
-                     video_dir=video_dir, format_prompt=format_prompt, max_prompt_length=max_prompt_length)
+                     video_dir=video_dir, image_key=image_key, image_dir=image_dir, format_prompt=format_prompt,
+                     max_prompt_length=max_prompt_length)
     data = RLDataset(data_path, cfg, tokenizer, config_key="--data-path")
     questions, seen = [], set()
     for item in data.items[:limit]:
@@ -78,7 +82,7 @@ def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = No
         options = row.get("options")
         questions.append(Question(qid, item["prompt_ids"], item["ground_truth"], item.get("videos", []),
                                   str(row.get("problem_type") or "all"), row.get("category"),
-                                  list(options) if options else None))
+                                  list(options) if options else None, item.get("images", [])))
     return questions
 
 
