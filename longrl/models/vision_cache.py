@@ -268,8 +268,8 @@ class VisionCache:
         hits.subtract(v.modality for v in missing)
         for modality, n in hits.items():
             self._stats[f"{modality}/embed_hits"] += n
-        start = time.perf_counter()
         for item in missing:
+            start = time.perf_counter()
             embeds = encode(self._with_pixels(item)).detach().to("cpu")
             if embeds.shape[0] != item.num_tokens:
                 raise AssertionError(f"{item.path}: the tower gave {embeds.shape[0]} embeddings for "
@@ -278,11 +278,12 @@ class VisionCache:
             if not self.keep_pixels:
                 self._items[item.key] = dataclasses.replace(item, pixel_values=None)
             self._stats[f"{item.modality}/encoded"] += 1
+            self._stats[f"{item.modality}/encode_s"] += time.perf_counter() - start
+        start = time.perf_counter()
         for _ in range(calls - len(missing)):
             encode(self.dummy_video())
-        elapsed = time.perf_counter() - start
-        for modality in {v.modality for v in missing}:
-            self._stats[f"{modality}/encode_s"] += elapsed
+        if calls > len(missing):
+            self._stats["video/encode_s"] += time.perf_counter() - start  # padding videos keep ranks in step
 
     def _as(self, item: MediaInput, mode: Mode, tower: str) -> MediaInput:
         if mode == "embeds":
