@@ -70,8 +70,8 @@ def test_video_sft_checkpoint_merges_and_evaluates_with_a_broken_video_named(tmp
         totals = {k: sum(line.get(k, 0) for line in epoch) for k in ("video/skipped", "video/decoded", "image/decoded")}
         assert totals == {"video/skipped": 1, "video/decoded": 7, "image/decoded": 8}
     assert lines[2]["actor/sft_loss"] + lines[3]["actor/sft_loss"] < lines[0]["actor/sft_loss"] + lines[1]["actor/sft_loss"]
-    run("scripts/model_merger.py", "--local_dir", str(out / "global_step_2" / "actor"))
-    merged = out / "global_step_2" / "actor" / "huggingface"
+    run("scripts/model_merger.py", "--local_dir", str(out / "global_step_4" / "actor"))
+    merged = out / "global_step_4" / "actor" / "huggingface"
     assert (merged / "video_preprocessor_config.json").is_file()  # vLLM reads the frame size bounds from it
     assert (merged / "preprocessor_config.json").is_file()  # ... and the image size bounds from this one
     run("eval/eval.py", "--model-path", str(merged), "--data-path", f"{data}@test", "--output-dir",
