@@ -18,7 +18,7 @@ from longrl.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("actor", "critic", "reward", "rollout", "response_length", "video", "perf", "timing_s", "val")
+GROUPS = ("actor", "critic", "reward", "rollout", "response_length", "video", "image", "perf", "timing_s", "val")
 METRICS_FILE = "metrics.jsonl"
 GENERATIONS_FILE = "generations.jsonl"
 

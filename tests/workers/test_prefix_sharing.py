@@ -143,7 +143,7 @@ def video(tmp_path_factory):
     videos = [[str(d / "short.mp4")]] * 3 + [[str(d / "long.mp4")]] * 2 + [[]]
     # two videos x n responses of different lengths, and a row that lost its video (text only)
     batch = _batch([prompt] * 5 + [text_prompt], [5, 2, 4, 6, 3, 4], seed=2, videos=videos)
-    return SimpleNamespace(model=model, cache=cache, batch=batch)
+    return SimpleNamespace(model=model, cache=cache, batch=batch, tok=tok)
 
 
 @pytest.mark.parametrize("mode", ["embeds", "pixels"])
@@ -157,6 +157,34 @@ def test_shared_prefix_log_probs_equal_the_full_sequence_path_for_video_rows(vid
         plain = _plain(video.model, adapter, batch)
     _assert_same(shared, plain, batch["response_mask"])
     assert shared[0][3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["embeds", "pixels"])
+def test_shared_prefix_log_probs_equal_the_full_sequence_path_for_image_rows(video, tmp_path, mode):
+    from PIL import Image
+
+    from longrl.data.dataset import build_messages
+    from longrl.models.vision_cache import media_refs
+
+    tok = video.tok
+    for name, (h, w) in {"a": (56, 84), "b": (28, 56)}.items():
+        Image.fromarray(np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    prompts = [tok(tok.apply_chat_template(build_messages(text, n, v), tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False).input_ids
+               for text, n, v in (("How many?", 1, 0), ("<image> or <image>?", 2, 0), ("<video> <image>", 1, 1))]
+    images = [[str(tmp_path / "a.png")], [str(tmp_path / "b.png"), str(tmp_path / "a.png")], [str(tmp_path / "b.png")]]
+    videos = [[], [], [video.batch["videos"][0][0]]]
+    batch = _batch([prompts[i] for i in (0, 0, 1, 1, 2, 2)], [5, 2, 4, 6, 3, 4], seed=3,
+                   images=[images[i] for i in (0, 0, 1, 1, 2, 2)], videos=[videos[i] for i in (0, 0, 1, 1, 2, 2)])
+    adapter = Qwen2_5_VLAdapter()
+    rows = video.cache.row_inputs(media_refs(batch), mode, "actor", lambda v: adapter.encode(video.model, v))
+    batch = batch.union(Batch(objects={MEDIA_INPUTS: rows}))
+    with torch.no_grad():
+        shared = shared_prefix_log_probs(video.model, adapter, batch, 0, TEMPERATURE, with_entropy=True)
+        plain = _plain(video.model, adapter, batch)
+    mask = batch["response_mask"]
+    for got, want in zip(shared, plain):  # entropies reach ~5: 1e-5 relative is float32 summation order
+        torch.testing.assert_close(got * mask, want * mask, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("override", ["worker.actor.ulysses_size=2", "worker.actor.padding_free=true"])
