@@ -35,6 +35,7 @@ from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_al
 
 NAME = "longrl_ulysses"
 _ACTIVE: list[SPGroup] = []  # the SP group of the innermost `ulysses_attention` block
+_PREVIOUS: list[str] = []  # the attention implementation each `ulysses_attention` block replaced
 
 
 def kv_repeat_factor(num_heads: int, num_kv_heads: int, sp_size: int) -> int:
@@ -151,11 +152,32 @@ def ulysses_attention(model: torch.nn.Module, sp: SPGroup) -> Iterator[torch.nn.
     previous = config._attn_implementation
     config._attn_implementation = NAME
     _ACTIVE.append(sp)
+    _PREVIOUS.append(previous)
     try:
         yield model
     finally:
         _ACTIVE.pop()
+        _PREVIOUS.pop()
         config._attn_implementation = previous
+
+
+@contextmanager
+def own_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The decoder's own attention inside the block, also within a `ulysses_attention` block.
+
+    For KV-cached forwards (prompt prefix sharing, sp = 1): the Ulysses kernel is causal over q = k
+    positions and takes no mask, so a continuation whose keys include a cached prefix would attend
+    to the wrong keys.
+    """
+    config = model.config.get_text_config(decoder=True)
+    if config._attn_implementation != NAME:
+        yield model
+        return
+    config._attn_implementation = _PREVIOUS[-1]
+    try:
+        yield model
+    finally:
+        config._attn_implementation = NAME
 
 
 # ---- the forward passes of the actor, the reference and the critic ---------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 from longrl.data.image import image_name
 from longrl.models.adapter import TextAdapter
 from longrl.models.vision_cache import media_refs
-from longrl.models.ulysses_attention import split_media
+from longrl.models.ulysses_attention import own_attention, split_media
 from longrl.protocol import Batch
 
 
@@ -50,6 +50,12 @@ def shared_prefix_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch:
         raise ValueError("worker.actor.share_prompt_prefix=true cannot run a pass with gradients under gradient "
                          "checkpointing (the checkpointed layers drop the shared KV cache); set "
                          "worker.actor.model.enable_gradient_checkpointing=false or share_prompt_prefix=false")
+    with own_attention(model):  # inside the update's ulysses_attention block too: its kernel takes no KV cache
+        return _log_probs(model, adapter, batch, pad_id, temperature, with_entropy)
+
+
+def _log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int, temperature: float,
+               with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     device = next(model.parameters()).device
     groups = prompt_groups(batch)
     lengths = batch["response_mask"].sum(-1)

@@ -219,3 +219,20 @@ def test_video_rows_give_the_same_gradients_and_a_trainable_tower_without_videos
         assert sorted(grads[0]) == sorted(grads[1]) and any("visual" in n for n in grads[0])
         _assert_close_relative(grads[1], grads[0])
     assert all(not g.any() for n, g in grads[1].items() if "visual" in n)  # the text-only batch's tower
+
+
+def test_inside_the_updates_ulysses_block_shared_prefix_log_probs_still_equal_the_plain_ones(video):
+    # the update runs its micro-batches inside `ulysses_attention` (sp = 1 here); that kernel is causal over
+    # q = k positions with no mask, so a KV-cached continuation run through it attends to the wrong keys
+    # (seen as actor/kl_loss 2.7 and ppo_kl 1.6 at step 1 of examples/cpu/qwen2_5_vl_video_grpo.sh)
+    from longrl.models.ulysses_attention import ulysses_attention
+    from longrl.workers.actor import NO_SP
+
+    adapter = Qwen2_5_VLAdapter()
+    rows = video.cache.row_inputs(video.batch["videos"], "embeds", "actor", lambda v: adapter.encode(video.model, v))
+    batch = video.batch.union(Batch(objects={MEDIA_INPUTS: rows}))
+    with torch.no_grad():
+        plain = _plain(video.model, adapter, batch)
+        with ulysses_attention(video.model, NO_SP):
+            shared = shared_prefix_log_probs(video.model, adapter, batch, 0, TEMPERATURE, with_entropy=True)
+    _assert_same(shared, plain, batch["response_mask"])
