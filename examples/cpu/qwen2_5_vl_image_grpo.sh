@@ -27,6 +27,7 @@ multi=()
     worker.actor.model.model_path="$MODEL_PATH" \
     worker.rollout.limit_images=2 \
     worker.rollout.limit_videos=0 \
+    worker.actor.share_prompt_prefix=true \
     trainer.experiment_name=qwen2_5_vl_image_grpo_cpu \
     trainer.save_checkpoint_path=runs/qwen2_5_vl_image_grpo \
     "$@"
