@@ -32,7 +32,6 @@ import torch
 
 from longrl.config import Config
 from longrl.data.video import CLIP_MEAN, CLIP_STD, VideoFrames, load_video_or_none, preprocess_video
-from longrl.parallel.device import device
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +113,9 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
 
 def max_over_ranks(value: int) -> int:
     """The largest `value` over all ranks (a collective; `value` itself outside a process group)."""
-    import torch.distributed as dist
+    from longrl.parallel.collectives import all_reduce_scalar
 
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], device=device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return int(all_reduce_scalar(value, "max"))
 
 
 def _resized_frames(video: VideoFrames, height: int, width: int) -> VideoFrames:
