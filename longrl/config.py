@@ -323,6 +323,9 @@ class TrainerConfig:
     """Workers per node (GPUs, or CPU slots on CPU runs)."""
     ray_address: str | None = None
     """Attach to this running Ray cluster (or RAY_ADDRESS); None starts a local one."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """Where the workers train: auto = cuda when the Ray cluster has GPUs (not the driver's own GPUs: a
+    CPU-only head node drives GPU workers); cuda on a cluster without GPUs is an error."""
     critic_warmup: int = 0
     """Steps that update only the critic."""
     val_freq: int = -1

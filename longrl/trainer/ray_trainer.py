@@ -24,10 +24,11 @@ from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_
                                groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, to_dict, world_size
-from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
+from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
 from longrl.logging import Tracker, reduce_metrics
 from longrl.models.vision_cache import reduce_video_stats
+from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
 from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.workers.fsdp_worker import HybridWorker
@@ -64,12 +65,12 @@ class RayTrainer:
     # ---- setup / teardown -------------------------------------------------------------------
     def start_workers(self) -> None:
         cfg = self.cfg
-        use_gpu = torch.cuda.is_available()
-        init_ray(cfg.trainer.ray_address, num_cpus=None if use_gpu else world_size(cfg) + 2)
+        use_gpu = init_cluster(cfg.trainer.ray_address, cfg.trainer.device, world_size(cfg))
         pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, use_gpu)
         threads = max(1, (os.cpu_count() or 1) // cfg.trainer.n_gpus_per_node)
-        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb),
-               "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+        env = {DEVICE_ENV: "cuda" if use_gpu else "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+               "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb), "OMP_NUM_THREADS": str(threads),
+               "TOKENIZERS_PARALLELISM": "false",
                # glibc malloc maps and unmaps the KV cache at every decode step without these (DESIGN.md)
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
         self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
