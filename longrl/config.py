@@ -160,7 +160,8 @@ class FSDPConfig:
     enable_rank0_init: bool = False
     """Accepted for EasyR1 compatibility: every rank reads the checkpoint and keeps only its own shard."""
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
-    """Parameter dtype while training; None = fp32 for the actor, bf16 for the reference."""
+    """Parameter dtype while training; None = fp32 for the actor and the critic, bf16 for the reference on GPU
+    (fp32 on CPU)."""
     mp_param_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
     """Mixed-precision compute dtype on GPU (ignored on CPU, where compute follows torch_dtype)."""
 

@@ -89,6 +89,12 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def param_dtype(configured: str | None, gpu_default: str) -> torch.dtype:
+    """A role's parameter dtype: as configured, else `gpu_default` on GPU and fp32 on CPU (where bf16 matmuls
+    are slow and the tests compare against fp32 references)."""
+    return torch_dtype(configured or (gpu_default if device_type() == "cuda" else "fp32"))
+
+
 def vllm_dtype(name: str) -> str:
     """Config dtype name to vLLM's dtype string."""
     return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[name]

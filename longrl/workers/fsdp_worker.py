@@ -24,7 +24,7 @@ from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import VIDEO_INPUTS
 from longrl.models.vision_cache import Purpose, max_over_ranks, media_mode, vision_cache_for
-from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
+from longrl.parallel.device import device, device_type, init_distributed, param_dtype, torch_dtype
 from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
@@ -112,13 +112,13 @@ class HybridWorker:
         cfg = self.cfg
         model_cfg = cfg.worker.actor.model
         self.tokenizer, self.pad_id, self.hf_config, self.adapter = model_metadata(model_cfg)
-        dtype = torch_dtype(cfg.worker.actor.fsdp.torch_dtype or "fp32")
+        dtype = param_dtype(cfg.worker.actor.fsdp.torch_dtype, gpu_default="fp32")  # fp32 master weights
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
                                    offload=_offloads(cfg.worker.actor.offload))
         self.ref = None
         if not cfg.algorithm.disable_kl:
-            ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
+            ref_dtype = param_dtype(cfg.worker.ref.fsdp.torch_dtype, gpu_default="bf16")  # frozen: bf16 on GPU
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,

@@ -34,3 +34,16 @@ def test_a_launcher_showing_every_gpu_uses_local_rank_and_refuses_one_beyond_the
     assert cuda_device_index(local_rank=3, visible=8) == 3
     with pytest.raises(RuntimeError, match="LOCAL_RANK=9 but this process sees 8 GPUs"):
         cuda_device_index(local_rank=9, visible=8)
+
+
+def test_the_reference_defaults_to_bf16_on_gpu_and_fp32_on_cpu_unless_set(monkeypatch):
+    import torch
+
+    from longrl.parallel.device import DEVICE_ENV, param_dtype
+
+    monkeypatch.setenv(DEVICE_ENV, "cuda")  # what the driver tells a GPU worker
+    assert param_dtype(None, gpu_default="bf16") == torch.bfloat16
+    assert param_dtype("fp32", gpu_default="bf16") == torch.float32  # an explicit setting wins
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert param_dtype(None, gpu_default="bf16") == torch.float32
+    assert param_dtype("bf16", gpu_default="bf16") == torch.bfloat16
