@@ -36,11 +36,12 @@ def chunked_token_stats(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.
     """hidden [B, K, H], head weight [V, H], labels [B, K] -> [B, K, 2]: log p(label) and the entropy (0 without
     `with_entropy`) of softmax(head(hidden) / temperature), `chunk` positions at a time."""
     outs = []
-    for start in range(0, hidden.shape[1], chunk):
+    # at least one (possibly empty) chunk: an SP rank with no position to predict still joins the autograd graph
+    for start in range(0, max(hidden.shape[1], 1), chunk):
         args = (hidden[:, start:start + chunk], weight, bias, labels[:, start:start + chunk], temperature, with_entropy)
         grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
         outs.append(checkpoint(_token_stats, *args, use_reentrant=False) if grad else _token_stats(*args))
-    return torch.cat(outs, dim=1) if outs else hidden.new_zeros(hidden.shape[0], 0, 2, dtype=torch.float32)
+    return torch.cat(outs, dim=1)
 
 
 @contextmanager
