@@ -266,6 +266,9 @@ class RolloutConfig:
     """vLLM chunked prefill."""
     tensor_parallel_size: int = 1
     """vLLM tensor parallel size (1 on CPU)."""
+    sync_bucket_mb: int = 512
+    """Weight sync trainer -> engine: parameters are gathered one by one in the rollout dtype and streamed in
+    buckets of this many MB; no full copy of the model is ever materialised."""
     max_num_batched_tokens: int = 8192
     """vLLM scheduler token budget per step."""
     max_num_seqs: int = 256

@@ -60,6 +60,13 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def empty_cache() -> None:
+    """Return the blocks torch's CUDA allocator cached but no longer uses to the device (no-op on CPU), so the
+    next phase (the rollout engine waking, or training) can take them."""
+    if device_type() == "cuda":
+        torch.cuda.empty_cache()
+
+
 def backend() -> str:
     """torch.distributed backend for this device."""
     return "nccl" if device_type() == "cuda" else "gloo"

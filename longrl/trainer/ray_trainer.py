@@ -32,6 +32,7 @@ from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
 from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.workers.fsdp_worker import HybridWorker
+from longrl.workers.lifecycle import reduce_engine_stats
 from longrl.workers.rollout import SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class RayTrainer:
         metrics["timing_s/step"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
+        metrics.update(reduce_engine_stats(self.workers.engine_stats()))  # weight sync seconds and MB
         if "videos" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
             metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics
