@@ -142,12 +142,12 @@ class HybridWorker:
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
             raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
-        # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result):
-        # the others build no engine, and the group does not sample the same responses sp times over.
-        engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len) \
-            if self.sp.rank == 0 else None
+        # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
+        # the group does not sample the same responses sp times over; the others' engines sleep for good.
+        engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
         self.engine = EngineLifecycle(engine, lambda: full_tensors(self.actor.model),
-                                      torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb)
+                                      torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
+                                      generates=self.sp.rank == 0)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
 
     # ---- rollout ----------------------------------------------------------------------------

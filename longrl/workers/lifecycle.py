@@ -53,13 +53,16 @@ def weight_buckets(named: NamedTensors, dtype: torch.dtype, bucket_bytes: int) -
 class EngineLifecycle:
     """Owns sleep/wake, weight streaming, cache resets and freeing memory for one rank's rollout engine.
 
-    `engine` is None on ranks that do not generate (followers of a sequence-parallel group): they still take
-    part in every weight gather, which is a collective. `weights` yields the actor's full parameters by name.
+    `generates=False` on the ranks that do not generate (followers of a sequence-parallel group): their engine
+    exists (creating one is a collective over the world: vLLM makes its process groups there) but sleeps for
+    good; they still take part in every weight gather, which is a collective too. `weights` yields the actor's
+    full parameters by name.
     """
 
     def __init__(self, engine: RolloutEngine | None, weights: Callable[[], NamedTensors], dtype: torch.dtype,
-                 bucket_mb: int):
+                 bucket_mb: int, generates: bool = True):
         self.engine, self.weights, self.dtype = engine, weights, dtype
+        self.active = engine if generates else None  # the engine that wakes, loads weights and generates
         self.bucket_bytes = bucket_mb * 2 ** 20
         self.stale = False  # the engine loaded the same checkpoint from disk
         self.asleep = False
@@ -72,15 +75,16 @@ class EngineLifecycle:
     @contextmanager
     def rollout_mode(self) -> Iterator[RolloutEngine | None]:
         """The engine awake with the actor's current weights inside the block; asleep again after it."""
-        if self.asleep and self.engine is not None:
+        if self.asleep and self.active is not None:
             self.engine.wake_up(["weights"])  # weights first: the KV cache wakes after the new weights are in
         if self.stale:
             self._sync_weights()
-        if self.asleep and self.engine is not None:
+        if self.asleep and self.active is not None:
             self.engine.wake_up(["kv_cache"])
-        self.asleep = False
+        if self.active is not None:
+            self.asleep = False
         try:
-            yield self.engine
+            yield self.active
         finally:
             self._sleep()
 
@@ -121,8 +125,8 @@ class EngineLifecycle:
                 del bucket  # consumed: the engine copied it into its own weights
 
         tensors = stream()
-        if self.engine is not None:
-            self.engine.load_weights(tensors)
+        if self.active is not None:
+            self.active.load_weights(tensors)
         for _ in tensors:  # whatever the engine did not read (or all of it, without an engine): the gathers are
             pass           # collectives, every rank runs them all
         self.stale = False

@@ -64,7 +64,7 @@ def test_stale_weights_stream_into_the_engine_at_the_next_rollout_and_the_engine
     assert lifecycle.take_stats() == {}
 
 
-def test_a_rank_without_an_engine_still_runs_every_gather_of_the_sync():
+def test_a_rank_that_does_not_generate_still_runs_every_gather_of_the_sync():
     read = []
 
     def gathered():
@@ -72,10 +72,12 @@ def test_a_rank_without_an_engine_still_runs_every_gather_of_the_sync():
             read.append(i)
             yield f"p{i}", torch.ones(4)
 
-    lifecycle = EngineLifecycle(None, gathered, torch.float32, bucket_mb=1)
+    lifecycle = EngineLifecycle(None, gathered, torch.float32, bucket_mb=1, generates=False)
     lifecycle.weights_changed()
     with lifecycle.rollout_mode() as rollout:
-        assert rollout is None
+        assert rollout is None  # an SP follower samples nothing
+    with lifecycle.rollout_mode():
+        assert lifecycle.asleep  # and its engine, put to sleep after the first phase, never wakes again
     assert read == [0, 1, 2]  # the gathers are collectives: the other ranks wait for this one's
 
 
