@@ -67,6 +67,14 @@ def empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def device_memory_used() -> int:
+    """Bytes in use on this process's GPU, whichever allocator holds them (torch's, vLLM's); 0 on CPU."""
+    if device_type() != "cuda":
+        return 0
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
 def backend() -> str:
     """torch.distributed backend for this device."""
     return "nccl" if device_type() == "cuda" else "gloo"

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
-from longrl.parallel.device import empty_cache
+from longrl.parallel.device import device_memory_used, empty_cache
 from longrl.workers.rollout import RolloutEngine
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class EngineLifecycle:
         try:
             yield self.active
         finally:
+            self._record_memory("mem_awake_bytes")
             self._sleep()
+            self._record_memory("mem_asleep_bytes")
 
     @contextmanager
     def train_mode(self) -> Iterator[None]:
@@ -105,6 +107,11 @@ class EngineLifecycle:
 
     def count(self, key: str, value: float = 1.0) -> None:
         self.stats[key] = self.stats.get(key, 0.0) + value
+
+    def _record_memory(self, key: str) -> None:
+        used = device_memory_used()
+        if used:  # GPU only
+            self.stats[key] = max(self.stats.get(key, 0.0), float(used))
 
     def _sleep(self) -> None:
         if not self.asleep:
@@ -140,5 +147,9 @@ class EngineLifecycle:
 def reduce_engine_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """The driver's step metrics from every rank's `take_stats`: the slowest rank's weight-sync seconds and the
     bytes one engine received (every generating rank receives the same model)."""
-    return {"timing_s/weight_sync": max((s.get("weight_sync_s", 0.0) for s in per_rank), default=0.0),
-            "perf/weight_sync_mb": max((s.get("weight_sync_bytes", 0.0) for s in per_rank), default=0.0) / 2 ** 20}
+    out = {"timing_s/weight_sync": max((s.get("weight_sync_s", 0.0) for s in per_rank), default=0.0),
+           "perf/weight_sync_mb": max((s.get("weight_sync_bytes", 0.0) for s in per_rank), default=0.0) / 2 ** 20}
+    for key, name in (("mem_awake_bytes", "perf/gpu_mem_awake_gb"), ("mem_asleep_bytes", "perf/gpu_mem_asleep_gb")):
+        if any(key in s for s in per_rank):  # GPU runs: device memory in use at the end of a rollout, after sleep
+            out[name] = max(s.get(key, 0.0) for s in per_rank) / 10 ** 9
+    return out

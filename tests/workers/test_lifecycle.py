@@ -84,3 +84,9 @@ def test_a_rank_that_does_not_generate_still_runs_every_gather_of_the_sync():
 def test_the_driver_logs_the_slowest_ranks_sync_time_and_one_engines_megabytes():
     per_rank = [{"weight_sync_s": 0.5, "weight_sync_bytes": 3 * 2 ** 20}, {"weight_sync_s": 0.75}, {}]
     assert reduce_engine_stats(per_rank) == {"timing_s/weight_sync": 0.75, "perf/weight_sync_mb": 3.0}
+
+
+def test_gpu_memory_awake_and_asleep_are_logged_when_ranks_report_them():
+    per_rank = [{"mem_awake_bytes": 30e9, "mem_asleep_bytes": 12e9}, {"mem_awake_bytes": 31e9, "mem_asleep_bytes": 11e9}]
+    stats = reduce_engine_stats(per_rank)
+    assert stats["perf/gpu_mem_awake_gb"] == 31.0 and stats["perf/gpu_mem_asleep_gb"] == 12.0
