@@ -162,7 +162,8 @@ class FSDPConfig:
     enable_rank0_init: bool = False
     """Accepted for EasyR1 compatibility: every rank reads the checkpoint and keeps only its own shard."""
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
-    """Parameter dtype while training; None = fp32 for the actor, bf16 for the reference."""
+    """Parameter dtype while training; None = fp32 for the actor and the critic, bf16 for the reference on GPU
+    (fp32 on CPU)."""
     mp_param_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
     """Mixed-precision compute dtype on GPU (ignored on CPU, where compute follows torch_dtype)."""
 
@@ -267,6 +268,9 @@ class RolloutConfig:
     """vLLM chunked prefill."""
     tensor_parallel_size: int = 1
     """vLLM tensor parallel size (1 on CPU)."""
+    sync_bucket_mb: int = 512
+    """Weight sync trainer -> engine: parameters are gathered one by one in the rollout dtype and streamed in
+    buckets of this many MB; no full copy of the model is ever materialised."""
     max_num_batched_tokens: int = 8192
     """vLLM scheduler token budget per step."""
     max_num_seqs: int = 256
@@ -325,6 +329,9 @@ class TrainerConfig:
     """Workers per node (GPUs, or CPU slots on CPU runs)."""
     ray_address: str | None = None
     """Attach to this running Ray cluster (or RAY_ADDRESS); None starts a local one."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """Where the workers train: auto = cuda when the Ray cluster has GPUs (not the driver's own GPUs: a
+    CPU-only head node drives GPU workers); cuda on a cluster without GPUs is an error."""
     critic_warmup: int = 0
     """Steps that update only the critic."""
     val_freq: int = -1

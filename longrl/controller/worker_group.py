@@ -150,6 +150,16 @@ class WorkerGroup:
         self.workers = []
 
 
+def init_cluster(address: str | None, device: str, world: int) -> bool:
+    """Attach to (or start) the Ray cluster; whether the workers get GPUs (trainer.device, decided from the
+    cluster's resources, not from the driver's own GPUs)."""
+    from longrl.parallel.device import resolve_device
+
+    # a local cluster gets at least a slot per worker plus the reward tasks, even on a 2-core machine
+    init_ray(address, num_cpus=max(os.cpu_count() or 1, world + 2))
+    return resolve_device(device, ray.cluster_resources().get("GPU", 0.0)) == "cuda"
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Attach to `address` (or RAY_ADDRESS), else start a local cluster with `num_cpus` logical CPUs."""
     if ray.is_initialized():

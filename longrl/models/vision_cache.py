@@ -36,7 +36,6 @@ import torch
 from longrl.config import Config
 from longrl.data.image import ImageError, ImageRef, image_name, load_image, preprocess_image
 from longrl.data.video import CLIP_MEAN, CLIP_STD, VideoFrames, load_video_or_none, preprocess_video
-from longrl.parallel.device import device
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +132,9 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
 
 def max_over_ranks(value: int) -> int:
     """The largest `value` over all ranks (a collective; `value` itself outside a process group)."""
-    import torch.distributed as dist
+    from longrl.parallel.collectives import all_reduce_scalar
 
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], device=device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return int(all_reduce_scalar(value, "max"))
 
 
 def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:

