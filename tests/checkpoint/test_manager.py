@@ -138,12 +138,7 @@ def test_a_kill_between_the_resave_renames_keeps_a_complete_checkpoint_with_save
     assert latest == tmp_path / "global_step_2"
     assert (latest / "actor" / "rank_0.pt").read_bytes() == b"shard"
     assert _dirs(tmp_path) == ["global_step_2", "global_step_2.tmp"]
-
-
-def test_a_resave_after_the_interrupted_one_replaces_it_and_leaves_no_old_dir(tmp_path):
-    manager = CheckpointManager(tmp_path, save_limit=1)
-    _save(manager, 2)
-    _killed_between_the_resave_renames(tmp_path)
+    # and saving that step again afterwards replaces it cleanly
     _save(CheckpointManager(tmp_path, save_limit=1), 2)
     assert _dirs(tmp_path) == ["global_step_2"]
 
