@@ -291,6 +291,9 @@ class RewardConfig:
     """Extra keyword arguments for the reward function."""
     skip_special_tokens: bool = True
     """Decode responses without special tokens before scoring."""
+    timeout_s: float | None = 300.0
+    """Seconds one call of the reward function may take (a batch, or one sample when sequential); a call that
+    takes longer is an error naming the function and the sample. None waits forever."""
 
 
 @dataclasses.dataclass
