@@ -346,6 +346,12 @@ class TrainerConfig:
     """Resume from this checkpoint directory (global_step_N) instead of the latest."""
     worker_timeout_s: float = 3600.0
     """A worker call that takes longer is an error (the group is stopped) instead of a hang."""
+    max_restarts: int = 0
+    """When a worker dies, raises or hangs: restart the worker group from the last checkpoint up to this many
+    times in one run (each logged, trainer/restarts); 0 stops the run at the first failure."""
+    max_skipped_steps: int = 5
+    """Stop the run after this many RL steps in a row whose update was skipped for a non-finite loss or
+    gradient (actor/skipped_steps); 0 never stops."""
     max_try_make_batch: int = 4
     """Online filtering: generation rounds allowed to fill one batch."""
 
