@@ -69,6 +69,10 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
+    strict: bool = False
+    """A bad row stops loading at once (a jsonl line that is not UTF-8 or not a JSON object, an empty prompt, no
+    answer, media that disagree with the <image>/<video> placeholders); false skips it, logged with its file and
+    line and counted. Unreadable media files have their own switches (strict_videos)."""
     strict_videos: bool = False
     """A missing, empty or corrupt video is an error; false skips its prompt (logged, counted in video/skipped)."""
     sft_response_template: str = "<think>{{ reasoning }}</think><answer>{{ answer }}</answer>"

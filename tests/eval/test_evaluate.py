@@ -98,3 +98,21 @@ def test_record_keeps_response_prediction_and_grade():
     q = Question("q", [1], "<answer>C</answer>", options=["A. 1", "B. 2", "C. red square", "D. 4"])
     r = record_for(q, Generation("<think>so</think><answer>Red square</answer>"))
     assert (r["ground_truth"], r["prediction"], r["correct"], r["formatted"]) == ("C", "C", True, True)
+
+
+def test_unusable_rows_are_left_out_and_listed_in_results_json(tmp_path):
+    from longrl.eval.evaluate import load_questions
+    from longrl.models.tiny import build_tokenizer
+
+    data = tmp_path / "val.jsonl"
+    data.write_bytes(b'{"problem": "Pick one", "answer": "<answer>A</answer>", "problem_id": "ok1"}\n'
+                     b'{"problem": "Pick one", "answer": \n'
+                     b'{"problem": "", "answer": "<answer>B</answer>", "problem_id": "empty"}\n'
+                     b'{"problem": "Pick two", "answer": "<answer>B</answer>", "problem_id": "ok2"}\n')
+    qs, skipped = load_questions(str(data), build_tokenizer(tmp_path / "tok"))
+    assert [q.id for q in qs] == ["ok1", "ok2"]
+    summary = evaluate(qs, Scripted(), tmp_path / "run", skipped_rows=skipped)
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["num_scored"] == 2 and written == summary
+    assert [row.split(": ", 1)[0] for row in written["skipped_rows"]] == [f"line 2 of {data}",
+                                                                           f"line 3 of {data} (row 1)"]
