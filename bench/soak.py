@@ -1,0 +1,128 @@
+"""Soak: many RL steps of the CPU examples with checkpoints and a resume, watching memory and file descriptors.
+
+    python bench/soak.py [--text-steps 200] [--video-steps 50] [--save-freq 10] [--out DIR]
+
+For each example (tiny Qwen2 on arithmetic, tiny Qwen2.5-VL on synthetic videos) the script runs the CLI to
+half the steps, then the same command to the full count (it resumes from the last checkpoint), with
+checkpoints every --save-freq steps. At every step (a new metrics.jsonl line) it samples the resident memory
+(RSS) of the driver and of each worker process and their open file descriptors. It prints, per process,
+the RSS growth from step 20 (or the first sample of the resumed run's second half) to its last step in
+percent, the FDs at the first and last sample, and steps per minute. Goal: under 5% growth per process.
+
+Growth is measured within one process lifetime: each run's driver and workers are new processes, so the
+window is the second run (resume .. end), where step 20 of it is counted from its first step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = {"text": "examples/cpu/qwen2_math_grpo.sh", "video": "examples/cpu/qwen2_5_vl_video_grpo.sh"}
+BASELINE_STEP = 20  # the first steps allocate caches and warm allocators; growth is counted after them
+
+
+def processes(driver: psutil.Process) -> dict[str, psutil.Process]:
+    """{'driver': ..., 'worker rank?': ...} for the driver and its Ray worker actors (by process title)."""
+    found = {"driver": driver}
+    workers = []
+    for child in driver.children(recursive=True):
+        try:
+            if child.cmdline() and child.cmdline()[0].startswith("ray::HybridWorker"):
+                workers.append(child)
+        except psutil.Error:
+            continue
+    for i, proc in enumerate(sorted(workers, key=lambda p: p.pid)):
+        found[f"worker{i} (pid {proc.pid})"] = proc
+    return found
+
+
+def sample(procs: dict[str, psutil.Process]) -> dict[str, tuple[int, int]]:
+    """name -> (rss bytes, open fds)."""
+    out = {}
+    for name, proc in procs.items():
+        try:
+            out[name] = (proc.memory_info().rss, proc.num_fds())
+        except psutil.Error:
+            pass
+    return out
+
+
+def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, str]) -> dict[int, dict]:
+    """One CLI run to `max_steps`; {step: {name: (rss, fds)}} sampled as each step's metrics line appears."""
+    cmd = ["bash", EXAMPLES[example], f"trainer.save_checkpoint_path={out}", f"trainer.max_steps={max_steps}",
+           f"trainer.save_freq={save_freq}", "trainer.save_limit=2", "trainer.val_freq=-1",
+           "trainer.logger=[file]"]
+    log = out.parent / f"{out.name}_{max_steps}.log"
+    metrics = out / "metrics.jsonl"
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    samples: dict[int, dict] = {}
+    driver = None
+    while proc.poll() is None:
+        if driver is None:
+            mains = [c for c in psutil.Process(proc.pid).children() if "longrl.trainer.main" in " ".join(c.cmdline())]
+            driver = mains[0] if mains else None
+        if driver is not None and metrics.exists():
+            lines = metrics.read_text().splitlines()
+            if lines:
+                step = json.loads(lines[-1])["step"]
+                if step not in samples:
+                    samples[step] = sample(processes(driver))
+        time.sleep(0.5)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed (rc {proc.returncode}); see {log}")
+    return samples
+
+
+def report(example: str, samples: dict[int, dict], seconds: float, steps: int) -> None:
+    ordered = sorted(samples)
+    base_step = next((s for s in ordered if s >= ordered[0] + BASELINE_STEP - 1), ordered[0])
+    first, base, last = samples[ordered[0]], samples[base_step], samples[ordered[-1]]
+    print(f"\n{example}: steps {ordered[0]}..{ordered[-1]} of the resumed run; {steps / seconds * 60:.1f} steps/min "
+          f"over both runs")
+    print(f"  {'process':24s} {'RSS@' + str(base_step):>10s} {'RSS@' + str(ordered[-1]):>10s} {'growth':>8s} "
+          f"{'FDs first':>9s} {'FDs last':>9s}")
+    for name in base:
+        if name not in last:
+            continue
+        rss0, rss1 = base[name][0], last[name][0]
+        print(f"  {name:24s} {rss0 / 2**20:9.0f}M {rss1 / 2**20:9.0f}M {100 * (rss1 - rss0) / rss0:7.1f}% "
+              f"{first.get(name, (0, 0))[1]:9d} {last[name][1]:9d}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--text-steps", type=int, default=200)
+    p.add_argument("--video-steps", type=int, default=50)
+    p.add_argument("--save-freq", type=int, default=10)
+    p.add_argument("--out", default=None, help="working directory (default: a temporary one)")
+    args = p.parse_args(argv)
+    root = Path(args.out or tempfile.mkdtemp(prefix="soak_"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable, "RAY_DEDUP_LOGS": "1",
+           "MODEL_PATH": str(root / "models" / "tiny-qwen2"), "DATA_DIR": str(root / "data" / "math")}
+    for example, steps in (("text", args.text_steps), ("video", args.video_steps)):
+        if steps <= 0:
+            continue
+        example_env = env if example == "text" else {**env, "MODEL_PATH": str(root / "models" / "tiny-vl"),
+                                                     "DATA_DIR": str(root / "data" / "video")}
+        out = root / example
+        start = time.monotonic()
+        run(example, out, steps // 2, args.save_freq, example_env)
+        samples = run(example, out, steps, args.save_freq, example_env)
+        report(example, samples, time.monotonic() - start, steps)
+    print(f"\noutputs under {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
