@@ -8,6 +8,7 @@ with the log-prob computation; the reward file is imported inside the task.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import signal
 import threading
@@ -17,6 +18,9 @@ from typing import Any
 
 from longrl.config import RewardConfig
 from longrl.rewards.loader import load_reward_function
+
+
+logger = logging.getLogger(__name__)
 
 
 class RewardError(RuntimeError):
@@ -44,7 +48,11 @@ def _deadline(timeout_s: float | None) -> Iterator[None]:
     """Interrupt the body after `timeout_s` seconds with _CallTimeout. SIGALRM, because a hung Python call
     cannot be stopped from another thread; scoring runs in the main thread of its Ray task process (and of
     a test), elsewhere no deadline is set."""
-    if timeout_s is None or threading.current_thread() is not threading.main_thread():
+    if timeout_s is None:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("worker.reward.timeout_s=%s is not enforced: scoring runs outside the main thread", timeout_s)
         yield
         return
 
