@@ -5,12 +5,12 @@
 For each example (tiny Qwen2 on arithmetic, tiny Qwen2.5-VL on synthetic videos) the script runs the CLI to
 half the steps, then the same command to the full count (it resumes from the last checkpoint), with
 checkpoints every --save-freq steps. At every step (a new metrics.jsonl line) it samples the resident memory
-(RSS) of the driver and of each worker process and their open file descriptors. It prints, per process,
-the RSS growth from step 20 (or the first sample of the resumed run's second half) to its last step in
-percent, the FDs at the first and last sample, and steps per minute. Goal: under 5% growth per process.
+(RSS) of the driver and of each worker process and their open file descriptors. It prints, per run and
+process, the RSS growth from the run's 20th step (--warmup; a quarter of the run when it is shorter) to its
+last step in percent, the FDs at its first and last step, and steps per minute. Goal: under 5% per process.
 
 Growth is measured within one process lifetime: each run's driver and workers are new processes, so the
-window is the second run (resume .. end), where step 20 of it is counted from its first step.
+first run (1 .. N/2) and the resumed run (N/2+1 .. N) are reported separately.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = {"text": "examples/cpu/qwen2_math_grpo.sh", "video": "examples/cpu/qwen2_5_vl_video_grpo.sh"}
-BASELINE_STEP = 20  # the first steps allocate caches and warm allocators; growth is counted after them
 
 
 def processes(driver: psutil.Process) -> dict[str, psutil.Process]:
@@ -84,12 +83,14 @@ def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, 
     return samples
 
 
-def report(example: str, samples: dict[int, dict], seconds: float, steps: int) -> None:
+def report(example: str, label: str, samples: dict[int, dict], seconds: float, warmup: int) -> None:
+    """Per process: RSS after `warmup` steps of this run and at its end, growth, FDs first/last."""
     ordered = sorted(samples)
-    base_step = next((s for s in ordered if s >= ordered[0] + BASELINE_STEP - 1), ordered[0])
+    skip = warmup if len(ordered) > warmup + 1 else len(ordered) // 4
+    base_step = ordered[skip]
     first, base, last = samples[ordered[0]], samples[base_step], samples[ordered[-1]]
-    print(f"\n{example}: steps {ordered[0]}..{ordered[-1]} of the resumed run; {steps / seconds * 60:.1f} steps/min "
-          f"over both runs")
+    print(f"\n{example}, {label}: steps {ordered[0]}..{ordered[-1]}, {len(ordered) / seconds * 60:.1f} steps/min "
+          f"(startup included)")
     print(f"  {'process':24s} {'RSS@' + str(base_step):>10s} {'RSS@' + str(ordered[-1]):>10s} {'growth':>8s} "
           f"{'FDs first':>9s} {'FDs last':>9s}")
     for name in base:
@@ -97,7 +98,7 @@ def report(example: str, samples: dict[int, dict], seconds: float, steps: int) -
             continue
         rss0, rss1 = base[name][0], last[name][0]
         print(f"  {name:24s} {rss0 / 2**20:9.0f}M {rss1 / 2**20:9.0f}M {100 * (rss1 - rss0) / rss0:7.1f}% "
-              f"{first.get(name, (0, 0))[1]:9d} {last[name][1]:9d}")
+              f"{first.get(name, (0, 0))[1]:9d} {last[name][1]:9d}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-steps", type=int, default=200)
     p.add_argument("--video-steps", type=int, default=50)
     p.add_argument("--save-freq", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=20, help="steps of each run before the RSS baseline")
     p.add_argument("--out", default=None, help="working directory (default: a temporary one)")
     args = p.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="soak_"))
@@ -116,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         example_env = env if example == "text" else {**env, "MODEL_PATH": str(root / "models" / "tiny-vl"),
                                                      "DATA_DIR": str(root / "data" / "video")}
         out = root / example
-        start = time.monotonic()
-        run(example, out, steps // 2, args.save_freq, example_env)
-        samples = run(example, out, steps, args.save_freq, example_env)
-        report(example, samples, time.monotonic() - start, steps)
+        for label, max_steps in (("first run", steps // 2), ("resumed run", steps)):
+            start = time.monotonic()
+            samples = run(example, out, max_steps, args.save_freq, example_env)
+            report(example, label, samples, time.monotonic() - start, args.warmup)
     print(f"\noutputs under {root}")
     return 0
 
