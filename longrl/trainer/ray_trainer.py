@@ -149,7 +149,7 @@ class RayTrainer:
         self.workers.shutdown()
         self.start_workers()
         self.fresh_start()
-        self.resume()
+        self.resume(self.checkpoints.latest())  # this run's newest, not the trainer.load_checkpoint_path it began at
         self.tracker.rewind(self.step_count)
         self.skipped.in_a_row = 0
 
@@ -284,9 +284,11 @@ class RayTrainer:
                               {"step": self.step_count, "loader": self.loader.state_dict(),
                                "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
 
-    def resume(self) -> None:
-        path = Path(self.cfg.trainer.load_checkpoint_path) if self.cfg.trainer.load_checkpoint_path else \
-            self.checkpoints.latest()
+    def resume(self, path: Path | None = None) -> None:
+        """Load `path`, else trainer.load_checkpoint_path, else the latest checkpoint; nothing if there is none."""
+        if path is None:
+            path = Path(self.cfg.trainer.load_checkpoint_path) if self.cfg.trainer.load_checkpoint_path else \
+                self.checkpoints.latest()
         if path is None:
             return
         state = self.checkpoints.driver_state(path)
