@@ -118,7 +118,8 @@ class WorkerGroup:
                            max_concurrency=1)
             self.workers.append(remote_cls.options(**options).remote(*args))
         # Starting worker processes may take longer than a verb is allowed to (imports, a busy node).
-        self.placement: list[dict[str, Any]] = self._gather([w.__ray_call__.remote(_where) for w in self.workers],
+        self.placement: list[dict[str, Any]] = []  # node ip/id and pid per rank, once the workers answer
+        self.placement = self._gather([w.__ray_call__.remote(_where) for w in self.workers],
                                                             "__init__", timeout_s=max(self.call_timeout_s or 0, 300))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -136,7 +137,7 @@ class WorkerGroup:
         return call
 
     def _describe(self, rank: int) -> str:
-        if rank >= len(getattr(self, "placement", ())):  # still starting: placement is not known yet
+        if rank >= len(self.placement):  # still starting: placement is not known yet
             return f"rank {rank}"
         where = self.placement[rank]
         return f"rank {rank} (node {where['node_ip']} {where['node_id'][:8]}, pid {where['pid']})"
