@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="working directory (default: a temporary one)")
     args = p.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="soak_"))
+    root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable, "RAY_DEDUP_LOGS": "1",
            "MODEL_PATH": str(root / "models" / "tiny-qwen2"), "DATA_DIR": str(root / "data" / "math")}
     for example, steps in (("text", args.text_steps), ("video", args.video_steps)):
