@@ -34,9 +34,13 @@ def processes(driver: psutil.Process) -> dict[str, psutil.Process]:
     """{'driver': ..., 'worker rank?': ...} for the driver and its Ray worker actors (by process title)."""
     found = {"driver": driver}
     workers = []
-    for child in driver.children(recursive=True):
+    try:
+        children = driver.children(recursive=True)
+    except psutil.Error:
+        children = []
+    for child in children:
         try:
-            if child.cmdline() and child.cmdline()[0].startswith("ray::HybridWorker"):
+            if "HybridWorker" in " ".join(child.cmdline()):  # Ray's process title: ray::HybridWorker.<verb>
                 workers.append(child)
         except psutil.Error:
             continue
@@ -56,8 +60,21 @@ def sample(procs: dict[str, psutil.Process]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, str]) -> dict[int, dict]:
-    """One CLI run to `max_steps`; {step: {name: (rss, fds)}} sampled as each step's metrics line appears."""
+def _driver(launcher: int) -> psutil.Process | None:
+    """The trainer process the example script started, once it exists."""
+    try:
+        for child in psutil.Process(launcher).children():
+            if "longrl.trainer.main" in " ".join(child.cmdline()):
+                return child
+    except psutil.Error:
+        pass
+    return None
+
+
+def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, str],
+        after_step: int = 0) -> dict[int, dict]:
+    """One CLI run to `max_steps`; {step: {name: (rss, fds)}} sampled as each step's metrics line appears
+    (steps up to `after_step` belong to the run this one resumed)."""
     cmd = ["bash", EXAMPLES[example], f"trainer.save_checkpoint_path={out}", f"trainer.max_steps={max_steps}",
            f"trainer.save_freq={save_freq}", "trainer.save_limit=2", "trainer.val_freq=-1",
            "trainer.logger=[file]"]
@@ -69,14 +86,12 @@ def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, 
     driver = None
     while proc.poll() is None:
         if driver is None:
-            mains = [c for c in psutil.Process(proc.pid).children() if "longrl.trainer.main" in " ".join(c.cmdline())]
-            driver = mains[0] if mains else None
+            driver = _driver(proc.pid)
         if driver is not None and metrics.exists():
             lines = metrics.read_text().splitlines()
-            if lines:
-                step = json.loads(lines[-1])["step"]
-                if step not in samples:
-                    samples[step] = sample(processes(driver))
+            step = json.loads(lines[-1])["step"] if lines else 0
+            if step > after_step and step not in samples:
+                samples[step] = sample(processes(driver))
         time.sleep(0.5)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed (rc {proc.returncode}); see {log}")
@@ -119,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         example_env = env if example == "text" else {**env, "MODEL_PATH": str(root / "models" / "tiny-vl"),
                                                      "DATA_DIR": str(root / "data" / "video")}
         out = root / example
-        for label, max_steps in (("first run", steps // 2), ("resumed run", steps)):
+        for label, max_steps, after in (("first run", steps // 2, 0), ("resumed run", steps, steps // 2)):
             start = time.monotonic()
-            samples = run(example, out, max_steps, args.save_freq, example_env)
+            samples = run(example, out, max_steps, args.save_freq, example_env, after)
             report(example, label, samples, time.monotonic() - start, args.warmup)
     print(f"\noutputs under {root}")
     return 0
