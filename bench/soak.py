@@ -30,15 +30,25 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = {"text": "examples/cpu/qwen2_math_grpo.sh", "video": "examples/cpu/qwen2_5_vl_video_grpo.sh"}
 
 
+def _descendants(root: psutil.Process) -> list[psutil.Process]:
+    """Every process below `root`, walked one level at a time: psutil's recursive walk gives up on the whole
+    tree when one process in it exits (Ray starts and reaps short-lived helpers all the time)."""
+    found, todo = [], [root]
+    while todo:
+        try:
+            children = todo.pop().children()
+        except psutil.Error:
+            continue
+        found += children
+        todo += children
+    return found
+
+
 def processes(driver: psutil.Process) -> dict[str, psutil.Process]:
     """{'driver': ..., 'worker rank?': ...} for the driver and its Ray worker actors (by process title)."""
     found = {"driver": driver}
     workers = []
-    try:
-        children = driver.children(recursive=True)
-    except psutil.Error:
-        children = []
-    for child in children:
+    for child in _descendants(driver):
         try:
             if "HybridWorker" in " ".join(child.cmdline()):  # Ray's process title: ray::HybridWorker.<verb>
                 workers.append(child)
