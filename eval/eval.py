@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"directory (merge a training checkpoint first: scripts/model_merger.py)")
         check_settings(Path(args.output_dir), settings)  # before the engine starts: a mismatch fails fast
         tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-        questions = load_questions(args.data_path, tokenizer, video_dir=args.video_dir, format_prompt=format_prompt,
+        questions, skipped_rows = load_questions(args.data_path, tokenizer, video_dir=args.video_dir, format_prompt=format_prompt,
                                    prompt_key=args.prompt_key, answer_key=args.answer_key, video_key=args.video_key,
                                    image_key=args.image_key, image_dir=args.image_dir, limit=args.limit)
     except (ConfigError, FileNotFoundError) as e:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                               max_pixels=args.max_pixels, dtype=args.dtype,
                               max_images=max((len(q.images) for q in questions), default=0))
     try:
-        summary = evaluate(questions, generator, args.output_dir, args.batch_size, settings)
+        summary = evaluate(questions, generator, args.output_dir, args.batch_size, settings, skipped_rows)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -70,6 +70,10 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
+    strict: bool = False
+    """A bad row stops loading at once (a jsonl line that is not UTF-8 or not a JSON object, an empty prompt, no
+    answer, media that disagree with the <image>/<video> placeholders); false skips it, logged with its file and
+    line and counted. Unreadable media files have their own switch (strict_media)."""
     strict_media: bool = False
     """A missing, empty, truncated or corrupt video or image is an error; false skips its prompt (logged,
     counted in video/skipped or image/skipped)."""
@@ -297,6 +301,9 @@ class RewardConfig:
     """Extra keyword arguments for the reward function."""
     skip_special_tokens: bool = True
     """Decode responses without special tokens before scoring."""
+    timeout_s: float | None = 300.0
+    """Seconds one call of the reward function may take (a batch, or one sample when sequential); a call that
+    takes longer is an error naming the function and the sample. None waits forever."""
 
 
 @dataclasses.dataclass
@@ -352,6 +359,12 @@ class TrainerConfig:
     """Resume from this checkpoint directory (global_step_N) instead of the latest."""
     worker_timeout_s: float = 3600.0
     """A worker call that takes longer is an error (the group is stopped) instead of a hang."""
+    max_restarts: int = 0
+    """When a worker dies, raises or hangs: restart the worker group from the last checkpoint up to this many
+    times in one run (each logged, trainer/restarts); 0 stops the run at the first failure."""
+    max_skipped_steps: int = 5
+    """Stop the run after this many RL steps in a row whose update was skipped for a non-finite loss or
+    gradient (actor/skipped_steps); 0 never stops."""
     max_try_make_batch: int = 4
     """Online filtering: generation rounds allowed to fill one batch."""
 

@@ -61,9 +61,10 @@ Generate = Callable[[list[Question]], list[Generation]]
 def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = None, format_prompt: str | None = None,
                    prompt_key: str = "problem", answer_key: str = "answer", video_key: str = "videos",
                    image_key: str = "images", image_dir: str | None = None,
-                   max_prompt_length: int = 1 << 20, limit: int | None = None) -> list[Question]:
+                   max_prompt_length: int = 1 << 20, limit: int | None = None) -> tuple[list[Question], list[str]]:
     """The questions of `data_path` (jsonl/json/parquet file, directory, or `name@split`), prompts rendered
-    with the format prompt and the chat template exactly as training renders them (RLDataset)."""
+    with the format prompt and the chat template exactly as training renders them (RLDataset); and the rows
+    that could not be used, each named by file and line (they are evaluated without, and listed in results.json)."""
     from longrl.data.dataset import RLDataset
 
     data_path = split_file(data_path)
@@ -83,7 +84,7 @@ def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = No
         questions.append(Question(qid, item["prompt_ids"], item["ground_truth"], item.get("videos", []),
                                   str(row.get("problem_type") or "all"), row.get("category"),
                                   list(options) if options else None, item.get("images", [])))
-    return questions
+    return questions, list(data.problems)
 
 
 def split_file(data_path: str) -> str:
@@ -146,8 +147,9 @@ def record_for(question: Question, generation: Generation) -> dict[str, Any]:
 
 
 def evaluate(questions: Sequence[Question], generate: Generate, output_dir: str | Path, batch_size: int = 64,
-             settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Answer every question not yet in output_dir/generations.jsonl, then write and return the summary."""
+             settings: dict[str, Any] | None = None, skipped_rows: Sequence[str] = ()) -> dict[str, Any]:
+    """Answer every question not yet in output_dir/generations.jsonl, then write and return the summary;
+    `skipped_rows` (data rows that could not be loaded) are listed in it."""
     output_dir = Path(output_dir)
     check_settings(output_dir, settings or {})
     done = read_records(output_dir)
@@ -170,6 +172,7 @@ def evaluate(questions: Sequence[Question], generate: Generate, output_dir: str 
             bar.update(len(batch))
     summary = summarise([done[q.id] for q in questions])
     summary["newly_generated"] = len(todo)
+    summary["skipped_rows"] = list(skipped_rows)
     (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=1))
     return summary
 
