@@ -75,6 +75,14 @@ def _read_jsonl(file: Path, key: str, strict: bool) -> tuple[list[dict[str, Any]
     return rows, lines, problems
 
 
+def _one_type(values: list) -> list:
+    """A column's values as Arrow can hold them: where some rows give a list and others one value (a media
+    column: `"a.png"` beside `["a.png", "b.png"]`), the single values become one-element lists."""
+    if any(isinstance(v, list) for v in values) and any(v is not None and not isinstance(v, list) for v in values):
+        return [v if v is None or isinstance(v, list) else [v] for v in values]
+    return values
+
+
 Source = tuple[int, str, "list[int] | None"]  # (first row index, file or name@split, line of each row if known)
 
 
@@ -112,7 +120,7 @@ def load_rows(files: str, key: str = "data.train_files",
             records, lines, bad = _read_jsonl(file, key, strict)
             problems += bad
             columns = dict.fromkeys(k for record in records for k in record)  # every key of every row
-            part = datasets.Dataset.from_dict({c: [record.get(c) for record in records] for c in columns})
+            part = datasets.Dataset.from_dict({c: _one_type([record.get(c) for record in records]) for c in columns})
         else:
             part = datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
         parts.append(part)
