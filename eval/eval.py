@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-key", default="problem")
     p.add_argument("--answer-key", default="answer")
     p.add_argument("--video-key", default="videos")
+    p.add_argument("--image-key", default="images")
+    p.add_argument("--image-dir", default=None, help="directory relative image paths are resolved against "
+                                                     "(default: the data file's directory)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-model-len", type=int, default=None, help="default: the model's max_position_embeddings")
     p.add_argument("--temperature", type=float, default=0.0)
@@ -66,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                               f"directory (merge a training checkpoint first: scripts/model_merger.py)")
         check_settings(Path(args.output_dir), settings)  # before the engine starts: a mismatch fails fast
         tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-        questions = load_questions(args.data_path, tokenizer, video_dir=args.video_dir, format_prompt=format_prompt,
+        questions, skipped_rows = load_questions(args.data_path, tokenizer, video_dir=args.video_dir, format_prompt=format_prompt,
                                    prompt_key=args.prompt_key, answer_key=args.answer_key, video_key=args.video_key,
-                                   limit=args.limit)
+                                   image_key=args.image_key, image_dir=args.image_dir, limit=args.limit)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -77,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     generator = VLLMGenerator(args.model_path, tokenizer, max_new_tokens=args.max_new_tokens,
                               num_video_frames=args.num_video_frames, temperature=args.temperature, seed=args.seed,
                               max_model_len=args.max_model_len, min_pixels=args.min_pixels,
-                              max_pixels=args.max_pixels, dtype=args.dtype)
+                              max_pixels=args.max_pixels, dtype=args.dtype,
+                              max_images=max((len(q.images) for q in questions), default=0))
     try:
-        summary = evaluate(questions, generator, args.output_dir, args.batch_size, settings)
+        summary = evaluate(questions, generator, args.output_dir, args.batch_size, settings, skipped_rows)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

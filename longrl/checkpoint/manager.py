@@ -2,18 +2,23 @@
 
 Workers write their shards into `staging_dir(step)` (root/global_step_N.tmp/<role>); the driver then calls
 `commit`, which adds trainer_state.json and renames the staging directory to root/global_step_N in one
-`os.rename`. A crash at any point leaves either the old checkpoints untouched plus a .tmp directory (ignored
-and removed by the next save of that step) or a complete global_step_N; the pointer file is replaced
-atomically after the rename, so it never names a directory that is not complete.
+`os.rename`, after every file in it was fsynced. A crash at any point leaves either the old checkpoints
+untouched plus a .tmp directory (ignored and removed by the next save of that step) or a complete
+global_step_N; the pointer file is replaced atomically after the rename, so it never names a directory
+that is not complete. Re-saving a step that exists moves the old directory to global_step_N.old first; a
+crash before the new one is in place is repaired by moving it back (`_repair`), so even with save_limit=1
+there is never a moment without a complete checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from longrl.config import ConfigError
@@ -32,6 +37,35 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (DCP and torch.save do not), so the rename that
+    publishes it can never survive a power loss that the data itself did not."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (disk full, a worker error); the previous checkpoint is still the latest."""
+
+
+def _disk_state(root: Path, exc: BaseException) -> str:
+    """'disk full, N bytes free of M' or 'N bytes free of M': torch.save reports ENOSPC as a bare
+    'unexpected pos' RuntimeError, so the free space is the reliable sign."""
+    usage = shutil.disk_usage(root)
+    chain, enospc = exc, False
+    while chain is not None:
+        enospc |= isinstance(chain, OSError) and chain.errno == errno.ENOSPC
+        chain = chain.__cause__ or chain.__context__
+    full = enospc or usage.free < min(64 << 20, usage.total // 100)
+    return f"{'disk full, ' if full else ''}{usage.free} bytes free of {usage.total} under {root}"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -57,6 +91,7 @@ class CheckpointManager:
 
     def staging_dir(self, step: int) -> Path:
         """Empty root/global_step_N.tmp for the workers to write into (a crash's leftover is removed first)."""
+        self._repair()
         staging = self.root / f"global_step_{step}.tmp"
         if staging.exists():
             logger.warning("removing %s left by an interrupted save", staging)
@@ -71,12 +106,14 @@ class CheckpointManager:
             raise FileNotFoundError(f"{staging} does not exist: call staging_dir({step}) and let the workers "
                                     f"save into it before commit({step})")
         _write_atomic(staging / STATE_FILE, json.dumps(driver_state, indent=2))
+        _fsync_tree(staging)
         final = self.step_dir(step)
         if final.exists():  # saving a step again (e.g. the end-of-training save of a step already saved)
             old = final.with_name(final.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
-            os.rename(final, old)
+            os.rename(final, old)  # a crash from here until the next rename is undone by _repair
             os.rename(staging, final)
+            _fsync_dir(self.root)
             shutil.rmtree(old)
         else:
             os.rename(staging, final)
@@ -85,6 +122,37 @@ class CheckpointManager:
         logger.info("checkpoint committed: %s", final)
         self._prune(keep=final)
         return final
+
+    def save(self, step: int, write_shards: Callable[[Path], None], driver_state: dict) -> Path:
+        """Stage, let `write_shards(staging)` fill it, commit; on any failure remove the staging directory
+        (it may be what filled the disk) and raise CheckpointSaveError naming the checkpoint still in force."""
+        staging = self.staging_dir(step)
+        try:
+            write_shards(staging)
+            return self.commit(step, driver_state)
+        except Exception as exc:
+            disk = _disk_state(self.root, exc)  # before the cleanup frees the space
+            shutil.rmtree(staging, ignore_errors=True)
+            latest = self.latest()
+            kept = f"the latest checkpoint is still {latest}" if latest else "no earlier checkpoint exists"
+            raise CheckpointSaveError(
+                f"saving step {step} into {staging} failed ({disk}): {type(exc).__name__}: {exc}\n{kept}; the run stops "
+                f"here. Free space under {self.root} (or set trainer.save_limit lower, or "
+                f"trainer.save_checkpoint_path to a larger disk) and start the same command again to resume") from exc
+
+    def _repair(self) -> None:
+        """Undo a re-save interrupted between its two renames: global_step_N.old is the complete checkpoint
+        when global_step_N is not; once global_step_N is complete the .old copy is stale."""
+        if not self.root.is_dir():
+            return
+        for old in self.root.glob("global_step_*.old"):
+            final = old.with_suffix("")
+            if not (old / STATE_FILE).is_file() or (final / STATE_FILE).is_file():
+                shutil.rmtree(old)
+            elif not final.exists():
+                logger.warning("restoring %s: a re-save of that step was interrupted before it was in place", final)
+                os.rename(old, final)
+                _fsync_dir(self.root)
 
     def complete_steps(self) -> list[int]:
         """Steps with a committed directory (global_step_N holding trainer_state.json), ascending."""
@@ -108,6 +176,7 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         """The checkpoint the pointer names; else the highest complete global_step_N; None when there is none."""
+        self._repair()
         pointer = self.root / POINTER_FILE
         if pointer.is_file():
             text = pointer.read_text().strip()

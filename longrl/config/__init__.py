@@ -39,7 +39,8 @@ class DataConfig:
     answer_key: str = "answer"
     """Field holding the ground truth handed to the reward function."""
     image_key: str = "images"
-    """Field holding image paths, for image prompts."""
+    """Field holding the images of image prompts: a path, a list of paths, {"bytes", "path"} dicts or decoded
+    images (Hugging Face image columns such as geometry3k's)."""
     video_key: str = "videos"
     """Field holding video paths, for video prompts."""
     image_dir: str | None = None
@@ -72,8 +73,13 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
-    strict_videos: bool = False
-    """A missing, empty or corrupt video is an error; false skips its prompt (logged, counted in video/skipped)."""
+    strict: bool = False
+    """A bad row stops loading at once (a jsonl line that is not UTF-8 or not a JSON object, an empty prompt, no
+    answer, media that disagree with the <image>/<video> placeholders); false skips it, logged with its file and
+    line and counted. Unreadable media files have their own switch (strict_media)."""
+    strict_media: bool = False
+    """A missing, empty, truncated or corrupt video or image is an error; false skips its prompt (logged,
+    counted in video/skipped or image/skipped)."""
     sft_response_template: str = "<think>{{ reasoning }}</think><answer>{{ answer }}</answer>"
     """CoT-SFT target (longrl.trainer.sft): Jinja over the row's fields; `answer` is the reference without <answer> tags."""
 
@@ -165,7 +171,8 @@ class FSDPConfig:
     enable_rank0_init: bool = False
     """Accepted for EasyR1 compatibility: every rank reads the checkpoint and keeps only its own shard."""
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
-    """Parameter dtype while training; None = fp32 for the actor, bf16 for the reference."""
+    """Parameter dtype while training; None = fp32 for the actor and the critic, bf16 for the reference on GPU
+    (fp32 on CPU)."""
     mp_param_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
     """Mixed-precision compute dtype on GPU (ignored on CPU, where compute follows torch_dtype)."""
 
@@ -276,6 +283,9 @@ class RolloutConfig:
     """vLLM chunked prefill."""
     tensor_parallel_size: int = 1
     """vLLM tensor parallel size (1 on CPU)."""
+    sync_bucket_mb: int = 512
+    """Weight sync trainer -> engine: parameters are gathered one by one in the rollout dtype and streamed in
+    buckets of this many MB; no full copy of the model is ever materialised."""
     max_num_batched_tokens: int = 8192
     """vLLM scheduler token budget per step."""
     max_num_seqs: int = 256
@@ -302,6 +312,9 @@ class RewardConfig:
     """Extra keyword arguments for the reward function."""
     skip_special_tokens: bool = True
     """Decode responses without special tokens before scoring."""
+    timeout_s: float | None = 300.0
+    """Seconds one call of the reward function may take (a batch, or one sample when sequential); a call that
+    takes longer is an error naming the function and the sample. None waits forever."""
 
 
 @dataclasses.dataclass
@@ -334,6 +347,9 @@ class TrainerConfig:
     """Workers per node (GPUs, or CPU slots on CPU runs)."""
     ray_address: str | None = None
     """Attach to this running Ray cluster (or RAY_ADDRESS); None starts a local one."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """Where the workers train: auto = cuda when the Ray cluster has GPUs (not the driver's own GPUs: a
+    CPU-only head node drives GPU workers); cuda on a cluster without GPUs is an error."""
     critic_warmup: int = 0
     """Steps that update only the critic."""
     val_freq: int = -1
@@ -361,6 +377,12 @@ class TrainerConfig:
     instead of the latest one under save_checkpoint_path."""
     worker_timeout_s: float = 3600.0
     """A worker call that takes longer is an error (the group is stopped) instead of a hang."""
+    max_restarts: int = 0
+    """When a worker dies, raises or hangs: restart the worker group from the last checkpoint up to this many
+    times in one run (each logged, trainer/restarts); 0 stops the run at the first failure."""
+    max_skipped_steps: int = 5
+    """Stop the run after this many RL steps in a row whose update was skipped for a non-finite loss or
+    gradient (actor/skipped_steps); 0 never stops."""
     max_try_make_batch: int = 4
     """Online filtering: generation rounds allowed to fill one batch."""
 

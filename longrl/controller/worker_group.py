@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -25,11 +26,18 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerError(RuntimeError):
-    """A worker raised; the message carries its rank and remote traceback."""
+    """A worker raised, died or hung; the message names its rank, node, process and verb, with the remote
+    traceback when there is one."""
 
 
 class ClusterResourceError(RuntimeError):
     """The Ray cluster lacks the slots the config asks for."""
+
+
+def _where(_actor: Any) -> dict[str, Any]:
+    """Run inside a worker (via __ray_call__): where it lives, for error messages that name it."""
+    return {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid()}
 
 
 def _free_port() -> tuple[str, int]:
@@ -109,6 +117,10 @@ class WorkerGroup:
                            scheduling_strategy=pool.strategy(rank), runtime_env={"env_vars": rank_env},
                            max_concurrency=1)
             self.workers.append(remote_cls.options(**options).remote(*args))
+        # Starting worker processes may take longer than a verb is allowed to (imports, a busy node).
+        self.placement: list[dict[str, Any]] = []  # node ip/id and pid per rank, once the workers answer
+        self.placement = self._gather([w.__ray_call__.remote(_where) for w in self.workers],
+                                                            "__init__", timeout_s=max(self.call_timeout_s or 0, 300))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         mode = dispatch_mode(self.worker_cls, name)
@@ -117,37 +129,75 @@ class WorkerGroup:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if mode is Dispatch.ALL:
-                return self._gather([getattr(w, name).remote(*args, **kwargs) for w in self.workers])
+                return self._gather([getattr(w, name).remote(*args, **kwargs) for w in self.workers], name)
             parts, pad = split_for_ranks(args[0], self.dp_size, self.sp_size)
             refs = [getattr(w, name).remote(part, *args[1:], **kwargs) for w, part in zip(self.workers, parts)]
-            return collect_from_ranks(self._gather(refs), self.sp_size, pad, rows=len(args[0]) + pad)
+            return collect_from_ranks(self._gather(refs, name), self.sp_size, pad, rows=len(args[0]) + pad)
 
         return call
 
-    def _gather(self, refs: list[ray.ObjectRef]) -> list[Any]:
-        """Results in rank order; on the first failure, kill the group and raise with the worker's traceback."""
+    def _describe(self, rank: int) -> str:
+        if rank >= len(self.placement):  # still starting: placement is not known yet
+            return f"rank {rank}"
+        where = self.placement[rank]
+        return f"rank {rank} (node {where['node_ip']} {where['node_id'][:8]}, pid {where['pid']})"
+
+    def _gather(self, refs: list[ray.ObjectRef], verb: str, timeout_s: float | None = None) -> list[Any]:
+        """Results in rank order; on the first failure, kill the group and raise naming the rank, its node and
+        the verb, with the worker's traceback. `timeout_s` defaults to the group's call timeout."""
+        timeout_s = timeout_s or self.call_timeout_s
         rank_of = {ref: rank for rank, ref in enumerate(refs)}
         results: dict[int, Any] = {}
         pending = list(refs)
-        deadline = None if self.call_timeout_s is None else time.monotonic() + self.call_timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=min(5.0, timeout_s or 5.0))
             for ref in ready:
                 try:
                     results[rank_of[ref]] = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - any remote failure ends the run
-                    self.shutdown()
-                    raise WorkerError(f"worker rank {rank_of[ref]} failed:\n{e}") from None
-            if deadline is not None and time.monotonic() > deadline:
+                except Exception:  # noqa: BLE001 - any remote failure ends the run
+                    raise self._failure(refs, rank_of, verb) from None
+            if pending and deadline is not None and time.monotonic() > deadline:
                 self.shutdown()
-                raise WorkerError(f"workers {sorted(rank_of[r] for r in pending)} did not answer within "
-                                  f"{self.call_timeout_s:.0f} s")
+                raise WorkerError(f"worker {', '.join(self._describe(rank_of[r]) for r in pending)} did not finish "
+                                  f"{verb} within {timeout_s:.0f} s (trainer.worker_timeout_s); the group "
+                                  f"was stopped (raise the timeout if the step is just slow)")
         return [results[rank] for rank in range(len(refs))]
+
+    def _failure(self, refs: list[ray.ObjectRef], rank_of: dict, verb: str) -> WorkerError:
+        """Stop the group and describe what failed. The peers of a dead rank fail soon after it in their
+        collectives, so wait a moment and blame the rank that died rather than the first error to arrive."""
+        ray.wait(refs, num_returns=len(refs), timeout=3.0)
+        errors: dict[int, Exception] = {}
+        for ref in refs:
+            try:
+                ray.get(ref, timeout=0)
+            except GetTimeoutError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                errors[rank_of[ref]] = e
+        self.shutdown()
+        died = [r for r, e in errors.items() if isinstance(e, RayActorError)]
+        rank = min(died) if died else min(errors)
+        what = "died (its process exited)" if died else "failed"
+        others = sorted(set(errors) - {rank})
+        also = f" (ranks {others} failed after it)" if others else ""
+        return WorkerError(f"worker {self._describe(rank)} {what} while running {verb}{also}:\n{errors[rank]}")
 
     def shutdown(self) -> None:
         for w in self.workers:
             ray.kill(w, no_restart=True)
         self.workers = []
+
+
+def init_cluster(address: str | None, device: str, world: int) -> bool:
+    """Attach to (or start) the Ray cluster; whether the workers get GPUs (trainer.device, decided from the
+    cluster's resources, not from the driver's own GPUs)."""
+    from longrl.parallel.device import resolve_device
+
+    # a local cluster gets at least a slot per worker plus the reward tasks, even on a 2-core machine
+    init_ray(address, num_cpus=max(os.cpu_count() or 1, world + 2))
+    return resolve_device(device, ray.cluster_resources().get("GPU", 0.0)) == "cuda"
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:

@@ -9,6 +9,7 @@ seeded order per epoch and can resume exactly from a checkpoint.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ import jinja2
 import torch
 
 from longrl.config import ConfigError, DataConfig
+from longrl.data.image import ImageRef, normalize_ref
 from longrl.protocol import Batch
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,49 @@ def _data_files(path: Path, key: str) -> list[Path]:
     return found
 
 
-def load_rows(files: str, key: str = "data.train_files") -> tuple[datasets.Dataset, list[tuple[int, str]]]:
-    """The rows of `files` and, per source, (first row index, source name) for error messages.
+def _read_jsonl(file: Path, key: str, strict: bool) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """The JSON-object lines of `file`, their line numbers, and what was wrong with the others.
+
+    Read here rather than by `datasets`' json builder, which fails on the first bad line of a file without
+    saying which."""
+    rows, lines, problems = [], [], []
+    with file.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__} where a row must be an object")
+            except UnicodeDecodeError as exc:
+                problem = f"line {number} of {file}: not UTF-8 ({exc.reason} at byte {exc.start})"
+            except ValueError as exc:  # json.JSONDecodeError included
+                problem = f"line {number} of {file}: not a JSON object ({exc})"
+            else:
+                rows.append(row)
+                lines.append(number)
+                continue
+            if strict:
+                raise ConfigError(f"{key}: {problem}; fix the line, or set data.strict=false to skip such lines")
+            problems.append(problem)
+    return rows, lines, problems
+
+
+def _one_type(values: list) -> list:
+    """A column's values as Arrow can hold them: where some rows give a list and others one value (a media
+    column: `"a.png"` beside `["a.png", "b.png"]`), the single values become one-element lists."""
+    if any(isinstance(v, list) for v in values) and any(v is not None and not isinstance(v, list) for v in values):
+        return [v if v is None or isinstance(v, list) else [v] for v in values]
+    return values
+
+
+Source = tuple[int, str, "list[int] | None"]  # (first row index, file or name@split, line of each row if known)
+
+
+def load_rows(files: str, key: str = "data.train_files",
+              strict: bool = False) -> tuple[datasets.Dataset, list[Source], list[str]]:
+    """The rows of `files`; per source, (first row index, source name, line of each row) for error messages;
+    and the unreadable jsonl lines that were skipped (under `strict` the first one raises instead).
 
     `files` is a json/jsonl/parquet file, a directory of them (read in name order), or
     `name@split` where name is a local dataset directory or file, or a Hugging Face hub data set id.
@@ -70,19 +113,26 @@ def load_rows(files: str, key: str = "data.train_files") -> tuple[datasets.Datas
             raise FileNotFoundError(f"{key}={files!r}: {name!r} is not a local file or directory and could not be "
                                     f"loaded from the Hugging Face hub ({type(exc).__name__}: {exc}); check the id "
                                     f"and the network, or give a local path") from None
-        return rows, [(0, files)]
+        return rows, [(0, files, None)], []
     if not path.exists():
         raise FileNotFoundError(f"{key}={files!r}: no such file or directory ({path.resolve()})")
-    parts, sources, start = [], [], 0
+    parts, sources, problems, start = [], [], [], 0
     for file in _data_files(path, key):
-        part = datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
+        lines = None
+        if file.suffix == ".jsonl":
+            records, lines, bad = _read_jsonl(file, key, strict)
+            problems += bad
+            columns = dict.fromkeys(k for record in records for k in record)  # every key of every row
+            part = datasets.Dataset.from_dict({c: _one_type([record.get(c) for record in records]) for c in columns})
+        else:
+            part = datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
         parts.append(part)
-        sources.append((start, str(file)))
+        sources.append((start, str(file), lines))
         start += len(part)
     try:
-        return datasets.concatenate_datasets(parts), sources
+        return datasets.concatenate_datasets(parts), sources, problems
     except ValueError as exc:
-        columns = {name: part.features for (_, name), part in zip(sources, parts)}
+        columns = {name: part.features for (_, name, _), part in zip(sources, parts)}
         raise ConfigError(f"{key}={files!r}: the files have different columns or types and cannot be joined: "
                           f"{columns}") from exc
 
@@ -104,6 +154,35 @@ def _media_paths(value: Any, base: Path) -> list[str]:
         return []
     values = [value] if isinstance(value, str) else list(value)
     return [str(v) if Path(v).is_absolute() else str(base / v) for v in values]
+
+
+def _image_refs(value: Any, base: Path) -> list[ImageRef]:
+    """A row's image field (a path, a {"bytes", "path"} dict, a decoded image, a list of those, or empty) as
+    ImageRefs; relative paths without bytes are joined to `base`."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)) else list(value)
+    refs = []
+    for v in values:
+        ref = normalize_ref(v)
+        if isinstance(ref, str):
+            ref = _media_paths(ref, base)[0]
+        elif ref["bytes"] is None:
+            ref = {"bytes": None, "path": _media_paths(ref["path"], base)[0]}
+        refs.append(ref)
+    return refs
+
+
+def _undecoded(rows: datasets.Dataset, column: str) -> datasets.Dataset:
+    """`rows` with a Hugging Face Image column (or list of them) left as {"bytes", "path"} dicts: decoding
+    every image of a data set up front is slow, and the workers decode the ones a step needs."""
+    feature = rows.features[column]
+    if isinstance(feature, datasets.Image):
+        return rows.cast_column(column, datasets.Image(decode=False))
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, datasets.Image):
+        return rows.cast_column(column, type(feature)(datasets.Image(decode=False)))
+    return rows
 
 
 def build_messages(content: str, n_images: int = 0, n_videos: int = 0) -> list[dict[str, Any]]:
@@ -132,7 +211,7 @@ class RLDataset(torch.utils.data.Dataset):
     """Rendered, tokenized prompts with their ground truths; rows too long are dropped or refused.
 
     Items: {"prompt_ids": list[int], "prompt_text": str, "ground_truth": str, "row": int}, plus
-    "images"/"videos" (lists of paths) when the data has those columns, plus every other string
+    "images" (lists of paths or {"bytes", "path"} dicts) / "videos" (lists of paths) when the data has those columns, plus every other string
     column of the row under its own name (e.g. problem_type) for the reward function.
     Media parts count as one token each against data.max_prompt_length here; the expanded
     length is only known once frames are decoded.
@@ -141,7 +220,8 @@ class RLDataset(torch.utils.data.Dataset):
     def __init__(self, files: str, cfg: DataConfig, tokenizer: Any, processor: Any = None,
                  *, config_key: str = "data.train_files") -> None:
         self.cfg, self.tokenizer, self.processor = cfg, tokenizer, processor
-        self.rows, self._sources = load_rows(files, config_key)
+        self.config_key = config_key
+        self.rows, self._sources, self.problems = load_rows(files, config_key, cfg.strict)
         self._template_owner = processor if processor is not None else tokenizer
         if cfg.override_chat_template is None and getattr(self._template_owner, "chat_template", None) is None:
             raise ConfigError("the tokenizer has no chat template; set data.override_chat_template")
@@ -165,14 +245,16 @@ class RLDataset(torch.utils.data.Dataset):
         return jinja2.Template(file.read_text())
 
     def _where(self, row: int) -> str:
-        """`row R of FILE`, R counted within that file."""
-        k = bisect.bisect_right([start for start, _ in self._sources], row) - 1
-        start, name = self._sources[k]
+        """`line L of FILE (row R)` for jsonl, else `row R of FILE`; R counted within that file."""
+        k = bisect.bisect_right([start for start, _, _ in self._sources], row) - 1
+        start, name, lines = self._sources[k]
+        if lines is not None and row - start < len(lines):
+            return f"line {lines[row - start]} of {name} (row {row - start})"
         return f"row {row - start} of {name}"
 
     def _source_dir(self, row: int) -> Path:
         """The directory of the file (or dataset directory) that `row` came from."""
-        name = self._sources[bisect.bisect_right([start for start, _ in self._sources], row) - 1][1]
+        name = self._sources[bisect.bisect_right([start for start, _, _ in self._sources], row) - 1][1]
         source = Path(name) if Path(name).exists() else Path(name.rsplit("@", 1)[0])  # name@split
         return source if source.is_dir() else source.parent
 
@@ -180,11 +262,14 @@ class RLDataset(torch.utils.data.Dataset):
         if name not in self.rows.column_names:
             raise ConfigError(f"{self._where(0)} has no field {name!r} ({key}); the rows have fields "
                               f"{self.rows.column_names}; set {key} to one of them")
-        values = self.rows[name]
-        for row, value in enumerate(values):
-            if value is None:
-                raise ConfigError(f"{self._where(row)} has no field {name!r} ({key}); give every row a value")
-        return values
+        return self.rows[name]
+
+    def _reject(self, row: int, reason: str) -> None:
+        """A row that cannot be used: raise under data.strict, else remember it (skipped, counted, logged)."""
+        problem = f"{self._where(row)}: {reason}"
+        if self.cfg.strict:
+            raise ConfigError(f"{problem}; fix the row, or set data.strict=false to skip such rows")
+        self.problems.append(problem)
 
     def _render(self, content: str, n_images: int, n_videos: int) -> str:
         if self._format is not None:
@@ -193,31 +278,56 @@ class RLDataset(torch.utils.data.Dataset):
         return self._template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                         chat_template=self.cfg.override_chat_template)
 
+    def _nothing_usable(self, too_long: int) -> ConfigError:
+        why = (f"all {too_long} exceed data.max_prompt_length={self.cfg.max_prompt_length}" if too_long else
+               f"{len(self.problems)} rows or lines were unusable (first: {self.problems[0]})" if self.problems
+               else "it has no rows")
+        return ConfigError(f"no usable prompts in {self._sources[0][1]}: {why}")
+
     def _build_items(self) -> list[dict[str, Any]]:
         cfg, columns = self.cfg, self.rows.column_names
+        if not len(self.rows):
+            raise self._nothing_usable(0)
         prompts = self._column(cfg.prompt_key, "data.prompt_key")
         answers = self._column(cfg.answer_key, "data.answer_key")
         media = {}
-        for item_key, column, base in (("images", cfg.image_key, cfg.image_dir), ("videos", cfg.video_key, cfg.video_dir)):
+        if cfg.image_key in columns:
+            self.rows = _undecoded(self.rows, cfg.image_key)
+        for item_key, column, base, refs in (("images", cfg.image_key, cfg.image_dir, _image_refs),
+                                             ("videos", cfg.video_key, cfg.video_dir, _media_paths)):
             if column in columns:
                 # Without data.image_dir/video_dir, relative paths are relative to their data file.
-                media[item_key] = [_media_paths(v, Path(base) if base else self._source_dir(row))
-                                   for row, v in enumerate(self.rows[column])]
+                try:
+                    media[item_key] = [refs(v, Path(base) if base else self._source_dir(row))
+                                       for row, v in enumerate(self.rows[column])]
+                except ValueError as exc:
+                    raise ConfigError(f"{self._where(0)}: field {column!r}: {exc}") from exc
         reserved = {cfg.prompt_key, cfg.answer_key, cfg.image_key, cfg.video_key, *ITEM_KEYS}
         extras = {name: ["" if v is None else v for v in self.rows[name]] for name, feature in self.rows.features.items()
                   if name not in reserved and getattr(feature, "dtype", None) in ("string", "large_string")}
 
-        texts = []
+        texts, usable = [], []
         for row, prompt in enumerate(prompts):
+            if prompt is None or not str(prompt).strip():
+                self._reject(row, f"empty prompt (field {cfg.prompt_key!r}, data.prompt_key)")
+                continue
+            if answers[row] is None:
+                self._reject(row, f"no answer (field {cfg.answer_key!r}, data.answer_key)")
+                continue
             n_images, n_videos = (len(media[k][row]) if k in media else 0 for k in ("images", "videos"))
             try:
                 texts.append(self._render(str(prompt), n_images, n_videos))
-            except ValueError as exc:
-                raise ConfigError(f"{self._where(row)}: {exc}") from exc
+            except ValueError as exc:  # media list and placeholders disagree
+                self._reject(row, str(exc))
+                continue
+            usable.append(row)
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        if self.problems:
+            logger.warning("%s: skipped %d unusable rows or lines (data.strict=false); first: %s", self.config_key,
+                           len(self.problems), self.problems[0])
 
         items, too_long = [], []
-        for row, (text, prompt_ids) in enumerate(zip(texts, ids)):
+        for row, text, prompt_ids in zip(usable, texts, ids):
             if len(prompt_ids) > cfg.max_prompt_length:
                 if not cfg.filter_overlong_prompts:
                     raise ConfigError(f"{self._where(row)} has {len(prompt_ids)} prompt tokens, more than "
@@ -234,10 +344,37 @@ class RLDataset(torch.utils.data.Dataset):
             logger.warning("dropped %d of %d prompts longer than data.max_prompt_length=%d tokens (first: %s)",
                            len(too_long), len(texts), cfg.max_prompt_length, self._where(too_long[0]))
         if not items:
-            raise ConfigError(f"no usable prompts in {self._sources[0][1]}"
-                              + (f": all {len(too_long)} exceed data.max_prompt_length={cfg.max_prompt_length}"
-                                 if too_long else ": it has no rows"))
+            raise self._nothing_usable(len(too_long))
         return items
+
+
+def check_media(dataset: RLDataset, model_path: str, limits: dict[str, int] | None = None,
+                key: str = "data.train_files") -> None:
+    """Refuse, before any worker starts, images or videos the model or the rollout engine cannot take.
+
+    `limits`: the engine's items per prompt by column ({"images": worker.rollout.limit_images, ...}).
+    """
+    import json
+
+    config = Path(model_path) / "config.json"
+    vision = config.is_file() and "vision_config" in json.loads(config.read_text())
+    problems = []
+    for column, option in (("images", "data.image_key"), ("videos", "data.video_key")):
+        counts = [len(item.get(column) or ()) for item in dataset.items]
+        most = max(counts, default=0)
+        if not most:
+            continue
+        rows = sum(1 for n in counts if n)
+        if config.is_file() and not vision:
+            problems.append(f"{key} has {rows} rows with {column} but worker.actor.model.model_path={model_path!r} is "
+                            f"a text-only model (its config.json has no vision_config): its {column} would be "
+                            f"dropped; use a vision-language model, or point {option} at a field the rows lack")
+        limit_key = f"worker.rollout.limit_{column}"
+        if limits is not None and most > limits[column]:
+            problems.append(f"{key} has a row with {most} {column} but {limit_key}={limits[column]}: the "
+                            f"rollout engine would refuse it; set {limit_key}={most}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,16 +41,34 @@ def write_math_dataset(out_dir: str | Path, n_train: int = 512, n_val: int = 64,
     return paths
 
 
+def write_clevr_dataset(out_dir: str | Path, n_train: int = 512, n_val: int = 64, seed: int = 0,
+                        multi_image: bool = False, size: int = 56) -> dict[str, Path]:
+    """CLEVR-style scenes of coloured shapes as PNG files (longrl.data.synthetic_image); {"train", "val"} jsonl paths.
+
+    multi_image: two images per question ("in which image are there more circles?")."""
+    from longrl.data.synthetic_image import SINGLE, generate_split
+
+    categories = ("more",) if multi_image else SINGLE
+    return {split: generate_split(out_dir, split, n, size, seed, categories)
+            for split, n in (("train", n_train), ("val", n_val))}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a synthetic data set for RL demos and tests.")
-    parser.add_argument("kind", choices=["math"], help="math: 'What is a + b?' questions")
+    parser.add_argument("kind", choices=["math", "clevr"],
+                        help="math: 'What is a + b?' questions; clevr: questions about images of coloured shapes")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-val", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-operand", type=int, default=9)
+    parser.add_argument("--max-operand", type=int, default=9, help="math: largest operand")
+    parser.add_argument("--multi-image", action="store_true", help="clevr: two images per question")
+    parser.add_argument("--size", type=int, default=56, help="clevr: image side in pixels (a multiple of 14)")
     args = parser.parse_args(argv)
-    paths = write_math_dataset(args.out, args.n_train, args.n_val, args.seed, args.max_operand)
+    if args.kind == "clevr":
+        paths = write_clevr_dataset(args.out, args.n_train, args.n_val, args.seed, args.multi_image, args.size)
+    else:
+        paths = write_math_dataset(args.out, args.n_train, args.n_val, args.seed, args.max_operand)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 

@@ -43,6 +43,8 @@ class Question:
     problem_type: str = "all"
     category: str | None = None
     options: list[str] | None = None
+    images: list = dataclasses.field(default_factory=list)
+    """Image paths or {"bytes", "path"} dicts, in placeholder order."""
 
 
 @dataclasses.dataclass
@@ -58,14 +60,17 @@ Generate = Callable[[list[Question]], list[Generation]]
 
 def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = None, format_prompt: str | None = None,
                    prompt_key: str = "problem", answer_key: str = "answer", video_key: str = "videos",
-                   max_prompt_length: int = 1 << 20, limit: int | None = None) -> list[Question]:
+                   image_key: str = "images", image_dir: str | None = None,
+                   max_prompt_length: int = 1 << 20, limit: int | None = None) -> tuple[list[Question], list[str]]:
     """The questions of `data_path` (jsonl/json/parquet file, directory, or `name@split`), prompts rendered
-    with the format prompt and the chat template exactly as training renders them (RLDataset)."""
+    with the format prompt and the chat template exactly as training renders them (RLDataset); and the rows
+    that could not be used, each named by file and line (they are evaluated without, and listed in results.json)."""
     from longrl.data.dataset import RLDataset
 
     data_path = split_file(data_path)
     cfg = DataConfig(train_files=data_path, prompt_key=prompt_key, answer_key=answer_key, video_key=video_key,
-                     video_dir=video_dir, format_prompt=format_prompt, max_prompt_length=max_prompt_length)
+                     video_dir=video_dir, image_key=image_key, image_dir=image_dir, format_prompt=format_prompt,
+                     max_prompt_length=max_prompt_length)
     data = RLDataset(data_path, cfg, tokenizer, config_key="--data-path")
     questions, seen = [], set()
     for item in data.items[:limit]:
@@ -78,8 +83,8 @@ def load_questions(data_path: str, tokenizer: Any, *, video_dir: str | None = No
         options = row.get("options")
         questions.append(Question(qid, item["prompt_ids"], item["ground_truth"], item.get("videos", []),
                                   str(row.get("problem_type") or "all"), row.get("category"),
-                                  list(options) if options else None))
-    return questions
+                                  list(options) if options else None, item.get("images", [])))
+    return questions, list(data.problems)
 
 
 def split_file(data_path: str) -> str:
@@ -142,8 +147,9 @@ def record_for(question: Question, generation: Generation) -> dict[str, Any]:
 
 
 def evaluate(questions: Sequence[Question], generate: Generate, output_dir: str | Path, batch_size: int = 64,
-             settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Answer every question not yet in output_dir/generations.jsonl, then write and return the summary."""
+             settings: dict[str, Any] | None = None, skipped_rows: Sequence[str] = ()) -> dict[str, Any]:
+    """Answer every question not yet in output_dir/generations.jsonl, then write and return the summary;
+    `skipped_rows` (data rows that could not be loaded) are listed in it."""
     output_dir = Path(output_dir)
     check_settings(output_dir, settings or {})
     done = read_records(output_dir)
@@ -166,6 +172,7 @@ def evaluate(questions: Sequence[Question], generate: Generate, output_dir: str 
             bar.update(len(batch))
     summary = summarise([done[q.id] for q in questions])
     summary["newly_generated"] = len(todo)
+    summary["skipped_rows"] = list(skipped_rows)
     (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=1))
     return summary
 

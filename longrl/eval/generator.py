@@ -14,7 +14,8 @@ from pathlib import Path
 
 from longrl.config import RolloutConfig
 from longrl.eval.evaluate import Generation, Question
-from longrl.models.vision_cache import VideoInput, VideoSettings, VisionCache
+from longrl.data.image import image_name
+from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache
 from longrl.workers.rollout import SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ class VLLMGenerator:
 
     def __init__(self, model_path: str, tokenizer, *, max_new_tokens: int, num_video_frames: int,
                  temperature: float = 0.0, seed: int = 0, max_model_len: int | None = None,
-                 min_pixels: int | None = None, max_pixels: int | None = None, dtype: str = "bf16"):
+                 min_pixels: int | None = None, max_pixels: int | None = None, dtype: str = "bf16",
+                 max_images: int = 0):
         from transformers import AutoConfig
 
         hf_config = AutoConfig.from_pretrained(model_path)
@@ -42,7 +44,8 @@ class VLLMGenerator:
         self.max_model_len = max_model_len or text_config.max_position_embeddings
         self.tokenizer, self.seed = tokenizer, seed
         self.spec = SamplingSpec(n=1, temperature=temperature, top_p=1.0, top_k=-1, max_tokens=max_new_tokens)
-        self.engine = rollout_engine("vllm", model_path, RolloutConfig(dtype=dtype, seed=seed), self.max_model_len)
+        self.engine = rollout_engine("vllm", model_path, RolloutConfig(dtype=dtype, seed=seed, limit_images=max_images),
+                                     self.max_model_len)
         self.videos: VisionCache | None = None
         vision = getattr(hf_config, "vision_config", None)
         if vision is not None:
@@ -53,14 +56,15 @@ class VLLMGenerator:
 
     def __call__(self, questions: list[Question]) -> list[Generation]:
         results: list[Generation | None] = [None] * len(questions)
-        ready: list[tuple[int, list[VideoInput]]] = []
+        ready: list[tuple[int, list[MediaInput]]] = []
         for i, q in enumerate(questions):
             media, error = question_media(self.videos, q)
             if error is None:
                 length = len(q.prompt_ids) + sum(v.num_tokens - 1 for v in media) + self.spec.max_tokens
                 if length > self.max_model_len:
-                    error = (f"prompt + video tokens + max new tokens = {length} exceed max_model_len="
-                             f"{self.max_model_len}; lower --num-video-frames or raise --max-model-len")
+                    error = (f"prompt + image and video tokens + max new tokens = {length} exceed max_model_len="
+                             f"{self.max_model_len}; lower --num-video-frames or --max-pixels, or raise "
+                             f"--max-model-len")
             if error is None:
                 ready.append((i, media))
             else:
@@ -79,13 +83,15 @@ class VLLMGenerator:
 
 
 
-def question_media(videos: VisionCache | None, q: Question) -> tuple[list[VideoInput], str | None]:
-    """The question's videos as frames for the engine, or why they cannot be had (naming the file)."""
-    if not q.videos:
+def question_media(cache: VisionCache | None, q: Question) -> tuple[list[MediaInput], str | None]:
+    """The question's images and videos as pixels for the engine, or why they cannot be had (naming the file)."""
+    refs = [("image", r) for r in q.images] + [("video", p) for p in q.videos]
+    if not refs:
         return [], None
-    if videos is None:
-        return [], f"the question has videos {q.videos} but the model has no vision tower"
-    bad = [p for p in q.videos if videos.video(p) is None]
+    if cache is None:
+        return [], f"the question has images {q.images} / videos {q.videos} but the model has no vision tower"
+    bad = [ref for ref in refs if cache.media(ref) is None]
     if bad:
-        return [], f"cannot decode video {bad[0]}"
-    return videos.row_inputs([q.videos], "frames")[0], None
+        modality, ref = bad[0]
+        return [], f"cannot decode {modality} {image_name(ref) if modality == 'image' else ref}"
+    return cache.row_inputs([refs], "frames")[0], None

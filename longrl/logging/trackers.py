@@ -18,7 +18,8 @@ from longrl.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("actor", "critic", "reward", "rollout", "response_length", "video", "perf", "timing_s", "val")
+GROUPS = ("actor", "critic", "reward", "rollout", "response_length", "video", "image", "perf", "timing_s", "val",
+          "trainer")
 METRICS_FILE = "metrics.jsonl"
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -96,6 +97,11 @@ class _JsonlFile:
         self.generations_path = save_dir / GENERATIONS_FILE
         _truncate_jsonl(self.metrics_path, resume_step)
         _truncate_jsonl(self.generations_path, resume_step)
+
+    def rewind(self, step: int) -> None:
+        """Forget the lines after `step` (the driver went back to the checkpoint of that step)."""
+        _truncate_jsonl(self.metrics_path, step)
+        _truncate_jsonl(self.generations_path, step)
 
     @staticmethod
     def _append(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -232,6 +238,13 @@ class Tracker:
         self._check_names(clean)
         for backend in self.backends:
             backend.log(clean, step)
+
+    def rewind(self, step: int) -> None:
+        """After a restart from the checkpoint of `step`: drop the file lines of later steps, which are run again.
+        (wandb and tensorboard keep them; their plots show the re-run steps twice.)"""
+        for backend in self.backends:
+            if isinstance(backend, _JsonlFile):
+                backend.rewind(step)
 
     def log_generations(self, samples: list[tuple[str, str, float]], step: int) -> None:
         """Record (prompt, response, score) samples, e.g. a few validation generations."""

@@ -1,9 +1,11 @@
-"""Qwen2.5-VL adapter: expanded video tokens, M-RoPE positions exactly as vLLM computes them, media inputs.
+"""Qwen2.5-VL adapter: expanded image and video tokens, M-RoPE positions exactly as vLLM computes them,
+media inputs.
 
-Rows carry the prompt as the chat template renders it, with ONE `<|video_pad|>` per video
-(what vLLM takes: it expands the placeholder itself). The trainer's forward needs the
-expanded sequence, the 3-axis (time, height, width) rotary positions, and the video either as
-pixels (the tower runs inside the forward) or as cached tower embeddings (VisionCache).
+Rows carry the prompt as the chat template renders it, with ONE `<|image_pad|>` per image and ONE
+`<|video_pad|>` per video (what vLLM takes: it expands each placeholder itself). The trainer's forward
+needs the expanded sequence, the 3-axis (time, height, width) rotary positions, and the media either as
+pixels (the tower runs inside the forward) or as cached tower embeddings (VisionCache). An image is a
+one-step video to the tower and to M-RoPE (grid (1, h, w), time index 0).
 
 Positions follow vLLM's `Qwen2_5_VLForConditionalGeneration.get_mrope_input_positions`, not
 transformers' `get_rope_index`: the two disagree on where the text after a video starts when
@@ -14,49 +16,68 @@ the trainer must use the same ones or its log-probs are not those of the samplin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from longrl.models.adapter import ADAPTERS, TextAdapter, sequences_of
-from longrl.models.vision_cache import VideoInput
+from longrl.models.vision_cache import MediaInput
 from longrl.parallel.ulysses import SPGroup, gather_sequence
 from longrl.protocol import Batch
 
-VIDEO_INPUTS = "video_inputs"
-"""Batch object column a worker adds for a pass: per row, its list[VideoInput] in placeholder order."""
+MEDIA_INPUTS = "media_inputs"
+"""Batch object column a worker adds for a pass: per row, its list[MediaInput] (images, then videos)."""
 
 
-def expand_video_tokens(tokens: Sequence[int], video_token_id: int, counts: Sequence[int]) -> list[int]:
-    """Each video placeholder replaced by `counts[i]` copies of it (placeholders taken in order)."""
+def in_prompt_order(tokens: Sequence[int], token_ids: Mapping[str, int], media: Sequence[MediaInput]) -> list[MediaInput]:
+    """`media` (each modality in its placeholders' order) reordered as their placeholders appear in `tokens`.
+
+    Raises ValueError when a modality's placeholder count and item count differ.
+    """
+    queues = {m: [x for x in media if x.modality == m] for m in token_ids}
+    for modality, queue in queues.items():
+        placeholders = list(tokens).count(token_ids[modality])
+        if placeholders != len(queue):
+            raise ValueError(f"the prompt has {placeholders} {modality} placeholders but {len(queue)} "
+                             f"{modality}s were given")
+    by_id = {token_ids[m]: iter(q) for m, q in queues.items()}
+    return [next(by_id[t]) for t in tokens if t in by_id]
+
+
+def expand_media_tokens(tokens: Sequence[int], token_ids: Mapping[str, int], media: Sequence[MediaInput]) -> list[int]:
+    """Each image/video placeholder replaced by its item's num_tokens copies (`media` in prompt order)."""
     out: list[int] = []
-    videos = iter(counts)
+    items = iter(media)
+    placeholders = set(token_ids.values())
     for token in tokens:
-        out.extend([token] * next(videos) if token == video_token_id else [token])
+        out.extend([token] * next(items).num_tokens if token in placeholders else [token])
     return out
 
 
-def mrope_positions(tokens: Sequence[int], video_token_id: int, videos: Sequence[VideoInput],
+def mrope_positions(tokens: Sequence[int], token_ids: Mapping[str, int], media: Sequence[MediaInput],
                     spatial_merge_size: int, tokens_per_second: float) -> torch.Tensor:
-    """vLLM's M-RoPE positions, int64 [3, len(tokens)], of an expanded sequence.
+    """vLLM's M-RoPE positions, int64 [3, len(tokens)], of an expanded sequence (`media` in prompt order).
 
-    Text advances all three axes together. A video of (t, h, w) merged tokens starting where the
-    text would continue at p gets time p + floor(i_t * second_per_grid_ts * tokens_per_second),
-    height p + i_h and width p + i_w; the text after it resumes at the largest position so far + 1.
+    Text advances all three axes together. An item of (t, h, w) merged tokens starting where the
+    text would continue at p gets time p + floor(i_t * second_per_grid_ts * tokens_per_second)
+    (an image: t = 1, time p), height p + i_h and width p + i_w; the text after it resumes at the
+    largest position so far + 1.
     """
     tokens = list(tokens)
     parts, cursor, next_pos = [], 0, 0
-    for video in videos:
-        start = tokens.index(video_token_id, cursor)
+    for item in media:
+        token = token_ids[item.modality]
+        start = tokens.index(token, cursor)
         parts.append(torch.arange(start - cursor).expand(3, -1) + next_pos)
         base = next_pos + start - cursor
-        t, h, w = video.grid_thw[0], video.grid_thw[1] // spatial_merge_size, video.grid_thw[2] // spatial_merge_size
-        factor = float(video.second_per_grid_ts) * tokens_per_second  # float64, as vLLM's numpy
+        t, h, w = item.grid_thw[0], item.grid_thw[1] // spatial_merge_size, item.grid_thw[2] // spatial_merge_size
+        factor = float(item.second_per_grid_ts) * tokens_per_second if item.modality == "video" else 1.0
         time_axis = (torch.arange(t, dtype=torch.float64) * factor).long() if factor != 1.0 else torch.arange(t)
         grid = torch.stack(torch.meshgrid(time_axis, torch.arange(h), torch.arange(w), indexing="ij")).reshape(3, -1)
         end = start + t * h * w
-        if end > len(tokens) or any(tok != video_token_id for tok in tokens[start:end]):
-            raise ValueError(f"video {video.path}: expected {t * h * w} consecutive video tokens at {start}")
+        if end > len(tokens) or any(tok != token for tok in tokens[start:end]):
+            raise ValueError(f"{item.modality} {item.path}: expected {t * h * w} consecutive {item.modality} "
+                             f"tokens at {start}")
         parts.append(grid + base)
         next_pos = int(parts[-1].max()) + 1
         cursor = end
@@ -73,7 +94,7 @@ class Qwen2_5_VLAdapter(TextAdapter):
     """
 
     auto_class = "Qwen2_5_VLForConditionalGeneration"
-    fsdp_forward_methods = ("get_video_features",)
+    fsdp_forward_methods = ("get_video_features", "get_image_features")
 
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
         return list(model.model.language_model.layers)
@@ -81,15 +102,17 @@ class Qwen2_5_VLAdapter(TextAdapter):
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
         return model.model.visual
 
-    def encode_video(self, model: torch.nn.Module, video: VideoInput, sp: SPGroup | None = None) -> torch.Tensor:
-        """The tower's embeddings of one video, without gradients: [num_tokens, hidden].
+    def encode(self, model: torch.nn.Module, video: MediaInput, sp: SPGroup | None = None) -> torch.Tensor:
+        """The tower's embeddings of one video or image, without gradients: [num_tokens, hidden].
 
-        With a sequence-parallel group each of its ranks encodes an even share of the video's temporal steps
+        An image (one temporal step) is encoded whole by every rank. With a sequence-parallel group each of its ranks encodes an even share of the video's temporal steps
         and the group gathers the shares (MR-SP: the tower's work is split like the sequence). Exact: the
         tower attends within one temporal step (its cu_seqlens are per frame pair) and merges patches within
         it, so a share's output equals those rows of the whole video's. Every rank of the group must call it.
         """
         t, h, w = video.grid_thw
+        if video.modality == "image":
+            return self._encode(model, video.pixel_values, video.grid_thw, "image")
         size, rank = (sp.size, sp.rank) if sp is not None else (1, 0)
         bounds = [r * t // size for r in range(size + 1)]
         start, end = bounds[rank], bounds[rank + 1]
@@ -106,38 +129,42 @@ class Qwen2_5_VLAdapter(TextAdapter):
         return torch.cat([full[r * width: r * width + n] for r, n in enumerate(rows)])
 
     @staticmethod
-    def _encode(model: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: tuple[int, int, int]) -> torch.Tensor:
+    def _encode(model: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: tuple[int, int, int],
+                modality: str = "video") -> torch.Tensor:
         device = next(model.parameters()).device
+        features = model.get_image_features if modality == "image" else model.get_video_features
         with torch.no_grad():
-            out = model.get_video_features(pixel_values.to(device), torch.tensor([grid_thw], device=device))
+            out = features(pixel_values.to(device), torch.tensor([grid_thw], device=device))
         return out.pooler_output[0]
 
     def strip_media(self, model_config: object, prompt_ids: Sequence[int]) -> list[int]:
-        """The prompt without its video parts (`<|vision_start|><|video_pad|><|vision_end|>`)."""
-        drop = {model_config.video_token_id, model_config.vision_start_token_id, model_config.vision_end_token_id}
+        """The prompt without its image and video parts (`<|vision_start|><|image_pad|><|vision_end|>`, ...)."""
+        drop = {model_config.image_token_id, model_config.video_token_id, model_config.vision_start_token_id,
+                model_config.vision_end_token_id}
         return [t for t in prompt_ids if t not in drop]
 
     def model_inputs(self, model: torch.nn.Module, batch: Batch, pad_id: int,
                      device: torch.device) -> tuple[dict[str, object], torch.Tensor]:
-        """Inputs for prompt+response rows with their videos, and each row's expanded prompt length.
+        """Inputs for prompt+response rows with their images and videos, and each row's expanded prompt length.
 
-        input_ids, attention_mask: [b, L]; position_ids: [3, b, L]; plus either
-        `mm_encoder_outputs` (cached embeddings) or `pixel_values_videos` + `video_grid_thw`.
+        input_ids, attention_mask: [b, L]; position_ids: [3, b, L]; plus either `mm_encoder_outputs`
+        (cached embeddings) or `pixel_values` + `image_grid_thw` / `pixel_values_videos` + `video_grid_thw`.
         """
         cfg = model.config
         merge, tps = cfg.vision_config.spatial_merge_size, cfg.vision_config.tokens_per_second
-        rows = list(batch[VIDEO_INPUTS]) if VIDEO_INPUTS in batch else [[] for _ in range(len(batch))]
-        sequences, prompt_lens, positions = [], [], []
-        for i, (seq, prompt, videos) in enumerate(zip(sequences_of(batch), batch["prompt_ids"], rows)):
-            placeholders = list(prompt).count(cfg.video_token_id)
-            if placeholders != len(videos):
-                raise ValueError(f"row {i}: the prompt has {placeholders} <|video_pad|> placeholders but "
-                                 f"{len(videos)} videos were given")
-            counts = [v.num_tokens for v in videos]
-            expanded = expand_video_tokens(seq, cfg.video_token_id, counts)
+        token_ids = {"image": cfg.image_token_id, "video": cfg.video_token_id}
+        rows = list(batch[MEDIA_INPUTS]) if MEDIA_INPUTS in batch else [[] for _ in range(len(batch))]
+        sequences, prompt_lens, positions, ordered = [], [], [], []
+        for i, (seq, prompt, media) in enumerate(zip(sequences_of(batch), batch["prompt_ids"], rows)):
+            try:
+                media = in_prompt_order(prompt, token_ids, media)
+            except ValueError as exc:
+                raise ValueError(f"row {i}: {exc}") from None
+            expanded = expand_media_tokens(seq, token_ids, media)
             sequences.append(expanded)
-            prompt_lens.append(len(prompt) + sum(counts) - len(counts))
-            positions.append(mrope_positions(expanded, cfg.video_token_id, videos, merge, tps))
+            prompt_lens.append(len(prompt) + sum(m.num_tokens - 1 for m in media))
+            positions.append(mrope_positions(expanded, token_ids, media, merge, tps))
+            ordered.extend(media)
         width = max(len(s) for s in sequences)
         ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -146,17 +173,16 @@ class Qwen2_5_VLAdapter(TextAdapter):
             ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = 1
             pos[:, i, : len(seq)] = p
-        videos = [v for row in rows for v in row]
-        if not videos and torch.is_grad_enabled() and any(p.requires_grad for p in model.model.visual.parameters()):
-            ids, mask, pos, videos = _with_padding_video(ids, mask, pos, cfg)
+        if not ordered and torch.is_grad_enabled() and any(p.requires_grad for p in model.model.visual.parameters()):
+            ids, mask, pos, ordered = _with_padding_video(ids, mask, pos, cfg)
         inputs: dict[str, object] = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
-        inputs.update(_media_inputs(videos, device))
+        inputs.update(_media_inputs(ordered, device))
         return inputs, torch.tensor(prompt_lens)
 
 
 def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-                        cfg: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[VideoInput]]:
+                        cfg: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[MediaInput]]:
     """One more (masked) padding slot holding a one-token dummy video.
 
     Why: FSDP reduce-scatters, after backward, the gradients each rank has; a rank whose
@@ -167,28 +193,40 @@ def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
     vision = cfg.vision_config
     merge = vision.spatial_merge_size
     width = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
-    dummy = VideoInput("<padding video>", (1, merge, merge), 1.0, 1, torch.zeros(merge * merge, width))
+    dummy = MediaInput("<padding video>", (1, merge, merge), 1.0, 1, torch.zeros(merge * merge, width))
     slot = torch.zeros((ids.shape[0], 1), dtype=ids.dtype)
     ids, mask = torch.cat([ids, slot], 1), torch.cat([mask, slot], 1)
     ids[0, -1] = cfg.video_token_id
     return ids, mask, torch.cat([pos, slot[None].expand(3, -1, -1)], 2), [dummy]
 
 
-def _media_inputs(videos: list[VideoInput], device: torch.device) -> dict[str, object]:
-    """Cached embeddings as `mm_encoder_outputs`, or pixels for the tower to encode in the forward."""
-    if not videos:
+def _media_inputs(media: list[MediaInput], device: torch.device) -> dict[str, object]:
+    """Cached embeddings as `mm_encoder_outputs`, or pixels for the tower to encode in the forward.
+
+    `media` in the order of their placeholders in the batch: the model scatters each modality's
+    embeddings onto that modality's placeholders in order."""
+    if not media:
         return {}
-    with_embeds = [v.embeds is not None for v in videos]
+    images = [m for m in media if m.modality == "image"]
+    videos = [m for m in media if m.modality == "video"]
+    with_embeds = [m.embeds is not None for m in media]
     if all(with_embeds):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        embeds = tuple(v.embeds.to(device) for v in videos)
-        return {"mm_encoder_outputs": {"video": BaseModelOutputWithPooling(pooler_output=embeds)}}
-    if any(with_embeds) or any(v.pixel_values is None for v in videos):
-        raise AssertionError("a pass gives every video as embeddings, or every video as pixels")
-    return {"pixel_values_videos": torch.cat([v.pixel_values for v in videos]).to(device),
-            "video_grid_thw": torch.tensor([v.grid_thw for v in videos], device=device),
-            "second_per_grid_ts": torch.tensor([v.second_per_grid_ts for v in videos], device=device)}
+        outputs = {name: BaseModelOutputWithPooling(pooler_output=tuple(m.embeds.to(device) for m in items))
+                   for name, items in (("image", images), ("video", videos)) if items}
+        return {"mm_encoder_outputs": outputs}
+    if any(with_embeds) or any(m.pixel_values is None for m in media):
+        raise AssertionError("a pass gives every image and video as embeddings, or every one as pixels")
+    inputs: dict[str, object] = {}
+    if images:
+        inputs.update(pixel_values=torch.cat([m.pixel_values for m in images]).to(device),
+                      image_grid_thw=torch.tensor([m.grid_thw for m in images], device=device))
+    if videos:
+        inputs.update(pixel_values_videos=torch.cat([v.pixel_values for v in videos]).to(device),
+                      video_grid_thw=torch.tensor([v.grid_thw for v in videos], device=device),
+                      second_per_grid_ts=torch.tensor([v.second_per_grid_ts for v in videos], device=device))
+    return inputs
 
 
 ADAPTERS.register("qwen2_5_vl")(Qwen2_5_VLAdapter)

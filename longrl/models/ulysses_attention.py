@@ -29,12 +29,15 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from longrl.config import ConfigError
+from longrl.models.lm_head import CHUNK as LOGITS_CHUNK
+from longrl.models.lm_head import token_stats_head
 from longrl.parallel.packing import Packed, pack_sequences, unpack_to_padded
 from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_all_seq_to_heads, gather_sequence,
                                      shard_sequence)
 
 NAME = "longrl_ulysses"
 _ACTIVE: list[SPGroup] = []  # the SP group of the innermost `ulysses_attention` block
+_PREVIOUS: list[str] = []  # the attention implementation each `ulysses_attention` block replaced
 
 
 def kv_repeat_factor(num_heads: int, num_kv_heads: int, sp_size: int) -> int:
@@ -151,11 +154,32 @@ def ulysses_attention(model: torch.nn.Module, sp: SPGroup) -> Iterator[torch.nn.
     previous = config._attn_implementation
     config._attn_implementation = NAME
     _ACTIVE.append(sp)
+    _PREVIOUS.append(previous)
     try:
         yield model
     finally:
         _ACTIVE.pop()
+        _PREVIOUS.pop()
         config._attn_implementation = previous
+
+
+@contextmanager
+def own_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The decoder's own attention inside the block, also within a `ulysses_attention` block.
+
+    For KV-cached forwards (prompt prefix sharing, sp = 1): the Ulysses kernel is causal over q = k
+    positions and takes no mask, so a continuation whose keys include a cached prefix would attend
+    to the wrong keys.
+    """
+    config = model.config.get_text_config(decoder=True)
+    if config._attn_implementation != NAME:
+        yield model
+        return
+    config._attn_implementation = _PREVIOUS[-1]
+    try:
+        yield model
+    finally:
+        config._attn_implementation = NAME
 
 
 # ---- the forward passes of the actor, the reference and the critic ---------------------------------------------------
@@ -236,27 +260,26 @@ def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_
 def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
                        attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup, temperature: float = 1.0,
                        with_entropy: bool = False, media: dict[str, object] | None = None,
-                       needed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       needed: torch.Tensor | None = None,
+                       chunk: int = LOGITS_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for t < L-1: [B, L-1] (and the entropy there, [B, L-1]).
 
     Each rank turns its logits slice into per-token values before the gather, so per-rank memory for the
     vocabulary-sized tensors is 1/sp of a plain forward. At a packed sequence's last token the value
     refers to the next sequence's first token and must be ignored, as for any padding-free model.
     `needed` (bool [L]): the positions t whose values are wanted, 0 elsewhere; the LM head skips the others,
-    which for a long video prompt and a short response is nearly all of the [L, V] logits.
+    which for a long video prompt and a short response is nearly all of the [L, V] logits. The head runs
+    `chunk` positions at a time (models/lm_head.py): the rank's peak logits are [B, chunk, V], forward and backward.
     """
     length = input_ids.shape[-1]
     labels = shard_sequence(torch.roll(input_ids, -1, dims=-1), sp, dim=-1)
     keep = None if needed is None else shard_sequence(needed, sp, dim=0).nonzero().squeeze(-1)
-    logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
-                               media=media, keep=keep)
     if keep is not None:
         labels = labels[:, keep]
-    logits = logits.float() / temperature
-    log_z = torch.logsumexp(logits, dim=-1)
-    outs = [torch.gather(logits, -1, labels[..., None]).squeeze(-1) - log_z]
-    if with_entropy:
-        outs.append(log_z - (torch.softmax(logits, -1) * logits).sum(-1))
+    with token_stats_head(model, labels, temperature, with_entropy, chunk):
+        stats = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
+                                  media=media, keep=keep)  # [B, K, 2]: log-prob, entropy
+    outs = [stats[..., 0]] + ([stats[..., 1]] if with_entropy else [])
     if keep is not None:  # back to this rank's slice, zeros where not needed, so the slices line up to gather
         outs = [t.new_zeros(labels.shape[0], -(-length // sp.size)).index_copy(1, keep, t) for t in outs]
     outs = [gather_sequence(t, sp, dim=1, original_len=length)[:, :-1] for t in outs]
@@ -289,8 +312,8 @@ def split_media(inputs: dict[str, object]) -> tuple[dict[str, torch.Tensor], dic
 
 def sp_response_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor], prompt_lens: torch.Tensor,
                           width: int, sp: SPGroup, temperature: float = 1.0, padding_free: bool = False,
-                          with_entropy: bool = False,
-                          media: dict[str, object] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          with_entropy: bool = False, media: dict[str, object] | None = None,
+                          chunk: int = LOGITS_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The actor's drop-in: log-probs (and entropies) of the `width` response tokens of each row, [B, R] each.
 
     `inputs` are right-padded `input_ids`/`attention_mask` [B, L] and `position_ids` ([B, L] or [3, B, L]) as
@@ -300,7 +323,8 @@ def sp_response_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor
     a row's end hold 0 or junk: mask them with `response_mask`.
     """
     def per_token(ids, positions, mask_or_cu, needed):
-        return sp_token_log_probs(model, ids, positions, mask_or_cu, sp, temperature, with_entropy, media, needed)
+        return sp_token_log_probs(model, ids, positions, mask_or_cu, sp, temperature, with_entropy, media, needed,
+                                  chunk)
 
     log_probs, entropy = _response_columns(model, inputs, prompt_lens, width, padding_free, media, per_token)
     return log_probs, entropy

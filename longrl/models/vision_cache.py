@@ -1,4 +1,4 @@
-"""VisionCache (MR-SP stage 1): each unique video of a step is decoded once and encoded once.
+"""VisionCache (MR-SP stage 1): each unique video or image of a step is decoded once and encoded once.
 
 RL on long videos is dominated by the vision tower when every pass re-encodes every frame:
 n rollout samples, old log-probs, reference log-probs and the update each see the same video
@@ -10,6 +10,9 @@ hands every pass what it needs (`media_mode`):
   rollout     embeddings -> vLLM (enable_mm_embeds)               frames -> vLLM encodes
   log_probs   embeddings (the ref tower's own when it trains)     pixels, encoded per row
   update      embeddings if the tower is frozen, else pixels      pixels, encoded per row
+
+Images take the same paths as videos (an image is a one-step video to the tower: grid (1, h, w));
+their counters are image/*, the videos' video/*.
 
 Entries live for one RL step: the worker clears the cache after the update (the tower may have
 changed, and the next step brings other videos). Embeddings are kept on the CPU: vLLM takes
@@ -25,19 +28,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 import torch
 
 from longrl.config import Config
+from longrl.data.image import ImageError, ImageRef, image_name, load_image, preprocess_image
 from longrl.data.video import CLIP_MEAN, CLIP_STD, VideoFrames, load_video_or_none, preprocess_video
-from longrl.parallel.device import device
 
 logger = logging.getLogger(__name__)
 
 Purpose = Literal["rollout", "log_probs", "update"]
 Mode = Literal["embeds", "pixels", "frames"]
+Modality = Literal["image", "video"]
+MediaRef = Union[str, tuple[Modality, Union[str, ImageRef]]]
+"""A row's media item for row_inputs: a video path, or (modality, reference)."""
 DUMMY_PATH = "<padding video>"
 
 
@@ -59,25 +65,30 @@ class VideoSettings:
     @staticmethod
     def for_model(model_path: str | Path, vision_config: object, num_frames: int, min_pixels: int, max_pixels: int,
                   cache_dir: str | None = None, strict: bool = False) -> VideoSettings:
-        """Patch sizes from the model's vision config, mean/std from its video_preprocessor_config.json."""
+        """Patch sizes from the model's vision config, mean/std from its (video_)preprocessor_config.json.
+
+        Qwen2-VL family processors normalise images and videos alike, so one mean/std serves both."""
         mean, std = CLIP_MEAN, CLIP_STD
-        file = Path(model_path) / "video_preprocessor_config.json"
-        if file.is_file():
+        files = [Path(model_path) / name for name in ("video_preprocessor_config.json", "preprocessor_config.json")]
+        for file in (f for f in files if f.is_file()):
             processor = json.loads(file.read_text())
             mean = tuple(processor.get("image_mean", mean))
             std = tuple(processor.get("image_std", std))
+            break
         return VideoSettings(num_frames, min_pixels, max_pixels, vision_config.patch_size,
                              vision_config.spatial_merge_size, vision_config.temporal_patch_size, mean, std,
                              cache_dir, strict)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VideoInput:
-    """One video ready for a model: grid (in patches), timing, and pixels, frames and/or embeddings.
+class MediaInput:
+    """One video or image ready for a model: grid (in patches), timing, and pixels, frames and/or embeddings.
 
-    grid_thw: (t, h, w) patches; num_tokens = t*h*w / merge^2 language-model tokens;
+    path: the file (an embedded image: its name with a content digest); grid_thw: (t, h, w) patches
+    (t = 1 for an image); num_tokens = t*h*w / merge^2 language-model tokens;
     pixel_values: float32 [t*h*w, 3*tps*P*P]; embeds: [num_tokens, hidden] (tower output);
-    frames: the sampled frames resized to the grid, for an engine that encodes itself.
+    frames (video) / image (uint8 [H, W, 3]): the pixels resized to the grid, for an engine that
+    encodes itself.
     """
 
     path: str
@@ -87,6 +98,13 @@ class VideoInput:
     pixel_values: torch.Tensor | None = None
     embeds: torch.Tensor | None = None
     frames: VideoFrames | None = None
+    modality: Modality = "video"
+    image: np.ndarray | None = None
+
+    @property
+    def key(self) -> str:
+        """What the cache files it under (an image and a video may share a file name)."""
+        return f"{self.modality}:{self.path}"
 
 
 def media_mode(purpose: Purpose, cache_embeds: bool, tower_trainable: bool) -> Mode:
@@ -106,7 +124,7 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
     rollout = cfg.worker.rollout
     settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, vision, rollout.num_video_frames,
                                        cfg.data.min_pixels, cfg.data.max_pixels, cfg.data.cache_dir,
-                                       cfg.data.strict_videos)
+                                       cfg.data.strict_media)
     pixels_reused = not rollout.cache_video_embeds or not cfg.worker.actor.model.freeze_vision_tower
     return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds,
                        keep_pixels=pixels_reused)
@@ -114,13 +132,18 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
 
 def max_over_ranks(value: int) -> int:
     """The largest `value` over all ranks (a collective; `value` itself outside a process group)."""
-    import torch.distributed as dist
+    from longrl.parallel.collectives import all_reduce_scalar
 
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], device=device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    return int(all_reduce_scalar(value, "max"))
+
+
+def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W, 3] resized (PIL bicubic, as preprocessing does) so an engine's own resize is a no-op."""
+    from PIL import Image
+
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
 def _resized_frames(video: VideoFrames, height: int, width: int) -> VideoFrames:
@@ -134,119 +157,157 @@ def _resized_frames(video: VideoFrames, height: int, width: int) -> VideoFrames:
 
 
 class VisionCache:
-    """Preprocessed videos and tower embeddings of one worker, for one RL step.
+    """Preprocessed videos and images and their tower embeddings, of one worker, for one RL step.
 
-    `keep_frames`: also keep the sampled frames (the rollout engine encodes them when the
-    embedding cache is off). `keep_pixels=False` drops a video's pixels once it is encoded, for
-    when no pass needs them again (cache on, frozen tower): a 1024-frame 448x448 video is
-    2.4 GB of float32 pixels. A pass that does ask for them decodes the video again.
+    `keep_frames`: also keep the sampled frames / resized image (the rollout engine encodes them
+    when the embedding cache is off). `keep_pixels=False` drops an item's pixels once it is
+    encoded, for when no pass needs them again (cache on, frozen tower): a 1024-frame 448x448
+    video is 2.4 GB of float32 pixels. A pass that does ask for them decodes the item again.
     """
 
     def __init__(self, settings: VideoSettings, cache_embeds: bool = True, keep_frames: bool = False,
                  keep_pixels: bool = True):
         self.settings, self.cache_embeds, self.keep_frames = settings, cache_embeds, keep_frames
         self.keep_pixels = keep_pixels
-        self._videos: dict[str, VideoInput | None] = {}  # path -> preprocessed video (None: unusable)
-        self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, path) -> embeddings on the CPU
+        self._items: dict[str, MediaInput | None] = {}  # key -> preprocessed item (None: unusable)
+        self._refs: dict[str, tuple[Modality, str | ImageRef]] = {}  # key -> what to decode it from again
+        self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, key) -> embeddings on the CPU
         self._stats: Counter = Counter()
 
-    # ---- videos -----------------------------------------------------------------------------
-    def video(self, path: str) -> VideoInput | None:
+    # ---- videos and images ------------------------------------------------------------------
+    def video(self, path: str) -> MediaInput | None:
         """The decoded, preprocessed video (memoized); None, logged and counted once, if it is unusable."""
-        if path in self._videos:
-            return self._videos[path]
-        s = self.settings
+        return self.media(("video", path))
+
+    def image(self, ref: str | ImageRef) -> MediaInput | None:
+        """The decoded, preprocessed image (memoized); None, logged and counted once, if it is unusable."""
+        return self.media(("image", ref))
+
+    def media(self, item: MediaRef) -> MediaInput | None:
+        """A row's media item (a video path, or (modality, ref)) preprocessed; None if unusable."""
+        modality, ref = ("video", item) if isinstance(item, str) else item
+        key = f"{modality}:{ref if modality == 'video' else image_name(ref)}"
+        if key in self._items:
+            return self._items[key]
         start = time.perf_counter()
+        loaded = self._load_video(ref) if modality == "video" else self._load_image(ref)
+        self._items[key], self._refs[key] = loaded, (modality, ref)
+        self._stats[f"{modality}/skipped" if loaded is None else f"{modality}/decoded"] += 1
+        if loaded is not None:
+            self._stats[f"{modality}/decode_s"] += time.perf_counter() - start
+        return loaded
+
+    def _load_video(self, path: str) -> MediaInput | None:
+        s = self.settings
         frames = load_video_or_none(path, s.num_frames, cache_dir=s.cache_dir, strict=s.strict,
                                     frame_factor=s.temporal_patch_size)
         if frames is None:
-            self._stats["skipped"] += 1
-            self._videos[path] = None
             return None
         inputs = preprocess_video(frames, s.min_pixels, s.max_pixels, s.patch_size, s.merge_size,
                                   s.temporal_patch_size, s.image_mean, s.image_std)
         grid = tuple(int(x) for x in inputs["video_grid_thw"][0])
-        video = VideoInput(path, grid, float(inputs["second_per_grid_ts"][0]),
-                           grid[0] * grid[1] * grid[2] // s.merge_size ** 2, inputs["pixel_values_videos"],
-                           frames=_resized_frames(frames, grid[1] * s.patch_size, grid[2] * s.patch_size)
-                           if self.keep_frames else None)
-        self._stats["decoded"] += 1
-        self._stats["decode_s"] += time.perf_counter() - start
-        self._videos[path] = video
-        return video
+        return MediaInput(path, grid, float(inputs["second_per_grid_ts"][0]),
+                          grid[0] * grid[1] * grid[2] // s.merge_size ** 2, inputs["pixel_values_videos"],
+                          frames=_resized_frames(frames, grid[1] * s.patch_size, grid[2] * s.patch_size)
+                          if self.keep_frames else None)
 
-    def dummy_video(self) -> VideoInput:
+    def _load_image(self, ref: str | ImageRef) -> MediaInput | None:
+        s = self.settings
+        try:
+            pixels = load_image(ref)
+            inputs = preprocess_image(pixels, s.min_pixels, s.max_pixels, s.patch_size, s.merge_size,
+                                      s.temporal_patch_size, s.image_mean, s.image_std)
+        except ImageError as exc:
+            if s.strict:
+                raise ImageError(image_name(ref), f"{exc.reason} (data.strict_media=true)") from None
+            logger.warning("skipping image %s: %s (data.strict_media=false)", image_name(ref), exc.reason)
+            return None
+        grid = tuple(int(x) for x in inputs["image_grid_thw"][0])
+        resized = _resized(pixels, grid[1] * s.patch_size, grid[2] * s.patch_size) if self.keep_frames else None
+        return MediaInput(image_name(ref), grid, 1.0, grid[1] * grid[2] // s.merge_size ** 2,
+                          inputs["pixel_values"], modality="image", image=resized)
+
+    def dummy_video(self) -> MediaInput:
         """The smallest valid video (one merged token): encoded by ranks with fewer videos, so that every
         rank makes the same number of (collective) tower calls."""
         s = self.settings
         width = 3 * s.temporal_patch_size * s.patch_size ** 2
-        return VideoInput(DUMMY_PATH, (1, s.merge_size, s.merge_size), 1.0, 1,
+        return MediaInput(DUMMY_PATH, (1, s.merge_size, s.merge_size), 1.0, 1,
                           torch.zeros(s.merge_size ** 2, width))
 
     # ---- per-pass inputs --------------------------------------------------------------------
-    def row_inputs(self, rows: Sequence[Sequence[str]], mode: Mode, tower: str = "actor",
-                   encode: Callable[[VideoInput], torch.Tensor] | None = None,
-                   peers_max: Callable[[int], int] | None = None) -> list[list[VideoInput] | None]:
-        """Per row, its videos as `mode` needs them; None for a row with an unusable video.
+    def row_inputs(self, rows: Sequence[Sequence[MediaRef]], mode: Mode, tower: str = "actor",
+                   encode: Callable[[MediaInput], torch.Tensor] | None = None,
+                   peers_max: Callable[[int], int] | None = None) -> list[list[MediaInput] | None]:
+        """Per row, its media as `mode` needs them; None for a row with an unusable video or image.
 
-        In "embeds" mode each video not yet encoded by `tower` is encoded once with `encode`
+        In "embeds" mode each item not yet encoded by `tower` is encoded once with `encode`
         ([num_tokens, hidden]). `peers_max(k)` returns the largest k over all ranks: a rank with
-        fewer videos to encode encodes a dummy video instead, because with FSDP every tower call
+        fewer items to encode encodes a dummy video instead, because with FSDP every tower call
         is a collective that all ranks must make.
         """
-        videos = [[self.video(p) for p in paths] for paths in rows]
-        usable = [None if any(v is None for v in vs) else vs for vs in videos]
+        items = [[self.media(ref) for ref in refs] for refs in rows]
+        usable = [None if any(v is None for v in vs) else vs for vs in items]
         if mode == "embeds":
             self._encode_missing([v for vs in usable if vs for v in vs], tower, encode, peers_max)
         return [None if vs is None else [self._as(v, mode, tower) for v in vs] for vs in usable]
 
-    def _encode_missing(self, videos: list[VideoInput], tower: str,
-                        encode: Callable[[VideoInput], torch.Tensor] | None,
+    def _encode_missing(self, items: list[MediaInput], tower: str,
+                        encode: Callable[[MediaInput], torch.Tensor] | None,
                         peers_max: Callable[[int], int] | None) -> None:
-        missing = list({v.path: v for v in videos if (tower, v.path) not in self._embeds}.values())
+        missing = list({v.key: v for v in items if (tower, v.key) not in self._embeds}.values())
         calls = peers_max(len(missing)) if peers_max is not None else len(missing)
         if calls and encode is None:
             raise AssertionError("row_inputs(mode='embeds') needs an encode function")
-        self._stats["embed_hits"] += len(videos) - len(missing)
-        start = time.perf_counter()
-        for video in missing:
-            embeds = encode(self._with_pixels(video)).detach().to("cpu")
-            if embeds.shape[0] != video.num_tokens:
-                raise AssertionError(f"{video.path}: the tower gave {embeds.shape[0]} embeddings for "
-                                     f"{video.num_tokens} tokens")
-            self._embeds[(tower, video.path)] = embeds
+        hits = Counter(v.modality for v in items)
+        hits.subtract(v.modality for v in missing)
+        for modality, n in hits.items():
+            self._stats[f"{modality}/embed_hits"] += n
+        for item in missing:
+            start = time.perf_counter()
+            embeds = encode(self._with_pixels(item)).detach().to("cpu")
+            if embeds.shape[0] != item.num_tokens:
+                raise AssertionError(f"{item.path}: the tower gave {embeds.shape[0]} embeddings for "
+                                     f"{item.num_tokens} tokens")
+            self._embeds[(tower, item.key)] = embeds
             if not self.keep_pixels:
-                self._videos[video.path] = dataclasses.replace(video, pixel_values=None)
+                self._items[item.key] = dataclasses.replace(item, pixel_values=None)
+            self._stats[f"{item.modality}/encoded"] += 1
+            self._stats[f"{item.modality}/encode_s"] += time.perf_counter() - start
+        start = time.perf_counter()
         for _ in range(calls - len(missing)):
             encode(self.dummy_video())
-        self._stats["encoded"] += len(missing)
-        self._stats["encode_s"] += time.perf_counter() - start
+        if calls > len(missing):
+            self._stats["video/encode_s"] += time.perf_counter() - start  # padding videos keep ranks in step
 
-    def _as(self, video: VideoInput, mode: Mode, tower: str) -> VideoInput:
+    def _as(self, item: MediaInput, mode: Mode, tower: str) -> MediaInput:
         if mode == "embeds":
-            return dataclasses.replace(video, embeds=self._embeds[(tower, video.path)], pixel_values=None, frames=None)
+            return dataclasses.replace(item, embeds=self._embeds[(tower, item.key)], pixel_values=None, frames=None,
+                                       image=None)
         if mode == "frames":
-            if video.frames is None:
+            if item.frames is None and item.image is None:
                 raise AssertionError("frames mode needs VisionCache(keep_frames=True)")
-            return dataclasses.replace(video, pixel_values=None)
-        return dataclasses.replace(self._with_pixels(video), frames=None)
+            return dataclasses.replace(item, pixel_values=None)
+        return dataclasses.replace(self._with_pixels(item), frames=None, image=None)
 
-    def _with_pixels(self, video: VideoInput) -> VideoInput:
-        """`video` with its pixels, decoded again if keep_pixels=False dropped them."""
-        if video.pixel_values is not None:
-            return video
-        current = self._videos.get(video.path)
+    def _with_pixels(self, item: MediaInput) -> MediaInput:
+        """`item` with its pixels, decoded again if keep_pixels=False dropped them."""
+        if item.pixel_values is not None:
+            return item
+        current = self._items.get(item.key)
         if current is None or current.pixel_values is None:
-            self._videos.pop(video.path, None)
-            current = self.video(video.path)
+            ref = self._refs[item.key]
+            self._items.pop(item.key, None)
+            current = self.media(ref)
             if current is None:
-                raise RuntimeError(f"video {video.path} became unreadable during the step (it was read before)")
+                raise RuntimeError(f"{item.modality} {item.path} became unreadable during the step (it was read before)")
         return current
 
     # ---- lifetime and metrics ---------------------------------------------------------------
     def clear(self) -> None:
-        """Forget every video and embedding (end of a step, or the weights changed)."""
-        self._videos.clear()
+        """Forget every item and embedding (end of a step, or the weights changed)."""
+        self._items.clear()
+        self._refs.clear()
         self._embeds.clear()
 
     def __len__(self) -> int:
@@ -254,12 +315,13 @@ class VisionCache:
         return len(self._embeds)
 
     def count(self, name: str) -> None:
-        """Count an event of the worker's in video/<name> (e.g. overlong: a prompt skipped as too long)."""
-        self._stats[name] += 1
+        """Count an event of the worker's as a metric `name` (e.g. video/overlong: a prompt skipped as too long)."""
+        self._stats[name if "/" in name else f"video/{name}"] += 1
 
     def take_stats(self) -> dict[str, float]:
-        """video/* counters since the last call: decoded, skipped, encoded, embed_hits, decode_s, encode_s."""
-        stats = {f"video/{k}": float(v) for k, v in sorted(self._stats.items())}
+        """video/* and image/* counters since the last call: decoded, skipped, encoded, embed_hits, decode_s,
+        encode_s."""
+        stats = {k: float(v) for k, v in sorted(self._stats.items())}
         self._stats.clear()
         return stats
 
@@ -272,3 +334,29 @@ def reduce_video_stats(per_worker: Sequence[dict[str, float]]) -> dict[str, floa
         for key, value in stats.items():
             out[key] = max(out.get(key, 0.0), value) if key.endswith("_s") else out.get(key, 0.0) + value
     return out
+
+
+MEDIA_COLUMNS = (("image", "images"), ("video", "videos"))
+"""(modality, Batch object column holding each row's references)."""
+
+
+def has_media(batch: object) -> bool:
+    """Whether the batch carries image or video columns."""
+    return any(column in batch for _, column in MEDIA_COLUMNS)
+
+
+def media_refs(batch: object) -> list[list[MediaRef]]:
+    """Per row, its (modality, reference) items: its images, then its videos (each in placeholder order)."""
+    rows: list[list[MediaRef]] = [[] for _ in range(len(batch))]
+    for modality, column in MEDIA_COLUMNS:
+        if column in batch:
+            for row, refs in zip(rows, batch[column]):
+                row.extend((modality, ref) for ref in refs)
+    return rows
+
+
+def describe_media(batch: object, i: int) -> str:
+    """`images [...] and videos [...]` of row i, for messages."""
+    parts = [f"{column} {[image_name(r) if modality == 'image' else r for r in batch[column][i]]}"
+             for modality, column in MEDIA_COLUMNS if column in batch and batch[column][i]]
+    return " and ".join(parts) or "no media"

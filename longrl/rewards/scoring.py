@@ -8,12 +8,19 @@ with the log-prob computation; the reward file is imported inside the task.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from longrl.config import RewardConfig
 from longrl.rewards.loader import load_reward_function
+
+
+logger = logging.getLogger(__name__)
 
 
 class RewardError(RuntimeError):
@@ -32,6 +39,41 @@ def _describe(reward_inputs: list[dict[str, Any]], i: int) -> str:
     return f"sample {i} (ground_truth={ground_truth!r})"
 
 
+class _CallTimeout(Exception):
+    """Raised inside a reward call by the SIGALRM handler of `_deadline`."""
+
+
+@contextmanager
+def _deadline(timeout_s: float | None) -> Iterator[None]:
+    """Interrupt the body after `timeout_s` seconds with _CallTimeout. SIGALRM, because a hung Python call
+    cannot be stopped from another thread; scoring runs in the main thread of its Ray task process (and of
+    a test), elsewhere no deadline is set."""
+    if timeout_s is None:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("worker.reward.timeout_s=%s is not enforced: scoring runs outside the main thread", timeout_s)
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _CallTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _timed_out(cfg: RewardConfig, where: str) -> RewardError:
+    return RewardError(f"reward function {cfg.reward_function!r} did not return within worker.reward.timeout_s="
+                       f"{cfg.timeout_s} s on {where}; make it faster (or stop it waiting on a lock or the "
+                       f"network), or raise worker.reward.timeout_s")
+
+
 def _call_failed(cfg: RewardConfig, where: str, exc: Exception) -> RewardError:
     return RewardError(f"reward function {cfg.reward_function!r} (worker.reward.reward_type={cfg.reward_type}) "
                        f"raised on {where}: {type(exc).__name__}: {exc}. Fix the function, or check that "
@@ -42,7 +84,10 @@ def _call_failed(cfg: RewardConfig, where: str, exc: Exception) -> RewardError:
 def _run_batch(fn: Callable, cfg: RewardConfig, reward_inputs: list[dict[str, Any]],
                kwargs: dict[str, Any]) -> Any:
     try:
-        return fn(list(reward_inputs), **kwargs)
+        with _deadline(cfg.timeout_s):
+            return fn(list(reward_inputs), **kwargs)
+    except _CallTimeout:  # no per-sample re-run: each could hang as long again
+        raise _timed_out(cfg, f"the batch of {len(reward_inputs)} samples") from None
     except Exception as exc:
         # Find the culprit: re-score one sample at a time so the error can point at it.
         for i, reward_input in enumerate(reward_inputs):
@@ -58,7 +103,10 @@ def _run_sequential(fn: Callable, cfg: RewardConfig, reward_inputs: list[dict[st
     scores = []
     for i, reward_input in enumerate(reward_inputs):
         try:
-            scores.append(fn(reward_input, **kwargs))
+            with _deadline(cfg.timeout_s):
+                scores.append(fn(reward_input, **kwargs))
+        except _CallTimeout:
+            raise _timed_out(cfg, _describe(reward_inputs, i)) from None
         except Exception as exc:
             raise _call_failed(cfg, _describe(reward_inputs, i), exc) from exc
     return scores
@@ -87,6 +135,10 @@ def _checked(cfg: RewardConfig, scores: Any, reward_inputs: list[dict[str, Any]]
                 raise RewardError(f"reward function {fn!r} returned {key}={value!r} for "
                                   f"{_describe(reward_inputs, i)}; every score must be a finite number")
             clean[str(key)] = number
+        if out and clean.keys() != out[0].keys():  # the trainer averages every key over the batch
+            raise RewardError(f"reward function {fn!r} returned the keys {sorted(clean)} for "
+                              f"{_describe(reward_inputs, i)} but {sorted(out[0])} for sample 0; every sample "
+                              f"must get the same keys")
         out.append(clean)
     return out
 

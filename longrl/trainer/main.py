@@ -6,8 +6,11 @@ import json
 import logging
 import sys
 
+from longrl.checkpoint import CheckpointSaveError
 from longrl.config import ConfigError, to_dict
 from longrl.controller.worker_group import ClusterResourceError, WorkerError
+from longrl.rewards import RewardError
+from longrl.trainer.faults import SkippedStepsError
 from longrl.trainer.preflight import checked_config
 
 
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         trainer.fit()
-    except (ClusterResourceError, WorkerError) as e:  # the message says what failed; no driver traceback needed
+    # the message says what failed, and where the run can resume; no driver traceback needed
+    except (ClusterResourceError, WorkerError, CheckpointSaveError, RewardError, SkippedStepsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

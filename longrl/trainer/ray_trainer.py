@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -21,15 +22,18 @@ from tqdm import tqdm
 
 from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_kl_to_rewards, compute_advantages,
                                groups_to_keep, make_kl_controller)
-from longrl.checkpoint.manager import CheckpointManager
+from longrl.checkpoint.manager import CheckpointManager, CheckpointSaveError
 from longrl.config import Config, checkpoint_dir, to_dict, world_size
-from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
-from longrl.data.dataset import PromptLoader, RLDataset, validation_batches
+from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
+from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
 from longrl.models.vision_cache import reduce_video_stats
+from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
 from longrl.rewards import resolve_reward_spec, score_responses
+from longrl.trainer.faults import SkippedSteps
 from longrl.workers.fsdp_worker import HybridWorker
+from longrl.workers.lifecycle import reduce_engine_stats
 from longrl.workers.rollout import SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -45,10 +49,12 @@ class RayTrainer:
         self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
         self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files") \
             if cfg.data.val_files else None
-        prompts_per_round = cfg.data.mini_rollout_batch_size or cfg.data.rollout_batch_size
-        self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
+        limits = {"images": cfg.worker.rollout.limit_images, "videos": cfg.worker.rollout.limit_videos}
+        for data, key in ((self.train_set, "data.train_files"), (self.val_set, "data.val_files")):
+            if data is not None:
+                check_media(data, model.model_path, limits, key)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
-        self.kl_ctrl = make_kl_controller(cfg.algorithm)
+        self.fresh_start()
         self.needs = ADVANTAGES.requires(cfg.algorithm.adv_estimator)  # a critic to train, a greedy baseline
         self.use_critic = self.needs.critic
         self.checkpoints = CheckpointManager(checkpoint_dir(cfg.trainer), cfg.trainer.save_limit)
@@ -56,26 +62,41 @@ class RayTrainer:
         # resolving here also reports a bad spec before any worker starts.
         reward_path, reward_fn = resolve_reward_spec(cfg.worker.reward.reward_function)
         self.reward_cfg = dataclasses.replace(cfg.worker.reward, reward_function=f"{reward_path.resolve()}:{reward_fn}")
-        self.step_count = 0
+        self.pool: ResourcePool | None = None
+        self.use_gpu = False  # decided from the cluster when the first group starts
         self.workers: WorkerGroup | None = None
         self.tracker: Tracker | None = None
+        self.skipped = SkippedSteps(cfg.trainer.max_skipped_steps)
+        self.restarts = 0
+
+    def fresh_start(self) -> None:
+        """The driver's state of step 0: data order, KL coefficient."""
+        cfg = self.cfg
+        prompts_per_round = cfg.data.mini_rollout_batch_size or cfg.data.rollout_batch_size
+        self.loader = PromptLoader(self.train_set, prompts_per_round, cfg.data.shuffle, cfg.data.seed)
+        self.kl_ctrl = make_kl_controller(cfg.algorithm)
+        self.step_count = 0
 
     # ---- setup / teardown -------------------------------------------------------------------
     def start_workers(self) -> None:
         cfg = self.cfg
-        use_gpu = torch.cuda.is_available()
-        init_ray(cfg.trainer.ray_address, num_cpus=None if use_gpu else world_size(cfg) + 2)
-        pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, use_gpu)
+        if self.pool is None:  # a restarted group reuses the slots of the one it replaces
+            self.use_gpu = init_cluster(cfg.trainer.ray_address, cfg.trainer.device, world_size(cfg))
+            self.pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, self.use_gpu)
+        use_gpu = self.use_gpu
         threads = max(1, (os.cpu_count() or 1) // cfg.trainer.n_gpus_per_node)
-        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb),
-               "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+        env = {DEVICE_ENV: "cuda" if use_gpu else "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+               "VLLM_CPU_KVCACHE_SPACE": str(cfg.worker.rollout.kv_cache_space_gb), "OMP_NUM_THREADS": str(threads),
+               "TOKENIZERS_PARALLELISM": "false",
                # glibc malloc maps and unmaps the KV cache at every decode step without these (DESIGN.md)
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
-        self.workers = WorkerGroup(HybridWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
+        self.workers = WorkerGroup(HybridWorker, self.pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
                                    call_timeout_s=cfg.trainer.worker_timeout_s)
         self.worker_info = self.workers.setup(self.total_steps)
         for info in self.worker_info:
-            logger.info("worker rank %s on Ray node %s", info["rank"], info["node_id"])
+            where = self.workers.placement[info["rank"]]
+            logger.info("worker rank %s on Ray node %s (%s), pid %s", info["rank"], info["node_id"], where["node_ip"],
+                        where["pid"])
 
     def shutdown(self) -> None:
         if self.workers is not None:
@@ -96,17 +117,49 @@ class RayTrainer:
             return
         with tqdm(total=self.total_steps, initial=self.step_count, desc="RL steps", dynamic_ncols=True) as bar:
             while self.step_count < self.total_steps:
-                self.step_count += 1
-                metrics = self.step(self.step_count)
-                last = self.step_count == self.total_steps
-                if self.val_set is not None and cfg.val_freq > 0 and (self.step_count % cfg.val_freq == 0 or last):
-                    metrics.update(self.validate(self.step_count))
-                if cfg.save_freq > 0 and (self.step_count % cfg.save_freq == 0 or last):
-                    with _timed(metrics, "save"):
-                        self.save()
-                self.tracker.log(metrics, step=self.step_count)
-                bar.set_postfix(reward=f"{metrics.get('reward/overall', float('nan')):.3f}")
-                bar.update(1)
+                try:
+                    metrics = self.advance()
+                except (WorkerError, CheckpointSaveError) as e:
+                    # a worker that died or hung, also while saving; not a save that failed on the driver's side
+                    worker_failed = isinstance(e, WorkerError) or isinstance(e.__cause__, WorkerError)
+                    if not worker_failed or self.restarts >= cfg.max_restarts:
+                        raise
+                    self.restart(e)
+                else:
+                    bar.set_postfix(reward=f"{metrics.get('reward/overall', float('nan')):.3f}")
+                bar.n = self.step_count
+                bar.refresh()
+
+    def advance(self) -> dict[str, float]:
+        """Run, validate, log and checkpoint the next step; its metrics."""
+        cfg = self.cfg.trainer
+        self.step_count += 1
+        metrics = self.step(self.step_count)
+        metrics["trainer/restarts"] = self.restarts
+        last = self.step_count == self.total_steps
+        if self.val_set is not None and cfg.val_freq > 0 and (self.step_count % cfg.val_freq == 0 or last):
+            metrics.update(self.validate(self.step_count))
+        # Logged before the checkpoint: a kill between the two re-runs the step from the previous checkpoint
+        # and the resume drops the line; the other order would lose the step's line for good.
+        self.tracker.log(metrics, step=self.step_count)
+        self.skipped.observe(self.step_count, metrics, self.checkpoints.latest())
+        if cfg.save_freq > 0 and (self.step_count % cfg.save_freq == 0 or last):
+            start = time.perf_counter()
+            self.save()
+            logger.info("step %d checkpointed in %.1f s", self.step_count, time.perf_counter() - start)
+        return metrics
+
+    def restart(self, error: Exception) -> None:
+        """A new worker group, resumed from the last checkpoint (or from the start when there is none)."""
+        self.restarts += 1
+        logger.warning("restart %d of trainer.max_restarts=%d: restarting the worker group from the last "
+                       "checkpoint after: %s", self.restarts, self.cfg.trainer.max_restarts, error)
+        self.workers.shutdown()
+        self.start_workers()
+        self.fresh_start()
+        self.resume(self.checkpoints.latest())  # this run's newest, not the trainer.load_checkpoint_path it began at
+        self.tracker.rewind(self.step_count)
+        self.skipped.in_a_row = 0
 
     def step(self, step: int) -> dict[str, float]:
         """One RL step: generate, score, old/ref log-probs, advantages, update."""
@@ -146,7 +199,8 @@ class RayTrainer:
         metrics["timing_s/step"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
-        if "videos" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
+        metrics.update(reduce_engine_stats(self.workers.engine_stats()))  # weight sync seconds and MB
+        if "videos" in batch or "images" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
             metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics
 
@@ -234,14 +288,17 @@ class RayTrainer:
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save(self) -> None:
-        staging = self.checkpoints.staging_dir(self.step_count)
-        self.workers.save_checkpoint(str(staging))
-        self.checkpoints.commit(self.step_count, {"step": self.step_count, "loader": self.loader.state_dict(),
-                                                  "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
+        """Checkpoint this step; CheckpointSaveError (the previous checkpoint stays the latest) on failure."""
+        self.checkpoints.save(self.step_count, lambda staging: self.workers.save_checkpoint(str(staging)),
+                              {"step": self.step_count, "loader": self.loader.state_dict(),
+                               "kl_coef": self.kl_ctrl.value if self.kl_ctrl else None})
 
-    def resume(self) -> None:
-        path = self.checkpoints.resume_point(self.cfg.trainer.load_checkpoint_path,
-                                              self.cfg.trainer.find_last_checkpoint)
+    def resume(self, path: Path | None = None) -> None:
+        """Load `path`, else trainer.load_checkpoint_path (a step or an experiment directory), else the latest
+        checkpoint when trainer.find_last_checkpoint; nothing if there is none."""
+        if path is None:
+            path = self.checkpoints.resume_point(self.cfg.trainer.load_checkpoint_path,
+                                                 self.cfg.trainer.find_last_checkpoint)
         if path is None:
             return
         state = self.checkpoints.driver_state(path)

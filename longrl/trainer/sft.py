@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from longrl.config import Config, ConfigError, checkpoint_dir, dp_size, load_config, to_dict, world_size
-from longrl.data.dataset import PromptLoader, RLDataset, rows_to_batch
+from longrl.data.dataset import PromptLoader, RLDataset, check_media, rows_to_batch
 from longrl.eval.answers import reference_answer
 from longrl.protocol import Batch
 
@@ -149,10 +149,14 @@ class SFTTrainer:
         self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
-        self.train_items = with_targets(RLDataset(cfg.data.train_files, cfg.data, self.tokenizer), cfg, self.tokenizer)
-        self.val_items = with_targets(RLDataset(cfg.data.val_files, cfg.data, self.tokenizer,
-                                                config_key="data.val_files"), cfg, self.tokenizer,
-                                      "data.val_files") if cfg.data.val_files else None
+        train = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
+        check_media(train, model.model_path)  # SFT needs no rollout engine: only the model's own limits
+        self.train_items = with_targets(train, cfg, self.tokenizer)
+        self.val_items = None
+        if cfg.data.val_files:
+            val = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files")
+            check_media(val, model.model_path, key="data.val_files")
+            self.val_items = with_targets(val, cfg, self.tokenizer, "data.val_files")
         rows = cfg.worker.actor.global_batch_size
         self.loader = PromptLoader(self.train_items, rows, cfg.data.shuffle, cfg.data.seed)
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * self.loader.steps_per_epoch
@@ -162,15 +166,16 @@ class SFTTrainer:
         self.tracker = None
 
     def start_workers(self) -> None:
-        from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_ray
+        from longrl.controller.worker_group import ResourcePool, WorkerGroup, init_cluster
+        from longrl.parallel.device import DEVICE_ENV
         from longrl.workers.sft_worker import SFTWorker
 
         cfg = self.cfg
-        use_gpu = torch.cuda.is_available()
-        init_ray(cfg.trainer.ray_address, num_cpus=None if use_gpu else world_size(cfg) + 2)
+        use_gpu = init_cluster(cfg.trainer.ray_address, cfg.trainer.device, world_size(cfg))
         pool = ResourcePool(cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node, use_gpu)
         threads = max(1, (os.cpu_count() or 1) // cfg.trainer.n_gpus_per_node)
-        env = {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+        env = {DEVICE_ENV: "cuda" if use_gpu else "cpu", "OMP_NUM_THREADS": str(threads),
+               "TOKENIZERS_PARALLELISM": "false"}
         self.workers = WorkerGroup(SFTWorker, pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
                                    call_timeout_s=cfg.trainer.worker_timeout_s)
         self.workers.setup(self.total_steps)
@@ -237,8 +242,8 @@ def step_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:
     from longrl.logging import reduce_metrics
     from longrl.models.vision_cache import reduce_video_stats
 
-    videos = [{k: v for k, v in m.items() if k.startswith("video/")} for m in per_worker]
-    metrics = reduce_metrics([{k: v for k, v in m.items() if not k.startswith("video/")} for m in per_worker])
+    videos = [{k: v for k, v in m.items() if k.startswith(("video/", "image/"))} for m in per_worker]
+    metrics = reduce_metrics([{k: v for k, v in m.items() if not k.startswith(("video/", "image/"))} for m in per_worker])
     return {**metrics, **reduce_video_stats(videos)}
 
 

@@ -15,6 +15,9 @@ extension points rather than by editing installed files:
    torchvision module name resolve to it.
 2. transformers' Qwen2VLVideoProcessor is a torchvision backend. We register our numpy/PIL
    class of the same name with AutoVideoProcessor for the Qwen2-VL and Qwen2.5-VL configs.
+Images need nothing more: without torchvision transformers' AutoImageProcessor picks its PIL backend
+(Qwen2VLImageProcessorPil), which vLLM runs for image pixels (checked by
+tests/models/test_qwen2_5_vl.py::test_trainer_log_probs_equal_vllms_for_image_prompts_from_embeddings_and_from_pixels).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The colocated worker (hybrid engine): FSDP actor, frozen reference and a rollout engine in one process.
 
 One Ray actor per slot runs this class. The driver calls its verbs through a WorkerGroup;
-each verb is short, typed, and leaves the config untouched. After every actor update the
-full weights are pushed into the rollout engine before the next generation.
+each verb is short, typed, and leaves the config untouched. Which of the actor and the rollout
+engine is resident on the device, and when the actor's weights stream into the engine, is the
+business of one component (`workers/lifecycle.py`): verbs run inside `self.engine.rollout_mode()`
+or `self.engine.train_mode()`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from longrl.algorithms import ADVANTAGES
 from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig, optimizer_steps
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS
-from longrl.models.vision_cache import Purpose, max_over_ranks, media_mode, vision_cache_for
-from longrl.parallel.device import device, device_type, init_distributed, torch_dtype
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS
+from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
+                                         vision_cache_for)
+from longrl.parallel.device import device, device_type, init_distributed, param_dtype, torch_dtype
 from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
 from longrl.workers.critic import Critic, load_value_model
+from longrl.workers.lifecycle import EngineLifecycle
 from longrl.workers.rollout import Sample, SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -112,13 +116,13 @@ class HybridWorker:
         cfg = self.cfg
         model_cfg = cfg.worker.actor.model
         self.tokenizer, self.pad_id, self.hf_config, self.adapter = model_metadata(model_cfg)
-        dtype = torch_dtype(cfg.worker.actor.fsdp.torch_dtype or "fp32")
+        dtype = param_dtype(cfg.worker.actor.fsdp.torch_dtype, gpu_default="fp32")  # fp32 master weights
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
                                    offload=_offloads(cfg.worker.actor.offload))
         self.ref = None
         if not cfg.algorithm.disable_kl:
-            ref_dtype = torch_dtype(cfg.worker.ref.fsdp.torch_dtype or "fp32")
+            ref_dtype = param_dtype(cfg.worker.ref.fsdp.torch_dtype, gpu_default="bf16")  # frozen: bf16 on GPU
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
@@ -137,31 +141,39 @@ class HybridWorker:
         max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
-            raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take videos; "
+            raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take images or videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
-        self.rollout = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
-        self.rollout_is_stale = False  # the engine loaded the same checkpoint from disk
+        # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
+        # the group does not sample the same responses sp times over; the others' engines sleep for good.
+        engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
+        self.engine = EngineLifecycle(engine, lambda: full_tensors(self.actor.model),
+                                      torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
+                                      generates=self.sp.rank == 0)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
 
     # ---- rollout ----------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
     def generate(self, prompts: Batch, spec: SamplingSpec) -> Batch:
         """`spec.n` responses per prompt: rows are prompts repeated n times, plus responses,
-        response_mask and rollout_log_probs ([B*n, R])."""
-        if self.rollout_is_stale:
-            self.rollout.load_weights(full_tensors(self.actor.model))
-            self.rollout_is_stale = False
+        response_mask and rollout_log_probs ([B*n, R]). On an SP group's other ranks: an empty Batch
+        (the dispatch keeps one result per SP group)."""
         seed = zlib.crc32(f"{self.cfg.worker.rollout.seed}/{prompts.meta.get('step', 0)}/{self.rank}".encode())
-        prompts, videos = self._rollout_videos(prompts)
-        if videos is None:
-            groups = self.rollout.generate(list(prompts["prompt_ids"]), spec, seed)
-        else:  # a prompt whose video is unusable gets n empty responses: no tokens, no loss
-            keep = [i for i, v in enumerate(videos) if v is not None]
-            sampled = iter(self.rollout.generate([prompts["prompt_ids"][i] for i in keep], spec, seed,
-                                                 media=[videos[i] for i in keep]) if keep else [])
-            groups = [next(sampled) if v is not None else [Sample([], [])] * spec.n for v in videos]
-            if "step" not in prompts.meta:  # validation: no later pass of this step reuses these videos
-                self.vision.clear()
+        prompts, videos = self._rollout_videos(prompts)  # the SP group encodes media together, engine asleep
+        with self.engine.rollout_mode() as rollout:
+            if rollout is None:
+                groups = None
+            elif videos is None:
+                groups = rollout.generate(list(prompts["prompt_ids"]), spec, seed)
+            else:  # a prompt whose image or video is unusable gets n empty responses: no tokens, no loss
+                keep = [i for i, v in enumerate(videos) if v is not None]
+                sampled = iter(rollout.generate([prompts["prompt_ids"][i] for i in keep], spec, seed,
+                                                media=[videos[i] for i in keep]) if keep else [])
+                groups = [next(sampled) if v is not None else [Sample([], [])] * spec.n for v in videos]
+        if videos is not None and "step" not in prompts.meta:  # validation: no later pass of this step reuses these media
+            self.vision.clear()
+        if groups is None:
+            return Batch()
+        self.engine.count("generate_calls")
         samples = [s for group in groups for s in group]
         width = max(1, max(len(s.token_ids) for s in samples))
         responses = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
@@ -179,26 +191,29 @@ class HybridWorker:
     @verb(Dispatch.SPLIT_BY_DP)
     def log_probs(self, batch: Batch) -> Batch:
         """The current policy's log-probs of the response tokens (`old_log_probs`, [B, R])."""
-        batch = self._with_videos(batch, "log_probs")
-        return Batch({"old_log_probs": self.actor.log_probs(batch, self.cfg.worker.rollout.temperature)})
+        with self.engine.train_mode():
+            batch = self._with_videos(batch, "log_probs")
+            return Batch({"old_log_probs": self.actor.log_probs(batch, self.cfg.worker.rollout.temperature)})
 
     @verb(Dispatch.SPLIT_BY_DP)
     def ref_log_probs(self, batch: Batch) -> Batch:
         """The reference model's log-probs of the response tokens (`ref_log_probs`, [B, R])."""
         assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
-        batch = self._with_videos(batch, "log_probs", tower="ref")
         actor = self.cfg.worker.actor
-        return Batch({"ref_log_probs": response_log_probs(
-            self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
-            actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
-            actor.share_prompt_prefix)})
+        with self.engine.train_mode():
+            batch = self._with_videos(batch, "log_probs", tower="ref")
+            return Batch({"ref_log_probs": response_log_probs(
+                self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
+                actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
+                actor.share_prompt_prefix)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """One RL update of the policy on this rank's part of the batch; returns actor/* metrics."""
-        metrics = self.actor.update(self._with_videos(batch, "update"), self.cfg.worker.rollout.temperature)
-        self.rollout_is_stale = True
+        with self.engine.train_mode():
+            metrics = self.actor.update(self._with_videos(batch, "update"), self.cfg.worker.rollout.temperature)
+        self.engine.weights_changed()
         if self.vision is not None:  # the step is over (and a trained tower made its embeddings stale)
             self.vision.clear()
         return metrics
@@ -207,13 +222,15 @@ class HybridWorker:
     def compute_values(self, batch: Batch) -> Batch:
         """The critic's value of the state before each response token (`values`, [B, R])."""
         assert self.critic is not None, "compute_values needs algorithm.adv_estimator=gae"
-        return Batch({"values": self.critic.values(batch)})
+        with self.engine.train_mode():
+            return Batch({"values": self.critic.values(batch)})
 
     @verb(Dispatch.SPLIT_BY_DP)
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """One value-regression update on this rank's part of the batch; returns critic/* metrics."""
         assert self.critic is not None, "update_critic needs algorithm.adv_estimator=gae"
-        return self.critic.update(batch)
+        with self.engine.train_mode():
+            return self.critic.update(batch)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _trained_roles(self) -> dict[str, object]:
@@ -239,7 +256,7 @@ class HybridWorker:
 
         for name, role in self._trained_roles().items():
             load_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
-        self.rollout_is_stale = True
+        self.engine.weights_changed()
         if self.vision is not None:
             self.vision.clear()
 
@@ -248,44 +265,54 @@ class HybridWorker:
         """The actor's unsharded weights (collective; small models, tests and exports)."""
         return {name: t.cpu() for name, t in full_tensors(self.actor.model)}
 
+    @verb(Dispatch.ALL)
+    def engine_stats(self) -> dict[str, float]:
+        """This rank's rollout-engine counters since the last call (generate_calls, weight_syncs, weight_sync_s,
+        weight_sync_bytes, sleeps)."""
+        return self.engine.take_stats()
+
     # ---- videos (VisionCache) ---------------------------------------------------------------
     @verb(Dispatch.ALL)
     def video_stats(self) -> dict[str, float]:
-        """This rank's video/* counters since the last call (decoded, skipped, encoded, embed_hits, *_s)."""
+        """This rank's video/* and image/* counters since the last call (decoded, skipped, encoded, embed_hits, *_s)."""
         return self.vision.take_stats() if self.vision is not None else {}
 
     def _video_rows(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> list:
-        """Per row, its videos as `purpose` needs them (None: unusable), encoded once per step and tower."""
+        """Per row, its images and videos as `purpose` needs them (None: unusable), encoded once per step and tower."""
         frozen = self.cfg.worker.actor.model.freeze_vision_tower
         model = self.ref if tower == "ref" else self.actor.model
         return self.vision.row_inputs(
-            batch["videos"], media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
+            media_refs(batch), media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
             "actor" if frozen else tower,  # a frozen tower is the same in the actor and the reference
-            lambda video: self.adapter.encode_video(model, video, self.sp), max_over_ranks)
+            lambda video: self.adapter.encode(model, video, self.sp), max_over_ranks)
 
     def _with_videos(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> Batch:
-        """`batch` plus the VIDEO_INPUTS column for a log-prob or update pass (unchanged for text)."""
-        if self.vision is None or "videos" not in batch:
+        """`batch` plus the MEDIA_INPUTS column for a log-prob or update pass (unchanged for text)."""
+        if self.vision is None or not has_media(batch):
             return batch
         rows = self._video_rows(batch, purpose, tower)
-        bad = [paths for paths, row in zip(batch["videos"], rows) if row is None]
+        bad = [i for i, row in enumerate(rows) if row is None]
         if bad:
-            raise RuntimeError(f"videos {bad[0]} became unreadable after generation (they were read then)")
-        return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+            raise RuntimeError(f"{describe_media(batch, bad[0])} became unreadable after generation (they were read then)")
+        return batch.union(Batch(objects={MEDIA_INPUTS: rows}))
 
     def _rollout_videos(self, prompts: Batch) -> tuple[Batch, list | None]:
         """The prompts, and per prompt its videos for the engine (None: skipped). A skipped prompt
         (unusable video, or too long once its video tokens are counted) loses its video parts, so
         later passes see a text row, and is flagged in `video_skipped`."""
-        if self.vision is None or "videos" not in prompts:
+        if self.vision is None or not has_media(prompts):
             return prompts, None
         rows = self._video_rows(prompts, "rollout")
+        for i in (i for i, row in enumerate(rows) if row is None):
+            where = f"data row {prompts['row'][i]}" if "row" in prompts else f"prompt {i}"
+            logger.warning("skipping %s: its %s cannot be used (see the warning above; data.strict_media=true "
+                           "makes this an error)", where, describe_media(prompts, i))
         limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
             length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
             if length > limit:
-                message = (f"the prompt with videos {prompts['videos'][i]} has {length} tokens with its video "
-                           f"tokens, more than data.max_prompt_length={limit}")
+                message = (f"the prompt with {describe_media(prompts, i)} has {length} tokens with its image and "
+                           f"video tokens, more than data.max_prompt_length={limit}")
                 if not self.cfg.data.filter_overlong_prompts:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such prompts")
@@ -296,7 +323,9 @@ class HybridWorker:
         prompts = prompts.index(range(len(prompts)))  # a copy: the caller's batch stays as it was
         prompts["prompt_ids"] = [self.adapter.strip_media(self.hf_config, ids) if skip else ids
                                  for ids, skip in zip(prompts["prompt_ids"], skipped)]
-        prompts["videos"] = [[] if skip else paths for paths, skip in zip(prompts["videos"], skipped)]
+        for column in ("images", "videos"):
+            if column in prompts:
+                prompts[column] = [[] if skip else refs for refs, skip in zip(prompts[column], skipped)]
         prompts["video_skipped"] = torch.tensor(skipped)
         return prompts, rows
 

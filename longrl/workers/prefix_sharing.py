@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import torch
 
+from longrl.data.image import image_name
 from longrl.models.adapter import TextAdapter
-from longrl.models.ulysses_attention import split_media
+from longrl.models.vision_cache import media_refs
+from longrl.models.ulysses_attention import own_attention, split_media
 from longrl.protocol import Batch
 
 
 def prompt_groups(batch: Batch) -> list[list[int]]:
-    """Row indices grouped by identical prompt (prompt_ids + video paths), in order of first appearance."""
-    videos = batch["videos"] if "videos" in batch else [()] * len(batch)
+    """Row indices grouped by identical prompt (prompt_ids + image and video names), in order of first appearance."""
+    media = [tuple(f"{m}:{image_name(r) if m == 'image' else r}" for m, r in row) for row in media_refs(batch)]
     groups: dict[tuple, list[int]] = {}
-    for i, (ids, paths) in enumerate(zip(batch["prompt_ids"], videos)):
-        groups.setdefault((tuple(ids), tuple(paths)), []).append(i)
+    for i, (ids, names) in enumerate(zip(batch["prompt_ids"], media)):
+        groups.setdefault((tuple(ids), names), []).append(i)
     return list(groups.values())
 
 
@@ -48,6 +50,12 @@ def shared_prefix_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch:
         raise ValueError("worker.actor.share_prompt_prefix=true cannot run a pass with gradients under gradient "
                          "checkpointing (the checkpointed layers drop the shared KV cache); set "
                          "worker.actor.model.enable_gradient_checkpointing=false or share_prompt_prefix=false")
+    with own_attention(model):  # inside the update's ulysses_attention block too: its kernel takes no KV cache
+        return _log_probs(model, adapter, batch, pad_id, temperature, with_entropy)
+
+
+def _log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int, temperature: float,
+               with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     device = next(model.parameters()).device
     groups = prompt_groups(batch)
     lengths = batch["response_mask"].sum(-1)

@@ -18,9 +18,9 @@ import torch.distributed as dist
 from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.ulysses_attention import ulysses_attention
-from longrl.models.vision_cache import max_over_ranks, media_mode, vision_cache_for
+from longrl.models.vision_cache import describe_media, has_media, max_over_ranks, media_mode, media_refs, vision_cache_for
 from longrl.parallel.device import init_distributed, torch_dtype
 from longrl.parallel.ulysses import SPGroup, init_sp_groups
 from longrl.protocol import Batch
@@ -123,20 +123,20 @@ class SFTWorker:
 
     # ---- videos -----------------------------------------------------------------------------
     def _with_videos(self, batch: Batch, purpose: str) -> Batch:
-        """`batch` plus its VIDEO_INPUTS column. A row whose video is unusable or too long keeps its place
+        """`batch` plus its MEDIA_INPUTS column. A row whose video is unusable or too long keeps its place
         (every rank must run the same number of micro-batches) but loses its video and its loss."""
-        if self.vision is None or "videos" not in batch:
+        if self.vision is None or not has_media(batch):
             return batch
         frozen = self.cfg.worker.actor.model.freeze_vision_tower
-        rows = self.vision.row_inputs(batch["videos"], media_mode(purpose, True, tower_trainable=not frozen),
-                                      "actor", lambda video: self.adapter.encode_video(self.model, video),
+        rows = self.vision.row_inputs(media_refs(batch), media_mode(purpose, True, tower_trainable=not frozen),
+                                      "actor", lambda video: self.adapter.encode(self.model, video),
                                       max_over_ranks)
         limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(batch["prompt_ids"], rows)):
             length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
             if row is not None and length > limit:
-                message = (f"the prompt with videos {batch['videos'][i]} has {length} tokens with its video tokens, "
-                           f"more than data.max_prompt_length={limit}")
+                message = (f"the prompt with {describe_media(batch, i)} has {length} tokens with its image and video "
+                           f"tokens, more than data.max_prompt_length={limit}")
                 if not self.cfg.data.filter_overlong_prompts:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such rows")
@@ -148,7 +148,7 @@ class SFTWorker:
             batch["prompt_ids"] = [self.adapter.strip_media(self.hf_config, ids) if skip else ids
                                    for ids, skip in zip(batch["prompt_ids"], skipped)]
             batch["response_mask"] = batch["response_mask"] * ~torch.tensor(skipped)[:, None]
-        return batch.union(Batch(objects={VIDEO_INPUTS: [[] if row is None else row for row in rows]}))
+        return batch.union(Batch(objects={MEDIA_INPUTS: [[] if row is None else row for row in rows]}))
 
     def _video_stats(self) -> dict[str, float]:
         if self.vision is None:

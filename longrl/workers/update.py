@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from longrl.parallel.collectives import all_reduce_scalar, all_reduce_tensor
 from longrl.protocol import Batch
 
 MicroLoss = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -30,7 +31,8 @@ def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
 def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, batch: Batch, *,
                       mini_size: int, micro_size: int, epochs: int, loss_avg_mode: str, max_grad_norm: float,
                       micro_loss: MicroLoss) -> dict[str, float]:
-    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, one optimizer step each; mean stats."""
+    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, one optimizer step each; mean stats,
+    except `skipped_steps`: how many optimizer steps a non-finite gradient skipped."""
     model.train()
     history: dict[str, list[float]] = {}
     for _ in range(epochs):
@@ -39,15 +41,13 @@ def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
                                     micro_loss)
             for key, value in stats.items():
                 history.setdefault(key, []).append(value)
-    return {k: sum(v) / len(v) for k, v in history.items()}
+    return {k: sum(v) / (1 if k == "skipped_steps" else len(v)) for k, v in history.items()}
 
 
 def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int, loss_avg_mode: str,
                     max_grad_norm: float, micro_loss: MicroLoss) -> dict[str, float]:
     world = dist.get_world_size() if dist.is_initialized() else 1
-    units = loss_units(mini, loss_avg_mode)
-    if world > 1:
-        dist.all_reduce(units)
+    units = all_reduce_tensor(loss_units(mini, loss_avg_mode))
     stats: dict[str, float] = {}
     micro_batches = mini.split(micro_size)
     for i, micro in enumerate(micro_batches):
@@ -60,19 +60,16 @@ def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int
             stats[key] = stats.get(key, 0.0) + value * share
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
-    if math.isfinite(grad_norm):  # a non-finite norm skips the step instead of poisoning the weights
+    # A non-finite norm (from a non-finite loss or gradient) skips the step instead of poisoning the weights;
+    # the norm is global (FSDP reduces it over ranks), so every rank skips alike.
+    finite = math.isfinite(grad_norm)
+    if finite:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    stats = {k: _sum_over_ranks(v) for k, v in stats.items()}
-    stats.update(grad_norm=grad_norm, lr=lr_scheduler.get_last_lr()[0])
-    lr_scheduler.step()
+    # each rank's stats are its shares of the global mini-batch: their sum over ranks is the mean
+    stats = {k: all_reduce_scalar(v) for k, v in stats.items()}
+    stats.update(grad_norm=grad_norm, lr=lr_scheduler.get_last_lr()[0], skipped_steps=float(not finite))
+    if finite:  # the LR schedule counts the steps taken, not the ones skipped
+        lr_scheduler.step()
     return stats
 
-
-def _sum_over_ranks(value: float) -> float:
-    """Sum of per-rank shares of a statistic (each weighted by its share of the global mini-batch)."""
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor(value, dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t)

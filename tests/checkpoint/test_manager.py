@@ -1,4 +1,8 @@
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -114,3 +118,97 @@ def test_load_checkpoint_path_takes_a_step_or_an_experiment_directory(tmp_path):
     assert other.resume_point(str(tmp_path / "exp" / "global_step_1")) == tmp_path / "exp" / "global_step_1"
     with pytest.raises(FileNotFoundError, match="trainer.load_checkpoint_path="):
         other.resume_point(str(tmp_path / "empty"))
+
+
+def _killed_between_the_resave_renames(root) -> None:
+    """Re-save step 2 in a child process that SIGKILLs itself right after the old directory was moved away
+    (the window between commit's two renames), as a power cut or kill -9 there would."""
+    script = f"""
+import os, signal
+from longrl.checkpoint import manager as m
+manager = m.CheckpointManager({str(root)!r}, save_limit=1)
+staging = manager.staging_dir(2)
+(staging / "new.pt").write_bytes(b"new")
+real_rename = os.rename
+def rename_then_die(src, dst):
+    real_rename(src, dst)
+    if str(dst).endswith(".old"):
+        os.kill(os.getpid(), signal.SIGKILL)
+m.os.rename = rename_then_die
+manager.commit(2, {{"step": 2, "again": True}})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def test_a_kill_between_the_resave_renames_keeps_a_complete_checkpoint_with_save_limit_1(tmp_path):
+    manager = CheckpointManager(tmp_path, save_limit=1)
+    _save(manager, 2)
+    _killed_between_the_resave_renames(tmp_path)
+    assert not (tmp_path / "global_step_2").exists()  # the kill really landed inside the window
+    # the next run finds the old step-2 checkpoint back in place
+    latest = CheckpointManager(tmp_path, save_limit=1).latest()
+    assert latest == tmp_path / "global_step_2"
+    assert (latest / "actor" / "rank_0.pt").read_bytes() == b"shard"
+    assert _dirs(tmp_path) == ["global_step_2", "global_step_2.tmp"]
+    # and saving that step again afterwards replaces it cleanly
+    _save(CheckpointManager(tmp_path, save_limit=1), 2)
+    assert _dirs(tmp_path) == ["global_step_2"]
+
+
+def test_every_file_is_fsynced_before_the_commit_rename(tmp_path, monkeypatch):
+    from longrl.checkpoint import manager as m
+
+    synced, renamed = [], []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(m.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(m.os, "rename", lambda a, b: (renamed.append(len(synced)), real_rename(a, b)))
+    manager = CheckpointManager(tmp_path)
+    staging = manager.staging_dir(3)
+    (staging / "actor" / "model_optim").mkdir(parents=True)
+    for name in ("actor/rank_0.pt", "actor/rank_1.pt", "actor/model_optim/__0_0.distcp", "actor/model_optim/.metadata"):
+        (staging / name).write_bytes(b"x")
+    manager.commit(3, {"step": 3})
+    before_rename = set(synced[: renamed[0]])
+    files = {str(staging / p.relative_to(tmp_path / "global_step_3"))
+             for p in (tmp_path / "global_step_3").rglob("*")}
+    assert files <= before_rename, sorted(files - before_rename)
+
+
+def _checkpoint_bytes(directory) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 192 KiB tmpfs: room for one checkpoint of a 64x64 linear layer with AdamW state, not two."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root; the disk-full test cannot run here")
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_disk_that_fills_during_a_save_keeps_the_previous_checkpoint_latest(small_disk):
+    import torch
+
+    from longrl.checkpoint import CheckpointSaveError, save_train_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 64)).sum().backward()
+    optimizer.step()
+    manager = CheckpointManager(small_disk, save_limit=2)
+    write = lambda staging: save_train_state(staging / "actor", model, optimizer, None)  # noqa: E731
+    first = manager.save(1, write, {"step": 1})
+    assert 60_000 < _checkpoint_bytes(first) < 120_000  # one fits in 192 KiB, two do not
+    with pytest.raises(CheckpointSaveError, match=r"(?s)saving step 2 into .*global_step_2.tmp failed \(disk full, \d+ bytes free "
+                                                  r"of \d+ under .*small_disk\).*latest checkpoint is still "
+                                                  r".*global_step_1; the run stops"):
+        manager.save(2, write, {"step": 2})
+    assert manager.latest() == first
+    assert _dirs(small_disk) == ["global_step_1"]  # the half-written staging dir is gone, freeing the space
+    assert manager.driver_state(first) == {"step": 1}

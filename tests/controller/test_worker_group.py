@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -42,6 +45,13 @@ class EchoWorker:
             raise ValueError("rank one broke on purpose")
         dist.barrier()  # rank 0 waits for a peer that will never come
 
+    @verb(Dispatch.ALL)
+    def nap_then_barrier(self, seconds: float) -> None:
+        import torch.distributed as dist
+
+        time.sleep(seconds)
+        dist.barrier()
+
     def not_a_verb(self) -> None:
         pass
 
@@ -51,6 +61,12 @@ def cluster():
     init_ray(None, num_cpus=4)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(cluster):
+    """Two worker slots, reused by each test's group in turn (a stopped group frees them)."""
+    return ResourcePool(1, 2, use_gpu=False)
 
 
 def test_split_pads_to_the_data_parallel_size_and_collect_drops_the_padding():
@@ -72,8 +88,8 @@ def test_collect_drops_every_result_row_of_the_padding_when_a_verb_returns_n_row
 
 
 @pytest.mark.e2e
-def test_group_calls_every_rank_and_splits_batches(cluster):
-    group = WorkerGroup(EchoWorker, ResourcePool(1, 2, use_gpu=False), sp_size=1, env={}, call_timeout_s=120)
+def test_group_calls_every_rank_and_splits_batches(pool):
+    group = WorkerGroup(EchoWorker, pool, sp_size=1, env={}, call_timeout_s=120)
     try:
         assert group.whoami() == [(0, 2), (1, 2)]
         out = group.double(Batch({"x": torch.arange(3)}))
@@ -85,10 +101,11 @@ def test_group_calls_every_rank_and_splits_batches(cluster):
 
 
 @pytest.mark.e2e
-def test_a_worker_that_raises_surfaces_its_traceback_and_the_driver_does_not_hang(cluster):
-    group = WorkerGroup(EchoWorker, ResourcePool(1, 2, use_gpu=False), sp_size=1, env={}, call_timeout_s=120)
+def test_a_worker_that_raises_surfaces_its_traceback_and_the_driver_does_not_hang(pool):
+    group = WorkerGroup(EchoWorker, pool, sp_size=1, env={}, call_timeout_s=120)
     start = time.monotonic()
-    with pytest.raises(WorkerError, match="rank 1 failed(.|\n)*rank one broke on purpose"):
+    with pytest.raises(WorkerError, match=r"rank 1 \(node .*\) failed while running fail_on_rank_one(.|\n)*"
+                                          r"rank one broke on purpose"):
         group.fail_on_rank_one()
     assert time.monotonic() - start < 30
 
@@ -97,3 +114,48 @@ def test_a_worker_that_raises_surfaces_its_traceback_and_the_driver_does_not_han
 def test_asking_for_more_slots_than_the_cluster_has_names_what_is_missing(cluster):
     with pytest.raises(ClusterResourceError, match=r"missing 1 node\(s\) with \{'CPU': 40.0\}"):
         ResourcePool(1, 40, use_gpu=False, timeout_s=5)
+
+
+def _gone(pids: list[int], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_verb_is_named_with_its_node_and_the_verb_and_the_group_is_stopped(pool):
+    group = WorkerGroup(EchoWorker, pool, sp_size=1, env={}, call_timeout_s=120)
+    pids = [w["pid"] for w in group.placement]
+    node = group.placement[1]["node_ip"]
+    threading.Timer(1.0, os.kill, (pids[1], signal.SIGKILL)).start()
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=rf"worker rank 1 \(node {node} \w{{8}}, pid {pids[1]}\) died "
+                                          rf"\(its process exited\) while running nap_then_barrier"):
+        group.nap_then_barrier(10.0)
+    assert time.monotonic() - start < 15  # well inside call_timeout_s=120: a death is noticed, not waited out
+    assert _gone(pids, within_s=10), "rank 0 outlived its group"
+
+
+@pytest.mark.e2e
+def test_a_verb_that_outlives_the_timeout_names_each_rank_and_stops_the_group(pool):
+    group = WorkerGroup(EchoWorker, pool, sp_size=1, env={}, call_timeout_s=2)
+    pids = [w["pid"] for w in group.placement]
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=rf"worker rank 0 \(node .*pid {pids[0]}\), rank 1 \(node .*pid "
+                                          rf"{pids[1]}\) did not finish nap_then_barrier within 2 s "
+                                          rf"\(trainer.worker_timeout_s\)"):
+        group.nap_then_barrier(60.0)
+    assert time.monotonic() - start < 10
+    assert _gone(pids, within_s=10)

@@ -49,8 +49,9 @@ def test_each_file_type_loads_the_same_rows(tmp_path, tokenizer, suffix):
 def test_directory_loads_its_files_in_name_order_and_errors_name_the_file_and_row(tmp_path, tokenizer):
     write_jsonl(tmp_path / "a.jsonl", ROWS[:2])
     write_jsonl(tmp_path / "b.jsonl", [ROWS[2], {"problem": None, "answer": "0"}])
-    with pytest.raises(ConfigError, match=r"row 1 of .*b.jsonl has no field 'problem' \(data.prompt_key\)"):
-        dataset(tmp_path, tokenizer)
+    with pytest.raises(ConfigError, match=r"line 2 of .*b.jsonl \(row 1\): empty prompt \(field 'problem', "
+                                          r"data.prompt_key\); fix the row, or set data.strict=false"):
+        dataset(tmp_path, tokenizer, strict=True)
     (tmp_path / "b.jsonl").unlink()
     write_jsonl(tmp_path / "b.jsonl", [ROWS[2]])
     ds = dataset(tmp_path, tokenizer)
@@ -73,10 +74,56 @@ def test_missing_file_error_names_the_path_and_the_config_key(tmp_path, tokenize
 
 def test_missing_answer_column_names_the_key_the_file_and_the_columns(tmp_path, tokenizer):
     path = write_jsonl(tmp_path / "t.jsonl", [{"problem": "What is 1 + 1?", "solution": "2"}])
-    with pytest.raises(ConfigError, match=r"row 0 of .*t.jsonl has no field 'answer' \(data.answer_key\).*"
+    with pytest.raises(ConfigError, match=r"line 1 of .*t.jsonl \(row 0\) has no field 'answer' \(data.answer_key\).*"
                                           r"\['problem', 'solution'\]"):
         dataset(path, tokenizer)
     assert dataset(path, tokenizer, answer_key="solution")[0]["ground_truth"] == "2"
+
+
+# ---- bad rows: skipped and counted, or refused under data.strict ----------------------------------
+BAD_LINES = [
+    b'{"problem": "What is 3 + 4?", "answer": "7"}\n',
+    b'{"problem": "What is 1 + 1?", "answer": \n',                        # 2: torn JSON
+    b'{"problem": "What is \xff?", "answer": "1"}\n',                     # 3: not UTF-8
+    b'\n',                                                               # blank: ignored
+    b'["a list"]\n',                                                    # 5: not an object
+    b'{"problem": "  ", "answer": "1"}\n',                               # 6: empty prompt
+    b'{"problem": "What is 2 + 2?"}\n',                                  # 7: no answer
+    b'{"problem": "<image> and <image>?", "answer": "1", "images": ["a.png"]}\n',  # 8: 2 placeholders, 1 image
+    b'{"problem": "What is 10 + 5?", "answer": "15"}\n',
+]
+
+
+def test_bad_lines_and_rows_are_skipped_and_each_is_named_with_its_file_and_line(tmp_path, tokenizer):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"".join(BAD_LINES))
+    ds = dataset(path, tokenizer)
+    assert [ds[i]["ground_truth"] for i in range(len(ds))] == ["7", "15"]
+    assert [p.split(": ", 1)[0].replace(str(path), "F") for p in ds.problems] == [
+        "line 2 of F", "line 3 of F", "line 5 of F", "line 6 of F (row 1)", "line 7 of F (row 2)",
+        "line 8 of F (row 3)"]
+    assert "not UTF-8 (invalid start byte at byte 21)" in ds.problems[1]
+    assert "a JSON list where a row must be an object" in ds.problems[2]
+    assert ds.problems[3].endswith("empty prompt (field 'problem', data.prompt_key)")
+    assert ds.problems[4].endswith("no answer (field 'answer', data.answer_key)")
+    assert ds.problems[5].endswith("the prompt has 2 <image> and 0 <video> placeholders but the row has 1 images "
+                                   "and 0 videos")
+
+
+def test_under_strict_the_first_bad_line_stops_loading_naming_file_and_line(tmp_path, tokenizer):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"".join(BAD_LINES))
+    with pytest.raises(ConfigError, match=r"data.train_files: line 2 of .*t.jsonl: not a JSON object .*set "
+                                          r"data.strict=false to skip such lines"):
+        dataset(path, tokenizer, strict=True)
+
+
+def test_a_file_with_no_usable_row_says_how_many_were_unusable(tmp_path, tokenizer):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"".join(BAD_LINES[1:3]))
+    with pytest.raises(ConfigError, match=r"no usable prompts in .*t.jsonl: 2 rows or lines were unusable \(first: "
+                                          r"line 1 of"):
+        dataset(path, tokenizer)
 
 
 # ---- prompts --------------------------------------------------------------------------------
@@ -156,12 +203,12 @@ def test_overlong_prompts_are_dropped_with_one_warning_giving_count_and_first_ro
     assert [ds[i]["row"] for i in range(len(ds))] == [0, 2]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "dropped 2 of 4 prompts" in warnings[0] and "row 1 of" in warnings[0]
+    assert "dropped 2 of 4 prompts" in warnings[0] and "line 2 of" in warnings[0]
 
 
 def test_overlong_prompt_is_an_error_naming_the_row_when_filtering_is_off(tmp_path, tokenizer):
     limit = len(tokenizer(CHAT_3_PLUS_4, add_special_tokens=False)["input_ids"])
-    with pytest.raises(ConfigError, match=r"row 1 of .*t.jsonl has \d+ prompt tokens, more than "
+    with pytest.raises(ConfigError, match=r"line 2 of .*t.jsonl \(row 1\) has \d+ prompt tokens, more than "
                                           rf"data.max_prompt_length={limit}"):
         dataset(write_jsonl(tmp_path / "t.jsonl", long_rows()), tokenizer, max_prompt_length=limit,
                 filter_overlong_prompts=False)
@@ -245,3 +292,67 @@ def test_answer_tags_in_the_answer_column_reach_the_reward_as_the_bare_answer(tm
     rows = [{"problem": "Which?", "answer": "<answer> B </answer>"}, {"problem": "Sum?", "answer": "\\boxed{7}"}]
     ds = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer)
     assert [ds[0]["ground_truth"], ds[1]["ground_truth"]] == ["B", "\\boxed{7}"]  # only the tags go, as there
+
+
+# ---- images ----------------------------------------------------------------------------------
+def _png_bytes(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TYPES = "{{ messages[0]['content'] | map(attribute='type') | join(',') }}"
+
+
+def test_a_geometry3k_style_parquet_of_decoded_images_gives_bytes_refs_and_placeholders_in_place(tmp_path,
+                                                                                                 tokenizer):
+    # geometry3k stores `images` as a list of HF Image features and puts <image> in the problem text
+    features = datasets.Features({"problem": datasets.Value("string"), "answer": datasets.Value("string"),
+                                  "images": datasets.Sequence(datasets.Image())})
+    rows = {"problem": ["<image>Find x. Compare with <image>."], "answer": ["3"],
+            "images": [[{"bytes": _png_bytes((255, 0, 0)), "path": "a.png"},
+                        {"bytes": _png_bytes((0, 0, 255)), "path": "b.png"}]]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "geo.parquet"))
+    item = dataset(tmp_path / "geo.parquet", tokenizer, override_chat_template=TYPES)[0]
+    assert item["prompt_text"] == "image,text,image,text"
+    assert [ref["path"] for ref in item["images"]] == ["a.png", "b.png"]
+    assert item["images"][0]["bytes"] == _png_bytes((255, 0, 0))
+
+
+def test_images_given_as_a_path_a_list_and_a_path_dict_resolve_against_image_dir(tmp_path, tokenizer):
+    rows = [{"problem": "A?", "answer": "1", "images": "a.png"},
+            {"problem": "B?", "answer": "2", "images": ["a.png", "/abs/b.png"]}]
+    ds = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer, image_dir="/imgs", override_chat_template=TYPES)
+    assert ds[0]["images"] == ["/imgs/a.png"] and ds[1]["images"] == ["/imgs/a.png", "/abs/b.png"]
+    assert ds[1]["prompt_text"] == "image,image,text"
+    rows = [{"problem": "C?", "answer": "3", "images": [{"bytes": None, "path": "c.png"}]}]
+    ds = dataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer, image_dir="/imgs", override_chat_template=TYPES)
+    assert ds[0]["images"] == [{"bytes": None, "path": "/imgs/c.png"}]
+
+
+def test_an_image_and_a_video_in_one_prompt_keep_their_placeholder_order(tmp_path, tokenizer):
+    rows = [{"problem": "<video> then <image>?", "answer": "A", "images": ["i.png"], "videos": ["v.mp4"]}]
+    item = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer, override_chat_template=TYPES)[0]
+    assert item["prompt_text"] == "video,text,image,text"
+    assert item["images"] == [str(tmp_path / "i.png")] and item["videos"] == [str(tmp_path / "v.mp4")]
+
+
+def test_check_media_refuses_images_for_a_text_only_model_and_more_images_than_the_engine_takes(tmp_path,
+                                                                                               tokenizer):
+    from longrl.data.dataset import check_media
+
+    rows = [{"problem": "A?", "answer": "1", "images": ["a.png", "b.png"]}, {"problem": "B?", "answer": "2"}]
+    ds = dataset(write_jsonl(tmp_path / "t.jsonl", rows), tokenizer)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    with pytest.raises(ConfigError, match=r"1 rows with images but .* is a text-only model .*no vision_config"):
+        check_media(ds, str(tmp_path / "text"))
+    (tmp_path / "vl").mkdir()
+    (tmp_path / "vl" / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl", "vision_config": {}}))
+    check_media(ds, str(tmp_path / "vl"), {"images": 2, "videos": 1})
+    with pytest.raises(ConfigError, match="a row with 2 images but worker.rollout.limit_images=1.*limit_images=2"):
+        check_media(ds, str(tmp_path / "vl"), {"images": 1, "videos": 1})

@@ -257,3 +257,19 @@ def test_preprocess_video_keeps_frames_already_at_a_valid_size():
     out = V.preprocess_video(V.VideoFrames(_frames(4, 56, 56), np.arange(4) / 8, 8.0, 4, "x"), 3136, 28 * 28 * 64)
     assert out["video_grid_thw"].tolist() == [[2, 4, 4]]
     assert out["second_per_grid_ts"].tolist() == [pytest.approx(0.25)]  # 2 / (4 frames over 0.5 s)
+
+
+@pytest.mark.parametrize("suffix, codec", [(".webm", "libvpx-vp9"), (".mkv", "mpeg4")])
+def test_webm_and_mkv_containers_decode_the_same_frames_as_mp4(tmp_path, clip, suffix, codec):
+    path = tmp_path / f"clip{suffix}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=8)
+        s.width, s.height, s.pix_fmt = 56, 56, "yuv420p"
+        for f in _index_video(10):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    # 10 frames sampled to 4: indices 0, 3, 6, 9 (both ends, uniformly), as for the mp4
+    assert _frame_ids(V.decode_video(path, num_frames=4).frames) == _frame_ids(V.decode_video(clip, num_frames=4).frames) \
+        == [0, 3, 6, 9]

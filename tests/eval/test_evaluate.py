@@ -98,3 +98,43 @@ def test_record_keeps_response_prediction_and_grade():
     q = Question("q", [1], "<answer>C</answer>", options=["A. 1", "B. 2", "C. red square", "D. 4"])
     r = record_for(q, Generation("<think>so</think><answer>Red square</answer>"))
     assert (r["ground_truth"], r["prediction"], r["correct"], r["formatted"]) == ("C", "C", True, True)
+
+
+def test_image_questions_carry_their_images_to_the_engine_as_pixels_and_a_bad_one_is_named(tmp_path):
+    from PIL import Image
+
+    from longrl.eval.evaluate import load_questions
+    from longrl.eval.generator import question_media
+    from longrl.models.tiny import build_tokenizer
+    from longrl.models.vision_cache import VideoSettings, VisionCache
+
+    Image.new("RGB", (56, 56), (255, 0, 0)).save(tmp_path / "red.png")
+    rows = [{"problem_id": "a", "problem": "<image>How many?", "answer": "1", "images": ["red.png"]},
+            {"problem_id": "b", "problem": "<image>How many?", "answer": "1", "images": ["gone.png"]}]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    questions, _ = load_questions(str(tmp_path / "q.jsonl"), tokenizer, format_prompt=None)
+    assert questions[0].images == [str(tmp_path / "red.png")]
+    cache = VisionCache(VideoSettings(8, 3136, 50176), cache_embeds=False, keep_frames=True)
+    [image], error = question_media(cache, questions[0])
+    assert error is None and image.image.shape == (56, 56, 3) and image.grid_thw == (1, 4, 4)
+    assert question_media(cache, questions[1]) == ([], f"cannot decode image {tmp_path / 'gone.png'}")
+    assert "no vision tower" in question_media(None, questions[0])[1]
+
+
+def test_unusable_rows_are_left_out_and_listed_in_results_json(tmp_path):
+    from longrl.eval.evaluate import load_questions
+    from longrl.models.tiny import build_tokenizer
+
+    data = tmp_path / "val.jsonl"
+    data.write_bytes(b'{"problem": "Pick one", "answer": "<answer>A</answer>", "problem_id": "ok1"}\n'
+                     b'{"problem": "Pick one", "answer": \n'
+                     b'{"problem": "", "answer": "<answer>B</answer>", "problem_id": "empty"}\n'
+                     b'{"problem": "Pick two", "answer": "<answer>B</answer>", "problem_id": "ok2"}\n')
+    qs, skipped = load_questions(str(data), build_tokenizer(tmp_path / "tok"))
+    assert [q.id for q in qs] == ["ok1", "ok2"]
+    summary = evaluate(qs, Scripted(), tmp_path / "run", skipped_rows=skipped)
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["num_scored"] == 2 and written == summary
+    assert [row.split(": ", 1)[0] for row in written["skipped_rows"]] == [f"line 2 of {data}",
+                                                                           f"line 3 of {data} (row 1)"]

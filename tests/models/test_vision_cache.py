@@ -12,6 +12,7 @@ import torch
 
 from longrl.config import load_config
 from longrl.data.synthetic_video import write_mp4
+from longrl.data.image import ImageError
 from longrl.data.video import VideoError
 from longrl.models.vision_cache import (DUMMY_PATH, VideoSettings, VisionCache, media_mode, reduce_video_stats,
                                          vision_cache_for)
@@ -167,10 +168,68 @@ def test_an_unusable_video_skips_its_rows_with_one_warning_naming_the_file(kind,
     assert cache.take_stats()["video/skipped"] == 1.0
 
 
-def test_with_strict_videos_an_unusable_video_is_an_error(tmp_path, clips):
+def test_with_strict_media_an_unusable_video_is_an_error(tmp_path, clips):
     cache = VisionCache(VideoSettings(8, 3136, 50176, strict=True))
     with pytest.raises(VideoError, match="empty"):
         cache.row_inputs([[_bad("zero_byte", tmp_path, clips)]], "pixels")
+
+
+# --- images ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> dict[str, str]:
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("pictures")
+    Image.new("RGB", (56, 84), (255, 0, 0)).save(d / "red.png")  # 84x56 -> grid (1, 6, 4): 6 tokens
+    (d / "zero.png").write_bytes(b"")
+    return {"red": str(d / "red.png"), "zero": str(d / "zero.png"), "missing": str(d / "missing.png")}
+
+
+def test_an_image_shared_by_rows_and_beside_a_video_is_encoded_once_and_counted_under_image(clips, pictures):
+    cache, encode = VisionCache(SETTINGS), Encoder()
+    rows = [[("image", pictures["red"]), ("video", clips["a"])]] * 2 + [[("image", pictures["red"])]]
+    first = cache.row_inputs(rows, "embeds", "actor", encode)
+    assert encode.calls == [pictures["red"], clips["a"]]
+    image = first[0][0]
+    assert (image.modality, image.grid_thw, image.num_tokens, image.embeds.shape) == ("image", (1, 6, 4), 6, (6, 4))
+    assert first[2][0].embeds is image.embeds
+    stats = cache.take_stats()
+    # 3 image rows, 1 encoded: 2 hits; 2 video rows, 1 encoded: 1 hit
+    assert {k: v for k, v in stats.items() if not k.endswith("_s")} == {
+        "image/decoded": 1.0, "image/embed_hits": 2.0, "image/encoded": 1.0,
+        "video/decoded": 1.0, "video/embed_hits": 1.0, "video/encoded": 1.0}
+
+
+def test_an_embedded_image_and_a_file_image_of_the_same_name_are_different_items(pictures):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (28, 28), (0, 0, 255)).save(buffer, format="PNG")
+    cache = VisionCache(SETTINGS)
+    embedded = cache.image({"bytes": buffer.getvalue(), "path": pictures["red"]})
+    assert embedded.grid_thw == (1, 4, 4) and cache.image(pictures["red"]).grid_thw == (1, 6, 4)
+
+
+@pytest.mark.parametrize("kind", ["zero", "missing"])
+def test_an_unusable_image_skips_its_rows_counted_in_image_skipped(kind, pictures):
+    cache = VisionCache(SETTINGS)
+    got = cache.row_inputs([[("image", pictures["red"])], [("image", pictures[kind])], [("image", pictures[kind])]],
+                           "pixels")
+    assert got[0][0].pixel_values.shape == (24, 1176) and got[1] is None and got[2] is None
+    assert cache.take_stats()["image/skipped"] == 1.0  # counted once per step, like a video
+
+
+def test_with_strict_media_an_unusable_image_is_an_error_naming_the_file(pictures):
+    cache = VisionCache(VideoSettings(8, 3136, 50176, strict=True))
+    with pytest.raises(ImageError, match="zero.png: file is empty .*data.strict_media=true"):
+        cache.row_inputs([[("image", pictures["zero"])]], "pixels")
+
+
+def test_frames_mode_gives_the_engine_the_image_resized_to_its_grid(pictures):
+    [[image]] = VisionCache(SETTINGS, keep_frames=True).row_inputs([[("image", pictures["red"])]], "frames")
+    assert image.image.shape == (84, 56, 3) and image.pixel_values is None
 
 
 # --- construction ---------------------------------------------------------------------------
@@ -184,7 +243,7 @@ def test_settings_take_patching_from_the_model_and_normalisation_from_its_proces
 
 def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path):
     cfg = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.rollout.num_video_frames=32",
-                       "worker.rollout.cache_video_embeds=false", "data.strict_videos=true"])
+                       "worker.rollout.cache_video_embeds=false", "data.strict_media=true"])
     assert vision_cache_for(cfg, SimpleNamespace()) is None
     hf = SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
     cache = vision_cache_for(cfg, hf)

@@ -1,6 +1,7 @@
 """score_responses: calling batch and sequential functions, and checking what they return."""
 
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,11 @@ def test_batch_function_used_as_sequential_hints_at_reward_type(tmp_path):
     ("return [{'accuracy': 1.0} for _ in xs]", r"for sample 0 .*at least the key 'overall'"),
     ("return [{'overall': float('nan')} for _ in xs]", r"overall=nan for sample 0 .*finite number"),
     ("return [{'overall': 1.0, 'note': 'ok'} for _ in xs]", r"note='ok' for sample 0 .*finite number"),
+    ("return [{'overall': 1.0 if i != 2 else float('inf')} for i, _ in enumerate(xs)]",
+     r"overall=inf for sample 2 \(ground_truth='7'\).*finite number"),
+    ("return [{'overall': 1.0, 'accuracy': 1.0} if i != 1 else {'overall': 1.0} for i, _ in enumerate(xs)]",
+     r"returned the keys \['overall'\] for sample 1 \(ground_truth='7'\) but \['accuracy', 'overall'\] "
+     r"for sample 0; every sample must get the same keys"),
 ])
 def test_malformed_results_are_rejected(tmp_path, body, message):
     spec = reward_file(tmp_path, f"def score(xs):\n    {body}\n") + ":score"
@@ -121,3 +127,22 @@ def test_dapo_builtin_gets_max_response_length_from_the_trainer():
     # sample 1 has 7 tokens -> (6 - 7) / 4 = -0.25, wrong -> -1 - 0.25 = -1.25
     scores = score_responses(cfg, INPUTS[:2], max_response_length=10)
     assert [s["overall"] for s in scores] == pytest.approx([0.25, -1.25], abs=1e-12)
+
+
+def test_a_batch_call_that_hangs_is_stopped_after_timeout_s_and_named(tmp_path):
+    spec = reward_file(tmp_path, "import time\ndef score(xs):\n    time.sleep(60)\n") + ":score"
+    start = time.monotonic()
+    with pytest.raises(RewardError, match=r"did not return within worker.reward.timeout_s=0.5 s on the batch "
+                                          r"of 3 samples"):
+        score_responses(RewardConfig(reward_function=spec, timeout_s=0.5), INPUTS)
+    assert time.monotonic() - start < 5
+
+
+def test_a_sequential_call_that_spins_on_one_sample_is_named_by_its_index(tmp_path):
+    body = "def score(x):\n    while x['ground_truth'] == '8':\n        pass\n    return {'overall': 1.0}\n"
+    spec = reward_file(tmp_path, body) + ":score"
+    inputs = [*INPUTS[:2], {**INPUTS[2], "ground_truth": "8"}]
+    with pytest.raises(RewardError, match=r"timeout_s=0.3 s on sample 2 \(ground_truth='8'\)"):
+        score_responses(RewardConfig(reward_type="sequential", reward_function=spec, timeout_s=0.3), inputs)
+    # the alarm is cleared: a later slow-ish call is not interrupted
+    time.sleep(0.5)

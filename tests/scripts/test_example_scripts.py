@@ -44,8 +44,9 @@ def dry_run(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     """Run an example script with DRY_RUN=1 from another directory (it must cd to the repo itself)."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("VIDEO_PATH", "MODEL_PATH", "NNODES")}
     full_env.update(PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", DRY_RUN="1", **env)
-    return subprocess.run(["bash", str(REPO / "examples/new_supports" / script), *args], capture_output=True,
-                          text=True, env=full_env, cwd="/")
+    path = REPO / "examples" / script if "/" in script or (REPO / "examples" / script).is_file() \
+        else REPO / "examples/new_supports" / script
+    return subprocess.run(["bash", str(path), *args], capture_output=True, text=True, env=full_env, cwd="/")
 
 
 def config_of(script: str, *args: str, **env: str) -> dict:
@@ -112,3 +113,24 @@ def test_unknown_key_is_an_error_naming_the_closest_key():
     result = dry_run("qwen2_5_3b_math_grpo.sh", "trainer.nnode=2", MODEL_PATH="/m")
     assert result.returncode != 0
     assert "unknown config key 'trainer.nnode'" in result.stderr and "trainer.nnodes" in result.stderr
+
+
+IMAGE_SCRIPTS = ["qwen2_5_vl_3b_geo3k_grpo.sh", "qwen2_5_vl_7b_geo3k_grpo.sh", "qwen2_5_vl_7b_multi_image.sh",
+                 "baselines/qwen2_5_vl_3b_clevr.sh"]
+
+
+@pytest.mark.parametrize("script", IMAGE_SCRIPTS)
+def test_image_scripts_take_model_and_train_files_and_allow_their_images(script: str):
+    cfg = config_of(script, "trainer.max_steps=7", MODEL_PATH="/models/m", TRAIN_FILES="/data/geo3k/train.parquet")
+    assert cfg["worker"]["actor"]["model"]["model_path"] == "/models/m" and cfg["trainer"]["max_steps"] == 7
+    assert cfg["data"]["train_files"] == "/data/geo3k/train.parquet" and cfg["data"]["image_key"] == "images"
+    assert cfg["trainer"]["experiment_name"] == script.removesuffix(".sh").removeprefix("baselines/")
+    assert cfg["worker"]["rollout"]["limit_images"] == (2 if "multi_image" in script else 1)
+    assert cfg["worker"]["rollout"]["tensor_parallel_size"] == (2 if "7b" in script else 1)
+
+
+def test_the_geo3k_script_defaults_to_geometry3k_and_the_math_reward():
+    cfg = config_of("qwen2_5_vl_3b_geo3k_grpo.sh", MODEL_PATH="/m")
+    assert (cfg["data"]["train_files"], cfg["data"]["val_files"]) == ("hiyouga/geometry3k@train",
+                                                                     "hiyouga/geometry3k@test")
+    assert cfg["worker"]["reward"]["reward_function"].startswith("examples/reward_function/math.py")

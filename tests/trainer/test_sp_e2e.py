@@ -64,6 +64,8 @@ def test_sp2_old_and_ref_log_probs_of_256_frame_video_prompts_match_vllms(traine
     video = VisionCache(settings).video(batch["videos"][0][0])
     assert video.grid_thw == (128, 4, 4) and video.num_tokens == 512  # 256 frames / 2 x (4 x 4 patches) / 2x2
     rollout = trainer.workers.generate(batch, SAMPLED)
+    # one rank per SP group samples; before, both ranks ran the same rollout and one result was thrown away
+    assert [s.get("generate_calls", 0) for s in trainer.workers.engine_stats()] == [1, 0]
     assert not rollout["video_skipped"].any()
     rollout = rollout.union(trainer.workers.log_probs(rollout)).union(trainer.workers.ref_log_probs(rollout))
     mask = rollout["response_mask"].bool()
@@ -80,6 +82,8 @@ def test_grpo_runs_two_steps_with_ulysses_size_2(trainer):
         assert all(math.isfinite(metrics[k]) for k in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm",
                                                          "actor/entropy"))
         assert metrics["response_length/max"] > 0
+        # step 2's rollout first streams step 1's update into the engine (through the lifecycle component)
+        assert (metrics["perf/weight_sync_mb"] > 0) == (step == 2)
 
 
 # ---- before any worker starts -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The video path end to end: tiny Qwen2.5-VL, synthetic 64-frame videos, 2 Ray workers, FSDP, vLLM.
+"""The video and image paths end to end: tiny Qwen2.5-VL, synthetic 64-frame videos and CLEVR-style PNG
+scenes (one or two images a question), 2 Ray workers, FSDP, vLLM.
 
 One trainer (one worker group) serves every test of this module: starting it costs ~30 s.
 The vision tower trains here (freeze_vision_tower=false), the harder case for the VisionCache:
@@ -17,7 +18,7 @@ import torch
 
 from longrl.config import load_config
 from longrl.data.dataset import rows_to_batch
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS, Qwen2_5_VLAdapter
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter
 from longrl.models.vision_cache import VideoSettings, VisionCache
 from longrl.protocol import Batch
 from longrl.workers.rollout import SamplingSpec
@@ -40,9 +41,18 @@ def trainer(tmp_path_factory):
     # an 8th row whose video is a zero-byte file: skipped, counted, and the run goes on
     (root / "data/videos/broken.mp4").write_bytes(b"")
     row = json.loads(train.read_text().splitlines()[0])
+    # rows 8-11: image questions (three of one scene, one of two scenes), written beside the videos
+    from longrl.data.synthetic_image import generate_split as image_split
+
+    images = [json.loads(line) for line in image_split(root / "data", "val", 3).read_text().splitlines()]
+    images += [json.loads(line) for line in image_split(root / "data", "test", 1, categories=("more",))
+               .read_text().splitlines()]
     with open(train, "a") as f:
         f.write(json.dumps({**row, "problem_id": "train-broken", "videos": ["videos/broken.mp4"]}) + "\n")
+        for image_row in images:
+            f.write(json.dumps({**image_row, "videos": []}) + "\n")
     cfg = load_config(["config=configs/cpu_video.yaml", f"worker.actor.model.model_path={model_dir}",
+                       "worker.rollout.limit_images=2",
                        f"data.train_files={train}", "data.val_files=", "worker.actor.model.freeze_vision_tower=false",
                        "worker.actor.optim.lr=0.05", "trainer.max_steps=3", "trainer.worker_timeout_s=300",
                        f"trainer.save_checkpoint_path={root / 'run'}", "data.shuffle=false"])
@@ -106,7 +116,7 @@ def hf_greedy(model, prompt_ids: list[int], videos: list, max_tokens: int) -> li
     for _ in range(max_tokens):
         response = torch.tensor([out], dtype=torch.long).reshape(1, len(out))
         batch = Batch({"responses": response, "response_mask": torch.ones_like(response)},
-                      {"prompt_ids": [prompt_ids], VIDEO_INPUTS: [videos]})
+                      {"prompt_ids": [prompt_ids], MEDIA_INPUTS: [videos]})
         inputs, _ = adapter.model_inputs(model, batch, 0, torch.device("cpu"))
         with torch.no_grad():
             out.append(int(model(**inputs).logits[0, -1].argmax()))
@@ -174,12 +184,43 @@ def test_a_prompt_too_long_once_its_video_tokens_are_counted_is_skipped(trainer,
     assert rollout["response_mask"][4:].sum() == 0 and rollout["response_mask"][:4].sum() > 0
 
 
-def test_grpo_runs_three_steps_on_videos(trainer):
+def test_actor_log_probs_match_vllms_for_image_prompts_and_each_image_is_encoded_once(trainer):
+    batch = prompts(trainer, [8, 9, 10, 11], step=105)  # three one-image prompts and a two-image one
+    assert [len(i) for i in batch["images"]] == [1, 1, 1, 2]
+    summed_stats(trainer)
+    rollout = trainer.workers.generate(batch, SAMPLED)
+    rollout = rollout.union(trainer.workers.log_probs(rollout)).union(trainer.workers.ref_log_probs(rollout))
+    mask = rollout["response_mask"].bool()
+    assert mask.sum() > 0
+    diff = (rollout["old_log_probs"] - rollout["rollout_log_probs"])[mask].abs().max()
+    assert diff < 1e-3, f"trainer vs vLLM log-prob max abs diff {diff}"
+    rollout["advantages"] = torch.randn(rollout["response_mask"].shape) * rollout["response_mask"]
+    trainer.workers.update_actor(rollout)
+    stats = summed_stats(trainer)
+    # 5 images, encoded by the actor's and the reference's tower: 10; the 5 + 20 + 20 image uses of the rollout,
+    # old and ref log-probs minus those 10 are hits
+    assert (stats["image/decoded"], stats["image/encoded"], stats["image/embed_hits"]) == (5.0, 10.0, 35.0)
+
+
+def test_a_prompt_with_a_broken_image_gets_empty_responses_and_is_counted(trainer, tmp_path):
+    batch = prompts(trainer, [8, 9], step=106)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n")  # a PNG signature and nothing else
+    batch["images"] = [batch["images"][0], [str(tmp_path / "broken.png")]]
+    summed_stats(trainer)
+    rollout = trainer.workers.generate(batch, SAMPLED)
+    assert rollout["video_skipped"].tolist() == [False] * 4 + [True] * 4
+    image_pad = trainer.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert list(rollout["images"][4]) == [] and image_pad not in list(rollout["prompt_ids"][4])
+    assert rollout["response_mask"][4:].sum() == 0 and summed_stats(trainer)["image/skipped"] == 1.0
+
+
+def test_grpo_runs_three_steps_on_videos_and_images(trainer):
     skipped = 0.0
     for step in (1, 2, 3):
         metrics = trainer.step(step)
-        assert metrics["video/encoded"] > 0  # every step encodes its own videos (the cache lives one step)
+        # every step encodes its own media (the cache lives one step); step 3 draws the image rows
+        assert metrics["image/encoded" if step == 3 else "video/encoded"] > 0
         skipped += metrics.get("video/skipped", 0.0)  # the driver reduces every rank's video/* counters
         assert all(math.isfinite(metrics[k]) for k in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm"))
         assert metrics["response_length/max"] > 0
-    assert skipped == 1.0  # the broken row was drawn once (8 rows, 4 per step, no shuffle) and skipped
+    assert skipped == 1.0  # the broken row was drawn once (12 rows, 4 per step, no shuffle) and skipped

@@ -15,7 +15,7 @@ import torch
 
 from longrl.data.synthetic_video import write_mp4
 from longrl.models.adapter import TextAdapter
-from longrl.models.qwen2_5_vl import VIDEO_INPUTS, Qwen2_5_VLAdapter
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter
 from longrl.models.tiny import build_qwen2
 from longrl.models.tiny_vl import build_qwen2_5_vl
 from longrl.models.vision_cache import VideoSettings, VisionCache
@@ -143,20 +143,48 @@ def video(tmp_path_factory):
     videos = [[str(d / "short.mp4")]] * 3 + [[str(d / "long.mp4")]] * 2 + [[]]
     # two videos x n responses of different lengths, and a row that lost its video (text only)
     batch = _batch([prompt] * 5 + [text_prompt], [5, 2, 4, 6, 3, 4], seed=2, videos=videos)
-    return SimpleNamespace(model=model, cache=cache, batch=batch)
+    return SimpleNamespace(model=model, cache=cache, batch=batch, tok=tok)
 
 
 @pytest.mark.parametrize("mode", ["embeds", "pixels"])
 def test_shared_prefix_log_probs_equal_the_full_sequence_path_for_video_rows(video, mode):
     adapter = Qwen2_5_VLAdapter()
     rows = video.cache.row_inputs(video.batch["videos"], mode, "actor",
-                                  lambda v: adapter.encode_video(video.model, v))
-    batch = video.batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+                                  lambda v: adapter.encode(video.model, v))
+    batch = video.batch.union(Batch(objects={MEDIA_INPUTS: rows}))
     with torch.no_grad():
         shared = shared_prefix_log_probs(video.model, adapter, batch, 0, TEMPERATURE, with_entropy=True)
         plain = _plain(video.model, adapter, batch)
     _assert_same(shared, plain, batch["response_mask"])
     assert shared[0][3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["embeds", "pixels"])
+def test_shared_prefix_log_probs_equal_the_full_sequence_path_for_image_rows(video, tmp_path, mode):
+    from PIL import Image
+
+    from longrl.data.dataset import build_messages
+    from longrl.models.vision_cache import media_refs
+
+    tok = video.tok
+    for name, (h, w) in {"a": (56, 84), "b": (28, 56)}.items():
+        Image.fromarray(np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    prompts = [tok(tok.apply_chat_template(build_messages(text, n, v), tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False).input_ids
+               for text, n, v in (("How many?", 1, 0), ("<image> or <image>?", 2, 0), ("<video> <image>", 1, 1))]
+    images = [[str(tmp_path / "a.png")], [str(tmp_path / "b.png"), str(tmp_path / "a.png")], [str(tmp_path / "b.png")]]
+    videos = [[], [], [video.batch["videos"][0][0]]]
+    batch = _batch([prompts[i] for i in (0, 0, 1, 1, 2, 2)], [5, 2, 4, 6, 3, 4], seed=3,
+                   images=[images[i] for i in (0, 0, 1, 1, 2, 2)], videos=[videos[i] for i in (0, 0, 1, 1, 2, 2)])
+    adapter = Qwen2_5_VLAdapter()
+    rows = video.cache.row_inputs(media_refs(batch), mode, "actor", lambda v: adapter.encode(video.model, v))
+    batch = batch.union(Batch(objects={MEDIA_INPUTS: rows}))
+    with torch.no_grad():
+        shared = shared_prefix_log_probs(video.model, adapter, batch, 0, TEMPERATURE, with_entropy=True)
+        plain = _plain(video.model, adapter, batch)
+    mask = batch["response_mask"]
+    for got, want in zip(shared, plain):  # entropies reach ~5: 1e-5 relative is float32 summation order
+        torch.testing.assert_close(got * mask, want * mask, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("override", ["worker.actor.ulysses_size=2", "worker.actor.padding_free=true"])
@@ -175,8 +203,8 @@ def test_config_refuses_prefix_sharing_with_sequence_parallelism_or_packing_nami
 
 def test_video_rows_give_the_same_gradients_and_a_trainable_tower_without_videos_gets_zeros(video):
     adapter, model = Qwen2_5_VLAdapter(), video.model
-    rows = video.cache.row_inputs(video.batch["videos"], "pixels", "actor", lambda v: adapter.encode_video(model, v))
-    with_videos = video.batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+    rows = video.cache.row_inputs(video.batch["videos"], "pixels", "actor", lambda v: adapter.encode(model, v))
+    with_videos = video.batch.union(Batch(objects={MEDIA_INPUTS: rows}))
     text_only = with_videos.index([5, 5])  # no video in the micro-batch: the adapter adds a masked padding video
     for batch in (with_videos, text_only):
         grads = []
@@ -191,3 +219,20 @@ def test_video_rows_give_the_same_gradients_and_a_trainable_tower_without_videos
         assert sorted(grads[0]) == sorted(grads[1]) and any("visual" in n for n in grads[0])
         _assert_close_relative(grads[1], grads[0])
     assert all(not g.any() for n, g in grads[1].items() if "visual" in n)  # the text-only batch's tower
+
+
+def test_inside_the_updates_ulysses_block_shared_prefix_log_probs_still_equal_the_plain_ones(video):
+    # the update runs its micro-batches inside `ulysses_attention` (sp = 1 here); that kernel is causal over
+    # q = k positions with no mask, so a KV-cached continuation run through it attends to the wrong keys
+    # (seen as actor/kl_loss 2.7 and ppo_kl 1.6 at step 1 of examples/cpu/qwen2_5_vl_video_grpo.sh)
+    from longrl.models.ulysses_attention import ulysses_attention
+    from longrl.workers.actor import NO_SP
+
+    adapter = Qwen2_5_VLAdapter()
+    rows = video.cache.row_inputs(video.batch["videos"], "embeds", "actor", lambda v: adapter.encode(video.model, v))
+    batch = video.batch.union(Batch(objects={MEDIA_INPUTS: rows}))
+    with torch.no_grad():
+        plain = _plain(video.model, adapter, batch)
+        with ulysses_attention(video.model, NO_SP):
+            shared = shared_prefix_log_probs(video.model, adapter, batch, 0, TEMPERATURE, with_entropy=True)
+    _assert_same(shared, plain, batch["response_mask"])

@@ -52,3 +52,32 @@ def test_hf_engine_greedy_follows_loaded_weights(tiny_qwen2):
     expected = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=6, do_sample=False,
                               pad_token_id=model.config.pad_token_id)[0, 3:].tolist()
     assert after == expected[: len(after)] and after != before
+
+
+def test_a_list_of_eos_ids_ends_the_response_at_the_first_of_them(tiny_qwen2, tmp_path):
+    import json
+    import shutil
+
+    greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, top_k=-1, max_tokens=6)
+    plain = rollout_engine("hf", str(tiny_qwen2), RolloutConfig(name="hf", dtype="fp32"), max_model_len=128)
+    first = plain.generate([[5, 6, 7]], greedy, seed=0)[0][0].token_ids[0]
+    # a real Qwen2.5 checkpoint: generation_config.eos_token_id = [<|im_end|>, <|endoftext|>]
+    model_dir = shutil.copytree(tiny_qwen2, tmp_path / "qwen2_eos_list")
+    gen = json.loads((model_dir / "generation_config.json").read_text())
+    gen["eos_token_id"] = [gen["eos_token_id"], first]
+    (model_dir / "generation_config.json").write_text(json.dumps(gen))
+    engine = rollout_engine("hf", str(model_dir), RolloutConfig(name="hf", dtype="fp32"), max_model_len=128)
+    sample = engine.generate([[5, 6, 7]], greedy, seed=0)[0][0]
+    assert sample.token_ids == [first]  # not [first, pad, pad, ...]: nothing after EOS is trained on
+    assert len(sample.log_probs) == 1
+
+
+def test_weights_under_a_name_the_engine_lacks_are_refused_naming_it(tiny_qwen2):
+    import pytest
+    from transformers import AutoModelForCausalLM
+
+    engine = rollout_engine("hf", str(tiny_qwen2), RolloutConfig(name="hf", dtype="fp32"), max_model_len=128)
+    state = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32).state_dict()
+    renamed = [(f"module.{name}" if "embed_tokens" in name else name, t) for name, t in state.items()]
+    with pytest.raises(RuntimeError, match=r"module\.model\.embed_tokens\.weight.*none for .*model\.embed_tokens"):
+        engine.load_weights(renamed)

@@ -126,21 +126,21 @@ def _run_model(name: str, cfg, batch: Batch, rank: int, groups: dict) -> dict[st
 
 
 def _with_video_inputs(batch: Batch, cfg, model, adapter, mode: str) -> Batch:
-    from longrl.models.qwen2_5_vl import VIDEO_INPUTS
+    from longrl.models.qwen2_5_vl import MEDIA_INPUTS
     from longrl.models.vision_cache import VideoSettings, VisionCache, max_over_ranks
 
     settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, model.config.vision_config, 8,
                                        cfg.data.min_pixels, cfg.data.max_pixels)
     rows = VisionCache(settings).row_inputs(batch["videos"], mode, "actor",
-                                            lambda v: adapter.encode_video(model, v), max_over_ranks)
-    return batch.union(Batch(objects={VIDEO_INPUTS: rows}))
+                                            lambda v: adapter.encode(model, v), max_over_ranks)
+    return batch.union(Batch(objects={MEDIA_INPUTS: rows}))
 
 
 def _split_encodings(cfg, videos: list[str], groups: dict) -> dict[int, list[torch.Tensor]]:
     """Tower embeddings of the two mp4s (4 temporal steps: 2 a rank) and of random-pixel videos of 3 steps
     (1 and 2 a rank) and of 1 step (rank 1 encodes a stand-in and keeps nothing), per SP size."""
     from longrl.models.qwen2_5_vl import Qwen2_5_VLAdapter
-    from longrl.models.vision_cache import VideoInput, VideoSettings, VisionCache
+    from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache
     from longrl.workers.fsdp_worker import load_sharded
 
     adapter = Qwen2_5_VLAdapter()
@@ -152,9 +152,9 @@ def _split_encodings(cfg, videos: list[str], groups: dict) -> dict[int, list[tor
     g = torch.Generator().manual_seed(2)
     patch = 3 * vision.temporal_patch_size * vision.patch_size ** 2
     for steps in (3, 1):  # 4x4 patches a step -> 4 tokens a step
-        inputs.append(VideoInput(f"random-{steps}", (steps, 4, 4), 1.0, 4 * steps,
+        inputs.append(MediaInput(f"random-{steps}", (steps, 4, 4), 1.0, 4 * steps,
                                  torch.randn(16 * steps, patch, generator=g)))
-    return {size: [adapter.encode_video(model, v, groups[size]) for v in inputs] for size in (1, 2)}
+    return {size: [adapter.encode(model, v, groups[size]) for v in inputs] for size in (1, 2)}
 
 
 def _critic_values(cfg, batch: Batch, groups: dict) -> dict[object, torch.Tensor]:

@@ -67,12 +67,19 @@ class Sample:
 
 class RolloutEngine(Protocol):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Replace the engine's weights (full, unsharded tensors, Hugging Face names)."""
+        """Replace the engine's weights (full, unsharded tensors, Hugging Face names), reading them as a stream
+        (each tensor may be freed once read); then drop every cache computed with the old weights."""
+
+    def sleep(self) -> None:
+        """Free the device memory the engine holds (weights offloaded, KV cache dropped); no-op on CPU."""
+
+    def wake_up(self, tags: list[str]) -> None:
+        """Bring back the memory of `tags` ("weights", then "kv_cache"); no-op on CPU."""
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int) -> list[list[Sample]]:
         """`spec.n` samples per prompt, reproducible for a given seed.
 
-        Engines that take videos (vLLM) accept `media=`: per prompt, its VideoInputs
+        Engines that take videos (vLLM) accept `media=`: per prompt, its MediaInputs
         (longrl.models.vision_cache) in placeholder order, as embeddings or frames.
         """
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 
 from longrl.config import RolloutConfig
-from longrl.parallel.device import device, torch_dtype
+from longrl.parallel.device import device, device_type, torch_dtype
 from longrl.workers.rollout.base import ROLLOUT_ENGINES, Sample, SamplingSpec
 
 
@@ -23,11 +23,33 @@ class HFRollout:
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(cfg.dtype)).to(device()).eval()
         tok = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.eos_id = self.model.generation_config.eos_token_id or tok.eos_token_id
+        self.eos_ids = eos_token_ids(self.model.generation_config.eos_token_id, tok.eos_token_id)
 
+    @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        state = dict(named_tensors)
-        self.model.load_state_dict(state, strict=False)
+        """Copy each tensor into the parameter of its name as it arrives; a name the model lacks, or a parameter
+        left without a tensor, is an error (a silent mismatch would train one model and sample from another)."""
+        state = self.model.state_dict()  # views of the parameters (a tied head appears under both names)
+        unknown = []
+        missing = set(state)
+        for name, tensor in named_tensors:
+            if name not in state:
+                unknown.append(name)
+                continue
+            state[name].copy_(tensor)
+            missing.discard(name)
+        if unknown or missing:
+            raise RuntimeError(f"the hf rollout engine got weights its model does not have: {sorted(unknown)[:5]} "
+                               f"and none for {sorted(missing)[:5]}; the trainer's and the engine's models differ "
+                               f"(worker.actor.model.model_path is the checkpoint of both)")
+
+    def sleep(self) -> None:
+        if device_type() == "cuda":  # the engine's unsharded copy leaves the GPU during training
+            self.model.to("cpu")
+
+    def wake_up(self, tags: list[str]) -> None:
+        if device_type() == "cuda" and "weights" in tags:
+            self.model.to(device())
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int) -> list[list[Sample]]:
@@ -52,6 +74,15 @@ class HFRollout:
         logp = torch.gather(torch.log_softmax(logits, -1), -1, new[..., None]).squeeze(-1)
         samples = []
         for row, lp in zip(new.tolist(), logp.tolist()):
-            length = next((i + 1 for i, t in enumerate(row) if t == self.eos_id), len(row))
+            length = next((i + 1 for i, t in enumerate(row) if t in self.eos_ids), len(row))  # pads follow EOS
             samples.append(Sample(row[:length], lp[:length]))
         return [samples[i * spec.n:(i + 1) * spec.n] for i in range(len(prompts))]
+
+
+def eos_token_ids(generation_eos: int | list[int] | None, tokenizer_eos: int | None) -> set[int]:
+    """Every token that ends a response: generation_config's eos_token_id is a list for real checkpoints
+    (Qwen2.5: <|im_end|> and <|endoftext|>), an int or None for others."""
+    if generation_eos is None:
+        generation_eos = tokenizer_eos
+    ids = generation_eos if isinstance(generation_eos, list) else [generation_eos]
+    return {i for i in ids if i is not None}

@@ -19,7 +19,7 @@ import torch
 
 from longrl.config import RolloutConfig
 from longrl.data.video import video_metadata
-from longrl.models.vision_cache import VideoInput
+from longrl.models.vision_cache import MediaInput
 from longrl.parallel.device import device_type, vllm_dtype
 from longrl.workers.rollout.base import ROLLOUT_ENGINES, Sample, SamplingSpec
 
@@ -32,10 +32,11 @@ class VLLMRollout:
         from vllm import LLM
 
         kwargs = {}
-        if device_type() == "cuda":
+        self.sleeps = device_type() == "cuda"  # vLLM-CPU has no sleep mode; its KV cache is sized by GB instead
+        if self.sleeps:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
         if _is_vision_language(model_path):
-            # Videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as frames.
+            # Images and videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as pixels.
             kwargs.update(enable_mm_embeds=True, limit_mm_per_prompt={"image": cfg.limit_images,
                                                                       "video": cfg.limit_videos})
             _load_video_plugin()
@@ -50,12 +51,21 @@ class VLLMRollout:
         self.show_progress = not cfg.disable_tqdm
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        # in process, the iterator reaches the model runner as is: vLLM reads it tensor by tensor
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
 
+    def sleep(self) -> None:
+        if self.sleeps:  # level 1: weights to CPU memory, KV cache dropped
+            self.llm.sleep(level=1)
+
+    def wake_up(self, tags: list[str]) -> None:
+        if self.sleeps:
+            self.llm.wake_up(tags=tags)
+
     def generate(self, prompts: list[list[int]], spec: SamplingSpec, seed: int,
-                 media: Sequence[Sequence[VideoInput]] | None = None) -> list[list[Sample]]:
+                 media: Sequence[Sequence[MediaInput]] | None = None) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
@@ -84,32 +94,45 @@ def _load_video_plugin() -> None:
     register()
 
 
-def _request(prompt: list[int], videos: Sequence[VideoInput]) -> dict:
-    """A vLLM prompt: token ids with one placeholder per video, which vLLM expands.
+def _request(prompt: list[int], media: Sequence[MediaInput]) -> dict:
+    """A vLLM prompt: token ids with one placeholder per image and per video, which vLLM expands.
 
-    Cached embeddings go in as `video_embeds` (with grid and timing, which fix the M-RoPE
-    positions); otherwise the frames, already resized to the grid so vLLM's resize keeps them.
+    Cached embeddings go in as one dict per modality, `image_embeds` / `video_embeds` concatenated over
+    its items with a grid row each (and timing for videos), which fix the M-RoPE positions; otherwise
+    the images or frames, already resized to the grid so vLLM's resize keeps them. vLLM matches each
+    modality's items to its placeholders in order.
     """
-    if not videos:
+    if not media:
         return {"prompt_token_ids": prompt}
-    items: list[object] = []
-    for v in videos:
-        if v.embeds is not None:
-            items.append({"video_embeds": v.embeds, "video_grid_thw": torch.tensor([v.grid_thw]),
-                          "second_per_grid_ts": torch.tensor([v.second_per_grid_ts], dtype=torch.float32)})
+    data: dict[str, object] = {}
+    for modality in ("image", "video"):
+        items = [m for m in media if m.modality == modality]
+        if not items:
+            continue
+        if items[0].embeds is not None:
+            embeds = {f"{modality}_embeds": torch.cat([m.embeds for m in items]),
+                      f"{modality}_grid_thw": torch.tensor([m.grid_thw for m in items])}
+            if modality == "video":
+                embeds["second_per_grid_ts"] = torch.tensor([m.second_per_grid_ts for m in items], dtype=torch.float32)
+            data[modality] = embeds
+        elif modality == "image":
+            from PIL import Image
+
+            data[modality] = [Image.fromarray(m.image) for m in items]
         else:
-            items.append((v.frames.frames, video_metadata(v.frames)))
-    return {"prompt_token_ids": prompt, "multi_modal_data": {"video": items[0] if len(items) == 1 else items}}
+            data[modality] = [(m.frames.frames, video_metadata(m.frames)) for m in items]
+    return {"prompt_token_ids": prompt, "multi_modal_data": data}
 
 
-def _check_expansion(prompt: list[int], videos: Sequence[VideoInput], expanded: list[int]) -> None:
-    """vLLM must expand each video to the token count the trainer uses, or their log-probs differ."""
-    expected = len(prompt) + sum(v.num_tokens - 1 for v in videos)
+def _check_expansion(prompt: list[int], media: Sequence[MediaInput], expanded: list[int]) -> None:
+    """vLLM must expand each image and video to the token count the trainer uses, or their log-probs differ."""
+    expected = len(prompt) + sum(m.num_tokens - 1 for m in media)
     if len(expanded) != expected:
         raise RuntimeError(
-            f"vLLM expanded the prompt with video(s) {[v.path for v in videos]} to {len(expanded)} tokens, the "
-            f"trainer to {expected}: its video processor resized the frames differently. Make data.min_pixels/"
-            f"data.max_pixels lie within the model's video_preprocessor_config.json size bounds")
+            f"vLLM expanded the prompt with media {[m.path for m in media]} to {len(expanded)} tokens, the "
+            f"trainer to {expected}: its image or video processor resized them differently. Make data.min_pixels/"
+            f"data.max_pixels lie within the size bounds of the model's preprocessor_config.json and "
+            f"video_preprocessor_config.json")
 
 
 def _chosen_log_probs(completion) -> list[float]:
