@@ -56,10 +56,10 @@ def test_truncated_importance_sampling_with_full_sampling_validates(tmp_path):
 
 
 # ---- keys refused instead of ignored -------------------------------------------------------------
-def test_bf16_optimizer_state_and_rank0_init_are_refused_instead_of_ignored(tmp_path):
+def test_rank0_init_is_refused_instead_of_ignored(tmp_path):
     text = problems(config(tmp_path, "worker.actor.optim.strategy=adamw_bf16", "worker.actor.fsdp.enable_rank0_init=true",
                            "worker.ref.fsdp.enable_rank0_init=true"))
-    assert "worker.actor.optim.strategy=adamw_bf16 (optimizer state kept in bf16) is not implemented" in text
+    assert "adamw_bf16" not in text  # implemented: longrl/workers/optim.py
     assert "worker.actor.fsdp.enable_rank0_init=true" in text and "worker.ref.fsdp.enable_rank0_init=true" in text
 
 
@@ -69,7 +69,7 @@ def test_critic_keys_it_cannot_honour_are_refused_when_a_critic_is_trained(tmp_p
                            "worker.critic.fsdp.enable_rank0_init=true"))
     assert "worker.critic.model.tokenizer_path='/other': the critic scores the actor's token ids" in text
     assert "worker.critic.model.freeze_vision_tower=true: the critic is a text model" in text
-    assert "worker.critic.optim.strategy=adamw_bf16" in text and "worker.critic.fsdp.enable_rank0_init=true" in text
+    assert "worker.critic.optim.strategy=adamw_bf16" not in text and "worker.critic.fsdp.enable_rank0_init=true" in text
 
 
 # ---- checks that used to come late ----------------------------------------------------------------
