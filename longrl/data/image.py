@@ -15,28 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from typing import Any, Union
 
 import numpy as np
 import torch
 
+from longrl.data.media import MediaError, check_media_file
 from longrl.data.video import CLIP_MEAN, CLIP_STD, frames_to_patches
 
 ImageRef = Union[str, dict]
 """A row's image after the dataset normalised it: a path, or {"bytes": bytes, "path": str | None}."""
 
 
-class ImageError(Exception):
+class ImageError(MediaError):
     """An image that cannot be used: names the file (or the embedded image) and the reason."""
 
-    def __init__(self, name: str, reason: str):
-        super().__init__(name, reason)  # both in args, so the error pickles across Ray
-        self.name = name
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"image {self.name}: {self.reason}"
+    kind = "image"
 
 
 def image_name(ref: ImageRef) -> str:
@@ -76,12 +70,7 @@ def _open(ref: ImageRef):
             raise ImageError(image_name(ref), "the embedded image is empty (0 bytes)")
         return Image.open(io.BytesIO(ref["bytes"]))
     path = ref if isinstance(ref, str) else ref["path"]
-    if not os.path.exists(path):
-        raise ImageError(path, "file not found; check data.image_dir and the data set's image paths")
-    if os.path.isdir(path):
-        raise ImageError(path, "is a directory, not an image file")
-    if os.path.getsize(path) == 0:
-        raise ImageError(path, "file is empty (0 bytes); re-create or remove it")
+    check_media_file(path, ImageError, "data.image_dir")
     return Image.open(path)
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from longrl.data.media import MediaError, check_media_file
+
 logger = logging.getLogger(__name__)
 
 # transformers.image_utils.OPENAI_CLIP_MEAN / _STD, the Qwen2-VL processor defaults; copied so
@@ -36,16 +38,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _CACHE_VERSION = 1  # bump when the cached content or the sampling rule changes
 
 
-class VideoError(Exception):
+class VideoError(MediaError):
     """A video that cannot be used: names the file and the reason."""
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(str(path), reason)  # both in args, so the error pickles across Ray
-        self.path = str(path)
-        self.reason = reason
+    kind = "video"
 
-    def __str__(self) -> str:
-        return f"video {self.path}: {self.reason}"
+    @property
+    def path(self) -> str:
+        return self.name
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -153,15 +153,6 @@ def _decode(path: str, num_frames: int | None, fps: float | None, frame_factor: 
             raise VideoError(path, f"corrupt or unsupported: decord: {decord_error}; PyAV: {av_error}") from av_error
 
 
-def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise VideoError(path, "file not found; check data.video_dir and the data set's video paths")
-    if os.path.isdir(path):
-        raise VideoError(path, "is a directory, not a video file")
-    if os.path.getsize(path) == 0:
-        raise VideoError(path, "file is empty (0 bytes); re-create or remove it")
-
-
 # ---------------------------------------------------------------------------------------------
 # cache
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +213,7 @@ def decode_video(path: str | os.PathLike, num_frames: int | None = None, fps: fl
     """
     path = str(path)
     _check_sampling(num_frames, fps)  # before decoding, so a bad argument is never blamed on the file
-    _check_file(path)
+    check_media_file(path, VideoError, "data.video_dir")
     file = cache_file(cache_dir, path, num_frames, fps, frame_factor) if cache_dir is not None else None
     if file is not None and (cached := _load_cached(file, path)) is not None:
         return cached
