@@ -29,7 +29,7 @@ endif
 	@echo "install: done ($(STAMP))"
 
 test: install
-	$(PY) -m pytest -q --timeout=900
+	$(PY) -m pytest -q --timeout=900 --durations=30
 
 test-fast: install
 	$(PY) -m pytest -q -m "not e2e" --timeout=300
