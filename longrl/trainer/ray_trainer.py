@@ -27,6 +27,7 @@ from longrl.config import Config, checkpoint_dir, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
+from longrl.logging.process import process_metrics, process_stats
 from longrl.models.vision_cache import reduce_video_stats
 from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
@@ -200,6 +201,7 @@ class RayTrainer:
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
         metrics.update(reduce_engine_stats(self.workers.engine_stats()))  # weight sync seconds and MB
+        metrics.update(process_metrics(process_stats(), self.workers.process_stats()))  # RSS and FDs: leaks
         if "videos" in batch or "images" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
             metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics
