@@ -121,9 +121,11 @@ class RayTrainer:
                 try:
                     metrics = self.advance()
                 except (WorkerError, CheckpointSaveError) as e:
-                    # a worker that died or hung, also while saving; not a save that failed on the driver's side
+                    # a worker that died, raised or hung, also while saving; not a save that failed on the
+                    # driver's side, nor a full disk, which new workers would fill again at the same step
                     worker_failed = isinstance(e, WorkerError) or isinstance(e.__cause__, WorkerError)
-                    if not worker_failed or self.restarts >= cfg.max_restarts:
+                    disk_full = isinstance(e, CheckpointSaveError) and e.disk_full
+                    if not worker_failed or disk_full or self.restarts >= cfg.max_restarts:
                         raise
                     self.restart(e)
                 else:
