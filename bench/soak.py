@@ -4,10 +4,11 @@
 
 For each example (tiny Qwen2 on arithmetic, tiny Qwen2.5-VL on synthetic videos) the script runs the CLI to
 half the steps, then the same command to the full count (it resumes from the last checkpoint), with
-checkpoints every --save-freq steps. At every step (a new metrics.jsonl line) it samples the resident memory
-(RSS) of the driver and of each worker process and their open file descriptors. It prints, per run and
-process, the RSS growth from the run's 20th step (--warmup; a quarter of the run when it is shorter) to its
-last step in percent, the FDs at its first and last step, and steps per minute. Goal: under 5% per process.
+checkpoints every --save-freq steps. Every step the driver and each worker process log their own resident
+memory (RSS) and open file descriptors into metrics.jsonl (perf/rss_mb_*, perf/open_fds_*; logging/process.py),
+so nothing here has to find Ray's processes from outside. The script prints, per run and process, the RSS
+growth from the run's 20th step (--warmup; a quarter of the run when it is shorter) to its last step in
+percent, the FDs at its first and last step, and steps per minute. Goal: under 5% per process.
 
 Growth is measured within one process lifetime: each run's driver and workers are new processes, so the
 first run (1 .. N/2) and the resumed run (N/2+1 .. N) are reported separately.
@@ -24,106 +25,40 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = {"text": "examples/cpu/qwen2_math_grpo.sh", "video": "examples/cpu/qwen2_5_vl_video_grpo.sh"}
+RSS, FDS = "perf/rss_mb_", "perf/open_fds_"
 
 
-def _descendants(root: psutil.Process) -> list[psutil.Process]:
-    """Every process below `root`, walked one level at a time: psutil's recursive walk gives up on the whole
-    tree when one process in it exits (Ray starts and reaps short-lived helpers all the time)."""
-    found, todo = [], [root]
-    while todo:
-        try:
-            children = todo.pop().children()
-        except psutil.Error:
-            continue
-        found += children
-        todo += children
-    return found
-
-
-def processes(driver: psutil.Process) -> dict[str, psutil.Process]:
-    """{'driver': ..., 'worker rank?': ...} for the driver and its Ray worker actors (by process title)."""
-    found = {"driver": driver}
-    workers = []
-    for child in _descendants(driver):
-        try:
-            if "HybridWorker" in " ".join(child.cmdline()):  # Ray's process title: ray::HybridWorker.<verb>
-                workers.append(child)
-        except psutil.Error:
-            continue
-    for i, proc in enumerate(sorted(workers, key=lambda p: p.pid)):
-        found[f"worker{i} (pid {proc.pid})"] = proc
-    return found
-
-
-def sample(procs: dict[str, psutil.Process]) -> dict[str, tuple[int, int]]:
-    """name -> (rss bytes, open fds)."""
-    out = {}
-    for name, proc in procs.items():
-        try:
-            out[name] = (proc.memory_info().rss, proc.num_fds())
-        except psutil.Error:
-            pass
-    return out
-
-
-def _driver(launcher: int) -> psutil.Process | None:
-    """The trainer process the example script started, once it exists."""
-    try:
-        for child in psutil.Process(launcher).children():
-            if "longrl.trainer.main" in " ".join(child.cmdline()):
-                return child
-    except psutil.Error:
-        pass
-    return None
-
-
-def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, str],
-        after_step: int = 0) -> dict[int, dict]:
-    """One CLI run to `max_steps`; {step: {name: (rss, fds)}} sampled as each step's metrics line appears
-    (steps up to `after_step` belong to the run this one resumed)."""
+def run(example: str, out: Path, max_steps: int, save_freq: int, env: dict[str, str]) -> float:
+    """One CLI run to `max_steps` (resuming from the newest checkpoint under `out`); its wall seconds."""
     cmd = ["bash", EXAMPLES[example], f"trainer.save_checkpoint_path={out}", f"trainer.max_steps={max_steps}",
            f"trainer.save_freq={save_freq}", "trainer.save_limit=2", "trainer.val_freq=-1",
            "trainer.logger=[file]"]
     log = out.parent / f"{out.name}_{max_steps}.log"
-    metrics = out / "metrics.jsonl"
+    start = time.monotonic()
     with log.open("w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
-    samples: dict[int, dict] = {}
-    driver = None
-    while proc.poll() is None:
-        if driver is None:
-            driver = _driver(proc.pid)
-        if driver is not None and metrics.exists():
-            lines = metrics.read_text().splitlines()
-            step = json.loads(lines[-1])["step"] if lines else 0
-            if step > after_step and step not in samples:
-                samples[step] = sample(processes(driver))
-        time.sleep(0.5)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd} failed (rc {proc.returncode}); see {log}")
-    return samples
+        rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (rc {rc}); see {log}")
+    return time.monotonic() - start
 
 
-def report(example: str, label: str, samples: dict[int, dict], seconds: float, warmup: int) -> None:
+def report(example: str, label: str, lines: list[dict], seconds: float, warmup: int) -> None:
     """Per process: RSS after `warmup` steps of this run and at its end, growth, FDs first/last."""
-    ordered = sorted(samples)
-    skip = warmup if len(ordered) > warmup + 1 else len(ordered) // 4
-    base_step = ordered[skip]
-    first, base, last = samples[ordered[0]], samples[base_step], samples[ordered[-1]]
-    print(f"\n{example}, {label}: steps {ordered[0]}..{ordered[-1]}, {len(ordered) / seconds * 60:.1f} steps/min "
-          f"(startup included)")
-    print(f"  {'process':24s} {'RSS@' + str(base_step):>10s} {'RSS@' + str(ordered[-1]):>10s} {'growth':>8s} "
-          f"{'FDs first':>9s} {'FDs last':>9s}")
-    for name in base:
-        if name not in last:
-            continue
-        rss0, rss1 = base[name][0], last[name][0]
-        print(f"  {name:24s} {rss0 / 2**20:9.0f}M {rss1 / 2**20:9.0f}M {100 * (rss1 - rss0) / rss0:7.1f}% "
-              f"{first.get(name, (0, 0))[1]:9d} {last[name][1]:9d}", flush=True)
+    skip = warmup if len(lines) > warmup + 1 else len(lines) // 4
+    first, base, last = lines[0], lines[skip], lines[-1]
+    step_s = sum(line["timing_s/step"] for line in lines) / len(lines)
+    print(f"\n{example}, {label}: steps {first['step']}..{last['step']}, {len(lines) / seconds * 60:.1f} steps/min "
+          f"with start-up and checkpoints ({60 / step_s:.1f} steps/min in the steps themselves)")
+    print(f"  {'process':10s} {'RSS@' + str(base['step']):>10s} {'RSS@' + str(last['step']):>10s} {'growth':>8s} "
+          f"{'max RSS':>9s} {'FDs first':>9s} {'FDs last':>9s}")
+    for key in sorted(k for k in last if k.startswith(RSS)):
+        name = key.removeprefix(RSS)
+        rss0, rss1 = base[key], last[key]
+        peak = max(line[key] for line in lines[skip:])
+        print(f"  {name:10s} {rss0:9.0f}M {rss1:9.0f}M {100 * (rss1 - rss0) / rss0:7.1f}% {peak:8.0f}M "
+              f"{first[FDS + name]:9.0f} {last[FDS + name]:9.0f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                                                      "DATA_DIR": str(root / "data" / "video")}
         out = root / example
         for label, max_steps, after in (("first run", steps // 2, 0), ("resumed run", steps, steps // 2)):
-            start = time.monotonic()
-            samples = run(example, out, max_steps, args.save_freq, example_env, after)
-            report(example, label, samples, time.monotonic() - start, args.warmup)
+            seconds = run(example, out, max_steps, args.save_freq, example_env)
+            lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            mine = [line for line in lines if line["step"] > after]
+            if [line["step"] for line in mine] != list(range(after + 1, max_steps + 1)):
+                raise SystemExit(f"{out}/metrics.jsonl: steps {[line['step'] for line in lines]}, expected each of "
+                                 f"1..{max_steps} once")
+            report(example, label, mine, seconds, args.warmup)
     print(f"\noutputs under {root}")
     return 0
 

@@ -53,19 +53,25 @@ def _fsync_tree(root: Path) -> None:
 
 
 class CheckpointSaveError(RuntimeError):
-    """Writing a checkpoint failed (disk full, a worker error); the previous checkpoint is still the latest."""
+    """Writing a checkpoint failed (disk full, a worker error); the previous checkpoint is still the latest.
+    `disk_full`: the disk had no room left, which a restart of the workers would only meet again."""
+
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
-def _disk_state(root: Path, exc: BaseException) -> str:
-    """'disk full, N bytes free of M' or 'N bytes free of M': torch.save reports ENOSPC as a bare
-    'unexpected pos' RuntimeError, so the free space is the reliable sign."""
+def _disk_state(root: Path, exc: BaseException) -> tuple[str, bool]:
+    """('disk full, N bytes free of M' or 'N bytes free of M', whether full): torch.save reports ENOSPC as a
+    bare 'unexpected pos' RuntimeError, and a worker's ENOSPC arrives as its traceback's text, so the free
+    space is the reliable sign."""
     usage = shutil.disk_usage(root)
     chain, enospc = exc, False
     while chain is not None:
         enospc |= isinstance(chain, OSError) and chain.errno == errno.ENOSPC
         chain = chain.__cause__ or chain.__context__
     full = enospc or usage.free < min(64 << 20, usage.total // 100)
-    return f"{'disk full, ' if full else ''}{usage.free} bytes free of {usage.total} under {root}"
+    return f"{'disk full, ' if full else ''}{usage.free} bytes free of {usage.total} under {root}", full
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -131,14 +137,15 @@ class CheckpointManager:
             write_shards(staging)
             return self.commit(step, driver_state)
         except Exception as exc:
-            disk = _disk_state(self.root, exc)  # before the cleanup frees the space
+            disk, full = _disk_state(self.root, exc)  # before the cleanup frees the space
             shutil.rmtree(staging, ignore_errors=True)
             latest = self.latest()
             kept = f"the latest checkpoint is still {latest}" if latest else "no earlier checkpoint exists"
+            fix = (f"Free space under {self.root} (or set trainer.save_limit lower, or trainer.save_checkpoint_path "
+                   f"to a larger disk)" if full else "Fix the cause above")
             raise CheckpointSaveError(
                 f"saving step {step} into {staging} failed ({disk}): {type(exc).__name__}: {exc}\n{kept}; the run stops "
-                f"here. Free space under {self.root} (or set trainer.save_limit lower, or "
-                f"trainer.save_checkpoint_path to a larger disk) and start the same command again to resume") from exc
+                f"here. {fix} and start the same command again to resume", disk_full=full) from exc
 
     def _repair(self) -> None:
         """Undo a re-save interrupted between its two renames: global_step_N.old is the complete checkpoint

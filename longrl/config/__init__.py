@@ -379,7 +379,8 @@ class TrainerConfig:
     """A worker call that takes longer is an error (the group is stopped) instead of a hang."""
     max_restarts: int = 0
     """When a worker dies, raises or hangs: restart the worker group from the last checkpoint up to this many
-    times in one run (each logged, trainer/restarts); 0 stops the run at the first failure."""
+    times in one run (each logged, trainer/restarts); 0 stops the run at the first failure. A checkpoint save
+    that fills the disk always stops the run: new workers would fill it again."""
     max_skipped_steps: int = 5
     """Stop the run after this many RL steps in a row whose update was skipped for a non-finite loss or
     gradient (actor/skipped_steps); 0 never stops."""

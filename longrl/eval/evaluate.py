@@ -23,6 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from longrl.config import ConfigError, DataConfig
+from longrl.data.image import image_name
 from longrl.eval.answers import LETTERS, grade, is_choice, is_well_formatted, reference_answer
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def record_for(question: Question, generation: Generation) -> dict[str, Any]:
     """One line of generations.jsonl: the response, what was extracted from it, and its grade."""
     expected = reference_answer(question.ground_truth)
     record = {"id": question.id, "problem_type": question.problem_type, "category": question.category,
-              "videos": question.videos, "ground_truth": expected, "response": generation.text,
+              "videos": question.videos, "images": [image_name(i) for i in question.images], "ground_truth": expected, "response": generation.text,
               "error": generation.error}
     if generation.text is None:
         return {**record, "prediction": None, "correct": False, "formatted": False}
@@ -216,7 +217,9 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "baseline_accuracy": count / len(scored) if scored else 0.0,
         "baseline_is_choice": common is not None and is_choice(common),
         "num_failed": len(failed),
-        "failed": [{"id": r["id"], "videos": r["videos"], "error": r["error"]} for r in failed],
+        # records written before images were listed have no "images"
+        "failed": [{"id": r["id"], "videos": r["videos"], "images": r.get("images", []), "error": r["error"]}
+                   for r in failed],
     }
 
 

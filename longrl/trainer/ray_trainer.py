@@ -27,6 +27,7 @@ from longrl.config import Config, checkpoint_dir, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
+from longrl.logging.process import process_metrics, process_stats
 from longrl.models.vision_cache import reduce_video_stats
 from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
@@ -120,9 +121,11 @@ class RayTrainer:
                 try:
                     metrics = self.advance()
                 except (WorkerError, CheckpointSaveError) as e:
-                    # a worker that died or hung, also while saving; not a save that failed on the driver's side
+                    # a worker that died, raised or hung, also while saving; not a save that failed on the
+                    # driver's side, nor a full disk, which new workers would fill again at the same step
                     worker_failed = isinstance(e, WorkerError) or isinstance(e.__cause__, WorkerError)
-                    if not worker_failed or self.restarts >= cfg.max_restarts:
+                    disk_full = isinstance(e, CheckpointSaveError) and e.disk_full
+                    if not worker_failed or disk_full or self.restarts >= cfg.max_restarts:
                         raise
                     self.restart(e)
                 else:
@@ -200,6 +203,7 @@ class RayTrainer:
         metrics.update(batch_metrics(batch, cfg.data.max_response_length))
         metrics["perf/tokens_per_s"] = float(batch["response_mask"].sum()) / metrics["timing_s/step"]
         metrics.update(reduce_engine_stats(self.workers.engine_stats()))  # weight sync seconds and MB
+        metrics.update(process_metrics(process_stats(), self.workers.process_stats()))  # RSS and FDs: leaks
         if "videos" in batch or "images" in batch:  # decoded/skipped/overlong/encoded/embed_hits counts and decode/encode seconds
             metrics.update(reduce_video_stats(self.workers.video_stats()))
         return metrics

@@ -23,6 +23,7 @@ from torch.distributed.tensor import DTensor
 from longrl.algorithms import ADVANTAGES
 from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig, optimizer_steps
 from longrl.controller.dispatch import Dispatch, verb
+from longrl.logging.process import process_stats
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
@@ -270,6 +271,11 @@ class HybridWorker:
         """This rank's rollout-engine counters since the last call (generate_calls, weight_syncs, weight_sync_s,
         weight_sync_bytes, sleeps)."""
         return self.engine.take_stats()
+
+    @verb(Dispatch.ALL)
+    def process_stats(self) -> dict[str, float]:
+        """This worker process's resident memory and open file descriptors (logging/process.py)."""
+        return process_stats()
 
     # ---- videos (VisionCache) ---------------------------------------------------------------
     @verb(Dispatch.ALL)

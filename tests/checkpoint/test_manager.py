@@ -207,8 +207,22 @@ def test_a_disk_that_fills_during_a_save_keeps_the_previous_checkpoint_latest(sm
     assert 60_000 < _checkpoint_bytes(first) < 120_000  # one fits in 192 KiB, two do not
     with pytest.raises(CheckpointSaveError, match=r"(?s)saving step 2 into .*global_step_2.tmp failed \(disk full, \d+ bytes free "
                                                   r"of \d+ under .*small_disk\).*latest checkpoint is still "
-                                                  r".*global_step_1; the run stops"):
+                                                  r".*global_step_1; the run stops") as raised:
         manager.save(2, write, {"step": 2})
+    assert raised.value.disk_full  # the trainer does not restart its workers into the same full disk
     assert manager.latest() == first
     assert _dirs(small_disk) == ["global_step_1"]  # the half-written staging dir is gone, freeing the space
     assert manager.driver_state(first) == {"step": 1}
+
+
+def test_a_save_that_fails_with_room_on_the_disk_is_not_called_disk_full(tmp_path):
+    from longrl.checkpoint import CheckpointSaveError
+
+    def fail(staging):
+        raise RuntimeError("worker rank 1 died while running save_checkpoint")
+
+    manager = CheckpointManager(tmp_path, save_limit=2)
+    with pytest.raises(CheckpointSaveError, match=r"(?s)saving step 3 .* failed \(\d+ bytes free.*no earlier "
+                                                  r"checkpoint exists; the run stops here. Fix the cause above") as raised:
+        manager.save(3, fail, {"step": 3})
+    assert not raised.value.disk_full and _dirs(tmp_path) == []

@@ -91,7 +91,8 @@ def test_summary_accuracies_baseline_and_failed_questions():
     assert s["accuracy_by_category"] == {"count": 0.5}
     # references of the scored: A, B, C, B -> always "B" gets 2 of 4
     assert (s["baseline_most_common_answer"], s["baseline_accuracy"], s["baseline_is_choice"]) == ("B", 0.5, True)
-    assert s["num_failed"] == 1 and s["failed"][0] == {"id": "q3", "videos": [], "error": "cannot decode video v3.mp4"}
+    assert s["num_failed"] == 1 and s["failed"][0] == {"id": "q3", "videos": [], "images": [],
+                                                   "error": "cannot decode video v3.mp4"}
 
 
 def test_record_keeps_response_prediction_and_grade():
@@ -119,6 +120,10 @@ def test_image_questions_carry_their_images_to_the_engine_as_pixels_and_a_bad_on
     [image], error = question_media(cache, questions[0])
     assert error is None and image.image.shape == (56, 56, 3) and image.grid_thw == (1, 4, 4)
     assert question_media(cache, questions[1]) == ([], f"cannot decode image {tmp_path / 'gone.png'}")
+    # results.json lists the question that could not be evaluated with its image and the reason
+    failed = summarise([record_for(questions[1], Generation(None, "cannot decode image gone.png"))])["failed"]
+    assert failed == [{"id": "b", "videos": [], "images": [str(tmp_path / "gone.png")],
+                       "error": "cannot decode image gone.png"}]
     assert "no vision tower" in question_media(None, questions[0])[1]
 
 

@@ -1,4 +1,5 @@
-"""minibatch_updates: a step whose gradient is not finite is skipped, counted, and leaves the LR schedule alone."""
+"""minibatch_updates: a step whose gradient is not finite is skipped (on every rank alike), counted, and leaves the
+LR schedule alone."""
 
 import math
 
@@ -47,3 +48,69 @@ def test_an_infinite_loss_is_skipped_like_a_nan():
     weights, _, stats = _run([math.inf, 1.0, 1.0, 1.0])
     # step 1 skipped; step 2 at the unadvanced lr 0.1: w = [0.95, 1.95]
     assert weights == pytest.approx([0.95, 1.95], abs=1e-6) and stats["skipped_steps"] == 1.0
+
+
+def _rank(rank: int, port: int, out_dir: str) -> None:
+    """One rank of a 2-process FSDP2 world (gloo): rank 1's loss is NaN in the second of three mini-batches."""
+    import datetime
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    try:
+        model = torch.nn.Linear(4, 2, bias=False)
+        with torch.no_grad():
+            model.weight.copy_(torch.arange(8.0).reshape(2, 4) / 8)
+        fully_shard(model, mesh=init_device_mesh("cpu", (2,)))  # each rank holds one row of the weight
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 / (k + 1))
+        poison = [1.0, math.nan if rank == 1 else 1.0, 1.0]  # one scale per mini-batch of 2 rows
+        batch = Batch({"x": torch.eye(4)[[0, 1, 2, 3, 0, 1]] + rank, "scale": torch.tensor(poison).repeat_interleave(2)})
+
+        def micro_loss(micro: Batch):
+            loss = (model(micro["x"]).sum(-1) * micro["scale"]).mean()
+            return loss, {"loss": loss.item()}
+
+        stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_size=1, epochs=1,
+                                  loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss)
+        weight = model.weight.full_tensor() if isinstance(model.weight, DTensor) else model.weight
+        torch.save({"stats": stats, "weight": weight.detach().clone(), "last_epoch": scheduler.last_epoch,
+                    "lr": scheduler.get_last_lr()[0]}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nan_on_one_of_two_fsdp_ranks_skips_the_step_on_both_alike(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for out in ranks:
+        # rank 0's own loss was finite, but the norm is global: NaN on both, so both skip the same step
+        assert out["stats"]["skipped_steps"] == 1.0 and math.isnan(out["stats"]["grad_norm"])
+        assert out["last_epoch"] == 2 and out["lr"] == pytest.approx(0.1 / 3)  # two steps taken, not three
+    assert torch.equal(ranks[0]["weight"], ranks[1]["weight"]) and torch.isfinite(ranks[0]["weight"]).all()
+    # one process taking the two finite mini-batches (rows 0 and 1 of both ranks, each time) gets the same weights
+    model = torch.nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.arange(8.0).reshape(2, 4) / 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 / (k + 1))
+    x = torch.cat([torch.eye(4)[[0, 1]] + r for r in range(2)])
+    for _ in range(2):
+        model(x).sum(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    assert torch.allclose(ranks[0]["weight"], model.weight.detach(), atol=1e-6)
