@@ -88,7 +88,9 @@ class MediaInput:
     (t = 1 for an image); num_tokens = t*h*w / merge^2 language-model tokens;
     pixel_values: float32 [t*h*w, 3*tps*P*P]; embeds: [num_tokens, hidden] (tower output);
     frames (video) / image (uint8 [H, W, 3]): the pixels resized to the grid, for an engine that
-    encodes itself.
+    encodes itself. A video of an omni model may carry its own audio: audio (float32 [N] 16 kHz mono, for
+    the engine), audio_features (float32 [mel, frames], the feature extractor's valid frames, for the
+    trainer) and audio_tokens (what the audio tower makes of them).
     """
 
     path: str
@@ -100,6 +102,14 @@ class MediaInput:
     frames: VideoFrames | None = None
     modality: Modality = "video"
     image: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    audio_features: torch.Tensor | None = None
+    audio_tokens: int = 0
+
+    @property
+    def expanded_tokens(self) -> int:
+        """Tokens its placeholder becomes: the tower's, plus a video's audio tokens and audio_bos/audio_eos."""
+        return self.num_tokens + (self.audio_tokens + 2 if self.audio_tokens else 0)
 
     @property
     def key(self) -> str:
