@@ -72,6 +72,12 @@ class AudioClip:
         return [name for name, yes in happened.items() if yes]
 
 
+def audio_token_count(feature_length: int) -> int:
+    """Language-model tokens that Qwen2.5-Omni's audio tower makes of `feature_length` mel frames (100 per second;
+    two stride-2 stages: about 25 tokens per second)."""
+    return ((feature_length - 1) // 2 + 1 - 2) // 2 + 1
+
+
 def decode_audio(path: str | os.PathLike, max_seconds: float | None = None) -> AudioClip:
     """The first audio track of `path` as 16 kHz mono float32, cut to `max_seconds` (None: whole).
 

@@ -33,11 +33,6 @@ the Omni processor does not accept; without it vLLM uses 1.0 (while its position
 value). The layout must match vLLM token for token, so it uses the same constant."""
 
 
-def audio_token_count(feature_length: int) -> int:
-    """Language-model tokens of `feature_length` mel frames (the audio tower's two stride-2 stages)."""
-    return ((feature_length - 1) // 2 + 1 - 2) // 2 + 1
-
-
 def _chunks_by_time(t_index: Sequence[int], per_chunk: int) -> list[list[int]]:
     """vLLM's `split_list_into_ranges`: time indexes grouped by chunk (empty chunks kept)."""
     chunks: list[list[int]] = [[] for _ in range(max(t_index) // per_chunk + 1)]
@@ -174,6 +169,11 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     def media_config(self, hf_config: object) -> object:
         return self.thinker_config(hf_config)
 
+    def load(self, path: str, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
+        model = super().load(path, dtype, trust_remote_code)
+        model.forward = _keeping_logits(model.forward, model.lm_head)
+        return model
+
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
         return list(model.model.layers)
 
@@ -228,6 +228,23 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
         inputs.update(_pixel_inputs(ordered, device))
         inputs.update(_audio_inputs([m for m in ordered if m.audio_tokens], device))
         return inputs, torch.tensor(prompt_lens)
+
+
+def _keeping_logits(forward, head: torch.nn.Module):
+    """The thinker's forward with `logits_to_keep` (positions whose logits are wanted), which transformers' Omni
+    thinker lacks (it would pass it on to the text model and run the LM head everywhere): the head's input is cut
+    to those positions, as other causal LMs do, so the log-prob passes skip the prompt's positions."""
+    def with_keep(*args, logits_to_keep: int | torch.Tensor | None = None, **kwargs):
+        if logits_to_keep is None or (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            return forward(*args, **kwargs)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        handle = head.register_forward_pre_hook(lambda module, inputs: (inputs[0][:, keep],))
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            handle.remove()
+
+    return with_keep
 
 
 def _tokens_per_second(vision_config: object) -> float:

