@@ -32,6 +32,14 @@ class TextAdapter:
     auto_class = "AutoModelForCausalLM"
     fsdp_forward_methods: tuple[str, ...] = ()
     """Methods besides `forward` that run the root module's parameters (FSDP must gather them)."""
+    hears_audio = False
+    """Whether each video brings its own audio track (omni models)."""
+    rollout_weight_prefix = ""
+    """Prepended to the trained model's weight names for the rollout engine (whose checkpoint layout may nest it)."""
+
+    def media_config(self, hf_config: object) -> object:
+        """The config that holds `vision_config` (the checkpoint's own for vision-language models)."""
+        return hf_config
 
     def load(self, path: str | Path, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
         import transformers

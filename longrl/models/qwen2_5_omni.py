@@ -157,6 +157,7 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
 
     auto_class = "Qwen2_5OmniThinkerForConditionalGeneration"
     fsdp_forward_methods = ("get_video_features", "get_image_features", "get_audio_features")
+    hears_audio = True
     rollout_weight_prefix = "thinker."
     """vLLM's Omni model maps `thinker.model.*` / `thinker.lm_head.*` / `thinker.visual.*` to its modules; the
     thinker's own names (`model.*`, ...) fail there ("no module or parameter named 'lm_head'")."""
@@ -179,9 +180,6 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
 
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
         return model.visual
-
-    def frozen_towers(self, model: torch.nn.Module) -> list[torch.nn.Module]:
-        return [model.visual, model.audio_tower]
 
     def strip_media(self, model_config: object, prompt_ids: Sequence[int]) -> list[int]:
         """The prompt without its image, video and audio parts (placeholders and their bos/eos tokens)."""

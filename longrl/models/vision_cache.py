@@ -152,9 +152,14 @@ def vision_cache_for(cfg: Config, media_config: object, hears_audio: bool = Fals
     audio = AudioSettings(cfg.data.audio_max_length, cfg.data.missing_audio, path) if hears_audio else None
     settings = VideoSettings.for_model(path, vision, rollout.num_video_frames, cfg.data.min_pixels,
                                        cfg.data.max_pixels, cfg.data.cache_dir, cfg.data.strict_media, audio)
-    pixels_reused = not rollout.cache_video_embeds or not cfg.worker.actor.model.freeze_vision_tower
-    return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds,
-                       keep_pixels=pixels_reused)
+    cache_embeds = rollout.cache_video_embeds
+    if hears_audio and cache_embeds:
+        # not built yet for videos that bring their audio: vLLM gets the frames and the waveform, the trainer pixels
+        logger.warning("worker.rollout.cache_video_embeds=true is not used for omni models yet: videos and their "
+                       "audio are encoded in every pass")
+        cache_embeds = False
+    pixels_reused = not cache_embeds or not cfg.worker.actor.model.freeze_vision_tower
+    return VisionCache(settings, cache_embeds=cache_embeds, keep_frames=not cache_embeds, keep_pixels=pixels_reused)
 
 
 def max_over_ranks(value: int) -> int:

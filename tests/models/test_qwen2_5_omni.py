@@ -219,3 +219,23 @@ def test_trainer_log_probs_equal_vllms_for_audio_and_video_prompts_and_zeroed_au
                 p.add_(torch.randn_like(p) * 0.1)
     rollout.load_weights((tiny.adapter.rollout_weight_prefix + n, t) for n, t in tiny.model.state_dict().items())
     print(f"after the weight sync: {check(2):.2e}")
+
+
+def test_is_omni_is_a_check_against_the_checkpoint_not_a_switch(tmp_path):
+    import json
+
+    from longrl.config import load_config
+    from longrl.trainer.preflight import adapter_problem, omni_problem
+
+    for model_type in ("qwen2_5_omni", "qwen2_5_vl"):
+        (tmp_path / model_type).mkdir()
+        (tmp_path / model_type / "config.json").write_text(json.dumps({"model_type": model_type}))
+    omni, vl = str(tmp_path / "qwen2_5_omni"), str(tmp_path / "qwen2_5_vl")
+    assert adapter_problem(omni) is None
+    for args in ([], ["data.is_omni=true", "worker.is_omni=true"]):
+        assert omni_problem(load_config([f"worker.actor.model.model_path={omni}", *args])) is None
+    assert omni_problem(load_config([f"worker.actor.model.model_path={vl}", "data.is_omni=false"])) is None
+    problem = omni_problem(load_config([f"worker.actor.model.model_path={vl}", "worker.is_omni=true"]))
+    assert "worker.is_omni=true" in problem and "'qwen2_5_vl', which is not an omni model" in problem
+    problem = omni_problem(load_config([f"worker.actor.model.model_path={omni}", "data.is_omni=false"]))
+    assert "data.is_omni=false" in problem and "which is an omni model" in problem
