@@ -34,8 +34,9 @@ class TextAdapter:
     """Methods besides `forward` that run the root module's parameters (FSDP must gather them)."""
     hears_audio = False
     """Whether each video brings its own audio track (omni models)."""
-    rollout_weight_prefix = ""
-    """Prepended to the trained model's weight names for the rollout engine (whose checkpoint layout may nest it)."""
+    checkpoint_prefix = ""
+    """Where the trained module's weights sit in the checkpoint's layout (which the rollout engine and a merged
+    checkpoint use): prepended to its weight names."""
 
     def media_config(self, hf_config: object) -> object:
         """The config that holds `vision_config` (the checkpoint's own for vision-language models)."""

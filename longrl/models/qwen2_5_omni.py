@@ -158,7 +158,7 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     auto_class = "Qwen2_5OmniThinkerForConditionalGeneration"
     fsdp_forward_methods = ("get_video_features", "get_image_features", "get_audio_features")
     hears_audio = True
-    rollout_weight_prefix = "thinker."
+    checkpoint_prefix = "thinker."
     """vLLM's Omni model maps `thinker.model.*` / `thinker.lm_head.*` / `thinker.visual.*` to its modules; the
     thinker's own names (`model.*`, ...) fail there ("no module or parameter named 'lm_head'")."""
 

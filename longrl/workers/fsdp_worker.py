@@ -147,7 +147,7 @@ class HybridWorker:
         # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
         # the group does not sample the same responses sp times over; the others' engines sleep for good.
         engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
-        prefix = self.adapter.rollout_weight_prefix
+        prefix = self.adapter.checkpoint_prefix
         self.engine = EngineLifecycle(engine, lambda: ((prefix + n, t) for n, t in full_tensors(self.actor.model)),
                                       torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
                                       generates=self.sp.rank == 0)

@@ -217,7 +217,7 @@ def test_trainer_log_probs_equal_vllms_for_audio_and_video_prompts_and_zeroed_au
         for name, p in tiny.model.named_parameters():
             if name.startswith(("model.layers.0.", "audio_tower.layers.0.", "visual.blocks.0.")):
                 p.add_(torch.randn_like(p) * 0.1)
-    rollout.load_weights((tiny.adapter.rollout_weight_prefix + n, t) for n, t in tiny.model.state_dict().items())
+    rollout.load_weights((tiny.adapter.checkpoint_prefix + n, t) for n, t in tiny.model.state_dict().items())
     print(f"after the weight sync: {check(2):.2e}")
 
 
