@@ -238,7 +238,10 @@ class VisionCache:
             return None
         audio: dict[str, object] = {}
         if s.audio is not None:
-            clip = load_audio_or_none(path, s.audio.max_seconds, missing=s.audio.missing, strict=s.strict)
+            # the feature extractor would cut longer audio silently (both here and in vLLM): cut it here, counted
+            window = self._feature_extractor().chunk_length
+            clip = load_audio_or_none(path, min(s.audio.max_seconds, window), missing=s.audio.missing,
+                                      strict=s.strict)
             if clip is None:
                 self._stats["audio/skipped"] += 1
                 return None
@@ -255,14 +258,18 @@ class VisionCache:
                           frames=_resized_frames(frames, grid[1] * s.patch_size, grid[2] * s.patch_size)
                           if self.keep_frames else None, **audio)
 
-    def _mel_features(self, samples: np.ndarray) -> torch.Tensor:
-        """The valid log-mel frames [mel, frames] of 16 kHz samples, computed as vLLM's processor computes them
-        (padded to the extractor's window, which also cuts longer audio)."""
+    def _feature_extractor(self):
+        """The model's Whisper feature extractor (preprocessor_config.json), loaded at the first audio."""
         if self._extractor is None:
             from transformers import WhisperFeatureExtractor
 
             self._extractor = WhisperFeatureExtractor.from_pretrained(self.settings.audio.model_path)
-        out = self._extractor(samples, sampling_rate=SAMPLE_RATE, padding="max_length", return_attention_mask=True,
+        return self._extractor
+
+    def _mel_features(self, samples: np.ndarray) -> torch.Tensor:
+        """The valid log-mel frames [mel, frames] of 16 kHz samples, computed as vLLM's processor computes them
+        (padded to the extractor's window, which also cuts longer audio)."""
+        out = self._feature_extractor()(samples, sampling_rate=SAMPLE_RATE, padding="max_length", return_attention_mask=True,
                               return_tensors="pt")
         return out["input_features"][0, :, : int(out["attention_mask"][0].sum())]
 

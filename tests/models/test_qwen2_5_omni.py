@@ -239,3 +239,27 @@ def test_is_omni_is_a_check_against_the_checkpoint_not_a_switch(tmp_path):
     assert "worker.is_omni=true" in problem and "'qwen2_5_vl', which is not an omni model" in problem
     problem = omni_problem(load_config([f"worker.actor.model.model_path={omni}", "data.is_omni=false"]))
     assert "data.is_omni=false" in problem and "which is an omni model" in problem
+
+
+def test_the_cache_hears_each_videos_audio_cut_skipped_or_silent_by_the_data_settings(tiny, tmp_path):
+    from longrl.data.synthetic_video import write_mp4
+    from longrl.models.vision_cache import AudioSettings, VideoSettings, VisionCache
+
+    silent = str(tmp_path / "silent.mp4")
+    write_mp4(silent, np.zeros((16, 56, 56, 3), np.uint8), 8.0)
+
+    def cache(seconds: float, missing: str) -> VisionCache:
+        settings = VideoSettings.for_model(tiny.dir, tiny.model.config.vision_config, 8, 3136, 50176,
+                                           audio=AudioSettings(seconds, missing, str(tiny.dir)))
+        return VisionCache(settings, cache_embeds=False)
+
+    full, cut = cache(10.0, "skip"), cache(1.0, "skip")
+    tone, short = full.video(tiny.videos["tone"]), cut.video(tiny.videos["tone"])
+    assert tone.audio_features.shape == (128, 302) and tone.audio_tokens == 75  # 3 s (+ AAC padding): 25 a second
+    assert short.audio.shape == (16000,) and short.audio_tokens == 25
+    assert cut.take_stats()["audio/truncated"] == 1.0
+    assert full.video(silent) is None and full.take_stats()["audio/skipped"] == 1.0
+    quiet = cache(10.0, "silence")
+    heard = quiet.video(silent)
+    assert not heard.audio.any() and heard.audio_tokens == 50 and quiet.take_stats()["audio/silenced"] == 1.0
+    assert heard.expanded_tokens == heard.num_tokens + 50 + 2
