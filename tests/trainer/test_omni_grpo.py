@@ -63,7 +63,7 @@ def test_resume_is_exact_and_the_merged_checkpoint_loads_in_transformers_vllm_an
     model, data, out = run
     step3 = load_model_weights(out / "global_step_3" / "actor" / "model_optim")
     shutil.rmtree(out / "global_step_3")
-    second = run_example(model, data, out)  # resumes from global_step_2 and redoes step 3
+    second = run_example(model, data, out, f"trainer.load_checkpoint_path={out}/global_step_2")  # redoes step 3
     assert f"resumed from {out}/global_step_2" in second.stderr
     again = load_model_weights(out / "global_step_3" / "actor" / "model_optim")
     assert step3.keys() == again.keys()
