@@ -263,3 +263,45 @@ def test_the_cache_hears_each_videos_audio_cut_skipped_or_silent_by_the_data_set
     heard = quiet.video(silent)
     assert not heard.audio.any() and heard.audio_tokens == 50 and quiet.take_stats()["audio/silenced"] == 1.0
     assert heard.expanded_tokens == heard.num_tokens + 50 + 2
+
+
+def test_vllms_own_processor_gives_our_tokens_positions_pixels_and_audio_features_for_our_requests(tiny):
+    """vLLM's multimodal processor (what its engine runs on each request, before the model) on the requests
+    VLLMRollout sends: the expanded prompt equals the adapter's token for token, its M-RoPE positions (vLLM's
+    function on vLLM's own features) equal ours, and the pixels and mel features it would feed the towers equal
+    the trainer's exactly. With the engine's forward equal to transformers' under the same inputs and positions
+    (missing-models-facts.md B.3b: 2.4e-7), this is what makes the trainer hear what the rollout heard."""
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+    from vllm.multimodal.processing.inputs import ProcessorInputs
+    from vllm.multimodal.registry import TimingContext
+
+    from longrl.models.qwen2_5_omni import omni_mrope_positions, token_ids
+    from longrl.workers.rollout.vllm import _request
+
+    cls = _vllm_thinker().Qwen2_5OmniThinkerForConditionalGeneration
+    processor = MULTIMODAL_REGISTRY.create_processor(ModelConfig(model=str(tiny.dir), dtype="float32",
+                                                                 max_model_len=2048))
+    paths = [[tiny.videos["tone"]], [tiny.videos["chirp"]]]
+    cfg = tiny.model.config
+    for row, pixels in zip(tiny.cache.row_inputs(paths, "frames"), tiny.cache.row_inputs(paths, "pixels")):
+        request = _request(tiny.prompt, row)
+        items = processor.info.parse_mm_data(request["multi_modal_data"])
+        out = processor.apply(ProcessorInputs(prompt=tiny.prompt, mm_data_items=items,
+                                              hf_processor_mm_kwargs=request["mm_processor_kwargs"]),
+                              TimingContext(enabled=False))
+        ours = tiny.adapter.expand(cfg, tiny.prompt, row)
+        assert list(out["prompt_token_ids"]) == ours
+        features = [SimpleNamespace(modality=modality, data=item, mm_position=out["mm_placeholders"][modality][i])
+                    for modality, kw_items in out["mm_kwargs"].items() for i, item in enumerate(kw_items)]
+        fake = SimpleNamespace(config=cfg)
+        for name in ("iter_mm_features", "_get_audio_for_video_mapping", "_compute_audio_token_count",
+                     "_compute_interleaved_positions"):
+            setattr(fake, name, getattr(cls, name).__get__(fake))
+        expected, _ = cls.get_mrope_input_positions(fake, ours, features)
+        assert torch.equal(omni_mrope_positions(ours, token_ids(cfg), row, 2, 25, cfg.seconds_per_chunk),
+                           expected.long())
+        audio, video = out["mm_kwargs"]["audio"][0], out["mm_kwargs"]["video"][0]
+        assert torch.equal(audio["input_audio_features"].data, row[0].audio_features)
+        assert torch.equal(video["pixel_values_videos"].data, pixels[0].pixel_values)
+        assert float(video["second_per_grid_ts"].data) == row[0].second_per_grid_ts
