@@ -305,3 +305,26 @@ def test_vllms_own_processor_gives_our_tokens_positions_pixels_and_audio_feature
         assert torch.equal(audio["input_audio_features"].data, row[0].audio_features)
         assert torch.equal(video["pixel_values_videos"].data, pixels[0].pixel_values)
         assert float(video["second_per_grid_ts"].data) == row[0].second_per_grid_ts
+
+
+def test_a_merged_checkpoint_puts_the_thinker_back_under_its_prefix(tiny, tmp_path):
+    """The merger gets the thinker's own names (model.*, visual.*, audio_tower.*, lm_head.*) and the full Omni
+    config.json saved beside the checkpoint; it writes thinker.* weights that transformers loads with nothing
+    missing and nothing unexpected (and that vLLM's Omni loader maps)."""
+    import shutil
+
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    from longrl.checkpoint.merger import build_model
+
+    hf_dir = tmp_path / "huggingface"
+    hf_dir.mkdir()
+    shutil.copy(tiny.dir / "config.json", hf_dir / "config.json")
+    weights = {k: v + 1.0 for k, v in tiny.model.state_dict().items()}
+    merged = build_model(hf_dir, weights)
+    assert all(name.startswith("thinker.") for name in merged.state_dict())
+    merged.save_pretrained(tmp_path / "merged")
+    thinker, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tmp_path / "merged",
+                                                                               output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert torch.equal(thinker.state_dict()["audio_tower.conv1.weight"], weights["audio_tower.conv1.weight"])
