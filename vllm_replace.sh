@@ -65,4 +65,35 @@ except Exception as e:  # report any failure in one line, with its type
     print(f"FAIL: the longrl plugin ran but Qwen2.5-VL still does not load: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(1)
 print(f"OK: vLLM loads the longrl plugin; Qwen2-VL video processor = {cls.__module__}.{cls.__name__}")
+
+# Qwen2.5-Omni: Long-RL copied a patched qwen2_5_omni_thinker.py over vLLM 0.9.1's (V0 engine, weight names
+# prefixed with "thinker."). Verify that the installed vLLM needs none of it: the module imports, the full Omni
+# architecture is registered, the V1 engine interleaves audio and video (use_audio_in_video), and its weight
+# mapper takes the "thinker."-prefixed names that longrl's weight sync sends.
+try:
+    import vllm.model_executor.models.qwen2_5_omni_thinker as omni
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    problems = []
+    if "Qwen2_5OmniForConditionalGeneration" not in ModelRegistry.get_supported_archs():
+        problems.append("Qwen2_5OmniForConditionalGeneration is not a registered architecture")
+    if not hasattr(omni, "merge_interleaved_embeddings"):
+        problems.append("no merge_interleaved_embeddings: this vLLM cannot interleave a video's audio (use_audio_in_video)")
+    mapper = omni.Qwen2_5OmniThinkerForConditionalGeneration.hf_to_vllm_mapper
+    expected = {"thinker.model.layers.0.mlp.up_proj.weight": "language_model.model.layers.0.mlp.up_proj.weight",
+                "thinker.lm_head.weight": "language_model.lm_head.weight",
+                "thinker.audio_tower.conv1.weight": "audio_tower.conv1.weight",
+                "thinker.visual.patch_embed.proj.weight": "visual.patch_embed.proj.weight"}
+    for name, vllm_name in expected.items():
+        if mapper._map_name(name) != vllm_name:
+            problems.append(f"{name} maps to {mapper._map_name(name)!r}, not {vllm_name!r}")
+except Exception as e:
+    print(f"FAIL: Qwen2.5-Omni does not load in this vLLM: {type(e).__name__}: {e}", file=sys.stderr)
+    sys.exit(1)
+if problems:
+    print("FAIL: this vLLM's Qwen2.5-Omni needs changes longrl does not make:\n  " + "\n  ".join(problems),
+          file=sys.stderr)
+    sys.exit(1)
+print("OK: Qwen2.5-Omni needs no replacement file: the architecture is registered, use_audio_in_video interleaves "
+      "in the V1 engine, and thinker.* weight names map to vLLM's modules")
 PY

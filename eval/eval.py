@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-key", default="images")
     p.add_argument("--image-dir", default=None, help="directory relative image paths are resolved against "
                                                      "(default: the data file's directory)")
+    p.add_argument("--audio-max-length", type=float, default=30.0,
+                   help="omni models: seconds of each video's own audio heard (longer audio is cut)")
+    p.add_argument("--missing-audio", choices=["skip", "silence"], default="skip",
+                   help="omni models: a video without an audio track is not evaluated (skip) or heard as silence")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-model-len", type=int, default=None, help="default: the model's max_position_embeddings")
     p.add_argument("--temperature", type=float, default=0.0)
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                               num_video_frames=args.num_video_frames, temperature=args.temperature, seed=args.seed,
                               max_model_len=args.max_model_len, min_pixels=args.min_pixels,
                               max_pixels=args.max_pixels, dtype=args.dtype,
-                              max_images=max((len(q.images) for q in questions), default=0))
+                              max_images=max((len(q.images) for q in questions), default=0),
+                              audio_max_length=args.audio_max_length, missing_audio=args.missing_audio)
     try:
         summary = evaluate(questions, generator, args.output_dir, args.batch_size, settings, skipped_rows)
     except ConfigError as e:

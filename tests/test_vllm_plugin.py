@@ -142,6 +142,7 @@ def test_vllm_replace_check_reports_ok_when_vllm_loads_the_plugin(tmp_path, monk
     run = _vllm_replace_check({}, tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "OK: vLLM loads the longrl plugin" in run.stdout
+    assert "OK: Qwen2.5-Omni needs no replacement file" in run.stdout
 
 
 @needs_plugin

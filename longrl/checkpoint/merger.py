@@ -61,8 +61,13 @@ def build_model(hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Modu
     """Model from `hf_dir`/config.json with `weights` loaded strictly (only tied parameters may be absent)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from longrl.models.adapter import ADAPTERS
+
     config = AutoConfig.from_pretrained(str(hf_dir))
     cls = model_class(config)
+    # the trained module may sit inside the checkpoint's model (Qwen2.5-Omni's thinker under `thinker.`)
+    prefix = ADAPTERS[config.model_type]().checkpoint_prefix if config.model_type in ADAPTERS else ""
+    weights = {prefix + name: tensor for name, tensor in weights.items()}
     with torch.device("meta"):
         model = cls.from_config(config) if cls is AutoModelForCausalLM else cls(config)
     result = model.load_state_dict(weights, strict=False, assign=True)

@@ -80,6 +80,16 @@ class DataConfig:
     strict_media: bool = False
     """A missing, empty, truncated or corrupt video or image is an error; false skips its prompt (logged,
     counted in video/skipped or image/skipped)."""
+    is_omni: bool | None = None
+    """Long-RL's switch for Qwen2.5-Omni, here a check: the checkpoint's model_type decides; true or false must
+    agree with it (None: not checked)."""
+    audio_max_length: float = 30.0
+    """Omni models: a video's own audio is cut to this many seconds (and to the model's feature-extractor window).
+    Long-RL's value of the same name was a prompt-token budget (10000 there is about 400 s of audio)."""
+    missing_audio: Literal["skip", "silence"] = "skip"
+    """Omni models: a video without an audio track is skipped (logged, counted in audio/skipped) or heard as
+    silence as long as the video (counted in audio/silenced). A corrupt audio stream is always skipped (an
+    error with strict_media)."""
     sft_response_template: str = "<think>{{ reasoning }}</think><answer>{{ answer }}</answer>"
     """CoT-SFT target (longrl.trainer.sft): Jinja over the row's fields; `answer` is the reference without <answer> tags."""
 
@@ -324,6 +334,8 @@ class WorkerConfig:
     ref: RefConfig = dataclasses.field(default_factory=RefConfig)
     rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+    is_omni: bool | None = None
+    """Long-RL's switch for Qwen2.5-Omni, here a check like data.is_omni."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +428,6 @@ NOT_YET_BUILT = {
     "worker.rollout.tokens_per_frame": "VILA/NVILA/LongVILA models",
     "worker.rollout.num_chunk_seq": "VILA/NVILA/LongVILA models",
     "worker.rollout.max_frames_vllm": "VILA/NVILA/LongVILA models",
-    "*.is_omni": "omni models (Qwen2.5-Omni)", "data.audio_max_length": "omni models (Qwen2.5-Omni)",
     "*.diffusion": "diffusion RL (Flow-GRPO)", "*.guidance_scale": "diffusion RL (Flow-GRPO)",
     "worker.rollout.resolution": "diffusion RL (Flow-GRPO)", "worker.rollout.num_steps": "diffusion RL (Flow-GRPO)",
     "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)", "worker.rollout.num_frames": "diffusion RL (Flow-GRPO)",

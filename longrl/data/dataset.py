@@ -357,7 +357,8 @@ def check_media(dataset: RLDataset, model_path: str, limits: dict[str, int] | No
     import json
 
     config = Path(model_path) / "config.json"
-    vision = config.is_file() and "vision_config" in json.loads(config.read_text())
+    hf = json.loads(config.read_text()) if config.is_file() else {}
+    vision = "vision_config" in hf.get("thinker_config", hf)  # an omni checkpoint nests it in its thinker
     problems = []
     for column, option in (("images", "data.image_key"), ("videos", "data.video_key")):
         counts = [len(item.get(column) or ()) for item in dataset.items]

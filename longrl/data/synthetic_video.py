@@ -133,8 +133,10 @@ def render(shapes: list[Shape], frames: int, size: int) -> np.ndarray:
     return video
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, codec: str = "libx264") -> None:
-    """Encode uint8 [T, H, W, 3] frames (H, W even) as an mp4 with PyAV."""
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, codec: str = "libx264",
+              audio: np.ndarray | None = None, sample_rate: int = 44100) -> None:
+    """Encode uint8 [T, H, W, 3] frames (H, W even) as an mp4 with PyAV; `audio`: float [channels, N] in
+    [-1, 1] at `sample_rate`, written as an AAC track (1 channel: mono, 2: stereo)."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -142,11 +144,26 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, codec: str
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast"}  # near-lossless colours, fast
+        track = None
+        if audio is not None:  # every stream must exist before the first packet is written
+            layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
+            track = container.add_stream("aac", rate=sample_rate)
+            track.layout = layout
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if track is not None:
+            samples = np.ascontiguousarray(audio, dtype=np.float32)
+            for start in range(0, samples.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]),
+                                                   format="fltp", layout=layout)
+                chunk.sample_rate, chunk.pts = sample_rate, start
+                for packet in track.encode(chunk):
+                    container.mux(packet)
+            for packet in track.encode():
+                container.mux(packet)
 
 
 def _distractor_names(rng: np.random.Generator, shapes: list[Shape], exclude: set[str], n: int,

@@ -15,7 +15,8 @@ from pathlib import Path
 from longrl.config import RolloutConfig
 from longrl.eval.evaluate import Generation, Question
 from longrl.data.image import image_name
-from longrl.models.vision_cache import MediaInput, VideoSettings, VisionCache
+from longrl.models.adapter import ADAPTERS, TextAdapter
+from longrl.models.vision_cache import AudioSettings, MediaInput, VideoSettings, VisionCache
 from longrl.workers.rollout import SamplingSpec, rollout_engine
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class VLLMGenerator:
     def __init__(self, model_path: str, tokenizer, *, max_new_tokens: int, num_video_frames: int,
                  temperature: float = 0.0, seed: int = 0, max_model_len: int | None = None,
                  min_pixels: int | None = None, max_pixels: int | None = None, dtype: str = "bf16",
-                 max_images: int = 0):
+                 max_images: int = 0, audio_max_length: float = 30.0, missing_audio: str = "skip"):
         from transformers import AutoConfig
 
         hf_config = AutoConfig.from_pretrained(model_path)
@@ -47,11 +48,13 @@ class VLLMGenerator:
         self.engine = rollout_engine("vllm", model_path, RolloutConfig(dtype=dtype, seed=seed, limit_images=max_images),
                                      self.max_model_len)
         self.videos: VisionCache | None = None
-        vision = getattr(hf_config, "vision_config", None)
+        adapter = ADAPTERS[hf_config.model_type]() if hf_config.model_type in ADAPTERS else TextAdapter()
+        vision = getattr(adapter.media_config(hf_config), "vision_config", None)
         if vision is not None:
             low, high = pixel_bounds(model_path)
+            audio = AudioSettings(audio_max_length, missing_audio, model_path) if adapter.hears_audio else None
             settings = VideoSettings.for_model(model_path, vision, num_video_frames, min_pixels or low,
-                                               max_pixels or high)
+                                               max_pixels or high, audio=audio)
             self.videos = VisionCache(settings, cache_embeds=False, keep_frames=True)
 
     def __call__(self, questions: list[Question]) -> list[Generation]:
@@ -60,7 +63,7 @@ class VLLMGenerator:
         for i, q in enumerate(questions):
             media, error = question_media(self.videos, q)
             if error is None:
-                length = len(q.prompt_ids) + sum(v.num_tokens - 1 for v in media) + self.spec.max_tokens
+                length = len(q.prompt_ids) + sum(v.expanded_tokens - 1 for v in media) + self.spec.max_tokens
                 if length > self.max_model_len:
                     error = (f"prompt + image and video tokens + max new tokens = {length} exceed max_model_len="
                              f"{self.max_model_len}; lower --num-video-frames or --max-pixels, or raise "

@@ -32,6 +32,15 @@ class TextAdapter:
     auto_class = "AutoModelForCausalLM"
     fsdp_forward_methods: tuple[str, ...] = ()
     """Methods besides `forward` that run the root module's parameters (FSDP must gather them)."""
+    hears_audio = False
+    """Whether each video brings its own audio track (omni models)."""
+    checkpoint_prefix = ""
+    """Where the trained module's weights sit in the checkpoint's layout (which the rollout engine and a merged
+    checkpoint use): prepended to its weight names."""
+
+    def media_config(self, hf_config: object) -> object:
+        """The config that holds `vision_config` (the checkpoint's own for vision-language models)."""
+        return hf_config
 
     def load(self, path: str | Path, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
         import transformers

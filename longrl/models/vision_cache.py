@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from longrl.config import Config
+from longrl.data.audio import SAMPLE_RATE, audio_token_count, load_audio_or_none
 from longrl.data.image import ImageError, ImageRef, image_name, load_image, preprocess_image
 from longrl.data.video import CLIP_MEAN, CLIP_STD, VideoFrames, load_video_or_none, preprocess_video
 
@@ -45,6 +46,17 @@ Modality = Literal["image", "video"]
 MediaRef = Union[str, tuple[Modality, Union[str, ImageRef]]]
 """A row's media item for row_inputs: a video path, or (modality, reference)."""
 DUMMY_PATH = "<padding video>"
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioSettings:
+    """How a video's own audio becomes model inputs (omni models): length limit in seconds, what a video without
+    an audio track gives (data.missing_audio: skip or silence), and the model directory whose
+    preprocessor_config.json holds the feature extractor (Whisper log-mel, as vLLM runs it)."""
+
+    max_seconds: float
+    missing: str
+    model_path: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +73,13 @@ class VideoSettings:
     image_std: tuple[float, ...] = CLIP_STD
     cache_dir: str | None = None
     strict: bool = False
+    audio: AudioSettings | None = None
+    """Set for omni models: each video brings its own audio track."""
 
     @staticmethod
     def for_model(model_path: str | Path, vision_config: object, num_frames: int, min_pixels: int, max_pixels: int,
-                  cache_dir: str | None = None, strict: bool = False) -> VideoSettings:
+                  cache_dir: str | None = None, strict: bool = False, audio: AudioSettings | None = None
+                  ) -> VideoSettings:
         """Patch sizes from the model's vision config, mean/std from its (video_)preprocessor_config.json.
 
         Qwen2-VL family processors normalise images and videos alike, so one mean/std serves both."""
@@ -77,7 +92,7 @@ class VideoSettings:
             break
         return VideoSettings(num_frames, min_pixels, max_pixels, vision_config.patch_size,
                              vision_config.spatial_merge_size, vision_config.temporal_patch_size, mean, std,
-                             cache_dir, strict)
+                             cache_dir, strict, audio)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -88,7 +103,9 @@ class MediaInput:
     (t = 1 for an image); num_tokens = t*h*w / merge^2 language-model tokens;
     pixel_values: float32 [t*h*w, 3*tps*P*P]; embeds: [num_tokens, hidden] (tower output);
     frames (video) / image (uint8 [H, W, 3]): the pixels resized to the grid, for an engine that
-    encodes itself.
+    encodes itself. A video of an omni model may carry its own audio: audio (float32 [N] 16 kHz mono, for
+    the engine), audio_features (float32 [mel, frames], the feature extractor's valid frames, for the
+    trainer) and audio_tokens (what the audio tower makes of them).
     """
 
     path: str
@@ -100,6 +117,14 @@ class MediaInput:
     frames: VideoFrames | None = None
     modality: Modality = "video"
     image: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    audio_features: torch.Tensor | None = None
+    audio_tokens: int = 0
+
+    @property
+    def expanded_tokens(self) -> int:
+        """Tokens its placeholder becomes: the tower's, plus a video's audio tokens and audio_bos/audio_eos."""
+        return self.num_tokens + (self.audio_tokens + 2 if self.audio_tokens else 0)
 
     @property
     def key(self) -> str:
@@ -116,18 +141,25 @@ def media_mode(purpose: Purpose, cache_embeds: bool, tower_trainable: bool) -> M
     return "embeds"
 
 
-def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
-    """The worker's VisionCache for a vision-language model (None for a text model)."""
-    vision = getattr(hf_config, "vision_config", None)
+def vision_cache_for(cfg: Config, media_config: object, hears_audio: bool = False) -> VisionCache | None:
+    """The worker's VisionCache for a vision-language model (None for a text model); `media_config`: the config
+    holding `vision_config` (the adapter's `media_config`); `hears_audio`: videos bring their audio (omni)."""
+    vision = getattr(media_config, "vision_config", None)
     if vision is None:
         return None
     rollout = cfg.worker.rollout
-    settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, vision, rollout.num_video_frames,
-                                       cfg.data.min_pixels, cfg.data.max_pixels, cfg.data.cache_dir,
-                                       cfg.data.strict_media)
-    pixels_reused = not rollout.cache_video_embeds or not cfg.worker.actor.model.freeze_vision_tower
-    return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds,
-                       keep_pixels=pixels_reused)
+    path = cfg.worker.actor.model.model_path
+    audio = AudioSettings(cfg.data.audio_max_length, cfg.data.missing_audio, path) if hears_audio else None
+    settings = VideoSettings.for_model(path, vision, rollout.num_video_frames, cfg.data.min_pixels,
+                                       cfg.data.max_pixels, cfg.data.cache_dir, cfg.data.strict_media, audio)
+    cache_embeds = rollout.cache_video_embeds
+    if hears_audio and cache_embeds:
+        # not built yet for videos that bring their audio: vLLM gets the frames and the waveform, the trainer pixels
+        logger.warning("worker.rollout.cache_video_embeds=true is not used for omni models yet: videos and their "
+                       "audio are encoded in every pass")
+        cache_embeds = False
+    pixels_reused = not cache_embeds or not cfg.worker.actor.model.freeze_vision_tower
+    return VisionCache(settings, cache_embeds=cache_embeds, keep_frames=not cache_embeds, keep_pixels=pixels_reused)
 
 
 def max_over_ranks(value: int) -> int:
@@ -173,6 +205,7 @@ class VisionCache:
         self._refs: dict[str, tuple[Modality, str | ImageRef]] = {}  # key -> what to decode it from again
         self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, key) -> embeddings on the CPU
         self._stats: Counter = Counter()
+        self._extractor = None  # the audio feature extractor, loaded at the first video with audio
 
     # ---- videos and images ------------------------------------------------------------------
     def video(self, path: str) -> MediaInput | None:
@@ -203,13 +236,42 @@ class VisionCache:
                                     frame_factor=s.temporal_patch_size)
         if frames is None:
             return None
+        audio: dict[str, object] = {}
+        if s.audio is not None:
+            # the feature extractor would cut longer audio silently (both here and in vLLM): cut it here, counted
+            window = self._feature_extractor().chunk_length
+            clip = load_audio_or_none(path, min(s.audio.max_seconds, window), missing=s.audio.missing,
+                                      strict=s.strict)
+            if clip is None:
+                self._stats["audio/skipped"] += 1
+                return None
+            for event in clip.events():
+                self._stats[f"audio/{event}"] += 1
+            features = self._mel_features(clip.samples)
+            audio = {"audio": clip.samples, "audio_features": features,
+                     "audio_tokens": audio_token_count(features.shape[1])}
         inputs = preprocess_video(frames, s.min_pixels, s.max_pixels, s.patch_size, s.merge_size,
                                   s.temporal_patch_size, s.image_mean, s.image_std)
         grid = tuple(int(x) for x in inputs["video_grid_thw"][0])
         return MediaInput(path, grid, float(inputs["second_per_grid_ts"][0]),
                           grid[0] * grid[1] * grid[2] // s.merge_size ** 2, inputs["pixel_values_videos"],
                           frames=_resized_frames(frames, grid[1] * s.patch_size, grid[2] * s.patch_size)
-                          if self.keep_frames else None)
+                          if self.keep_frames else None, **audio)
+
+    def _feature_extractor(self):
+        """The model's Whisper feature extractor (preprocessor_config.json), loaded at the first audio."""
+        if self._extractor is None:
+            from transformers import WhisperFeatureExtractor
+
+            self._extractor = WhisperFeatureExtractor.from_pretrained(self.settings.audio.model_path)
+        return self._extractor
+
+    def _mel_features(self, samples: np.ndarray) -> torch.Tensor:
+        """The valid log-mel frames [mel, frames] of 16 kHz samples, computed as vLLM's processor computes them
+        (padded to the extractor's window, which also cuts longer audio)."""
+        out = self._feature_extractor()(samples, sampling_rate=SAMPLE_RATE, padding="max_length", return_attention_mask=True,
+                              return_tensors="pt")
+        return out["input_features"][0, :, : int(out["attention_mask"][0].sum())]
 
     def _load_image(self, ref: str | ImageRef) -> MediaInput | None:
         s = self.settings
@@ -319,8 +381,8 @@ class VisionCache:
         self._stats[name if "/" in name else f"video/{name}"] += 1
 
     def take_stats(self) -> dict[str, float]:
-        """video/* and image/* counters since the last call: decoded, skipped, encoded, embed_hits, decode_s,
-        encode_s."""
+        """video/*, image/* and audio/* counters since the last call: decoded, skipped, encoded, embed_hits, decode_s,
+        encode_s; audio/skipped, resampled, downmixed, truncated, silenced."""
         stats = {k: float(v) for k, v in sorted(self._stats.items())}
         self._stats.clear()
         return stats

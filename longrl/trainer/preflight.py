@@ -50,6 +50,7 @@ def text_config(model_path: str) -> tuple[dict, bool]:
             hf = json.load(f)
     except OSError:
         return {}, False
+    hf = hf.get("thinker_config", hf)  # an omni checkpoint: the thinker is what trains
     return hf.get("text_config", hf), "vision_config" in hf
 
 
@@ -71,7 +72,7 @@ def model_max_positions(model_path: str) -> int | None:
 # Model families of Long-RL/EasyR1 scripts that longrl does not have yet, by model_type, with the feature.
 NOT_YET_BUILT_MODELS = {
     "llava_llama": "VILA/NVILA/LongVILA models", "vila": "VILA/NVILA/LongVILA models",
-    "qwen2_5_omni": "omni models (Qwen2.5-Omni)", "qwen3_vl": "Qwen3-VL models", "qwen3_vl_moe": "Qwen3-VL models",
+    "qwen3_vl": "Qwen3-VL models", "qwen3_vl_moe": "Qwen3-VL models",
     "glm4v": "GLM-4.1V models",
 }
 
@@ -97,12 +98,32 @@ def adapter_problem(model_path: str) -> str | None:
     return f"{key}: model_type {model_type!r} (config.json) has no adapter; supported: {sorted(ADAPTERS)}"
 
 
+def omni_problem(cfg: Config) -> str | None:
+    """Why data.is_omni / worker.is_omni disagree with the checkpoint (Long-RL's switches are checks here: the
+    model_type decides), or None."""
+    from longrl.models.adapter import ADAPTERS
+
+    path = cfg.worker.actor.model.model_path
+    try:
+        with open(f"{path}/config.json") as f:
+            model_type = json.load(f).get("model_type")
+    except OSError:
+        return None
+    hears = model_type in ADAPTERS and ADAPTERS[model_type].hears_audio
+    for key, value in (("data.is_omni", cfg.data.is_omni), ("worker.is_omni", cfg.worker.is_omni)):
+        if value is not None and value != hears:
+            return (f"{key}={str(value).lower()} but worker.actor.model.model_path={path!r} has model_type "
+                    f"{model_type!r}, which is {'' if hears else 'not '}an omni model; drop the key (the checkpoint "
+                    f"decides) or point model_path at the intended model")
+    return None
+
+
 def checked_config(args: list[str]) -> Config:
     """Load `args`, resolve hub ids to local directories, validate against the model; raises one ConfigError
     listing every problem."""
     cfg = with_local_models(load_config(args))
     path = cfg.worker.actor.model.model_path
-    extra = adapter_problem(path)
+    extra = adapter_problem(path) or omni_problem(cfg)
     try:
         validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
     except ConfigError as e:

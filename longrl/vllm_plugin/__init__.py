@@ -14,7 +14,7 @@ extension points rather than by editing installed files:
    top. The PIL variant of that module defines the identical `smart_resize`; we make the
    torchvision module name resolve to it.
 2. transformers' Qwen2VLVideoProcessor is a torchvision backend. We register our numpy/PIL
-   class of the same name with AutoVideoProcessor for the Qwen2-VL and Qwen2.5-VL configs.
+   class of the same name with AutoVideoProcessor for the Qwen2-VL, Qwen2.5-VL and Qwen2.5-Omni configs.
 Images need nothing more: without torchvision transformers' AutoImageProcessor picks its PIL backend
 (Qwen2VLImageProcessorPil), which vLLM runs for image pixels (checked by
 tests/models/test_qwen2_5_vl.py::test_trainer_log_probs_equal_vllms_for_image_prompts_from_embeddings_and_from_pixels).
@@ -52,7 +52,8 @@ def register() -> bool:
         return True
     if torchvision_available():
         return False
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, processing_utils
+    from transformers import Qwen2_5OmniConfig, Qwen2_5_VLConfig, Qwen2VLConfig, processing_utils
+    from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
     from transformers.models.auto.video_processing_auto import AutoVideoProcessor
     from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl
     from transformers.video_processing_utils import VideoProcessorMixin
@@ -64,7 +65,7 @@ def register() -> bool:
     # transformers exports only when torchvision is present. processing_utils re-imports the
     # top-level package as a fresh module object (`transformers_module`), so set it there.
     processing_utils.transformers_module.VideoProcessorMixin = VideoProcessorMixin
-    for config_class in (Qwen2VLConfig, Qwen2_5_VLConfig):
+    for config_class in (Qwen2VLConfig, Qwen2_5_VLConfig, Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig):
         AutoVideoProcessor.register(config_class, video_processor_classes={
             "torchvision": Qwen2VLVideoProcessor, "pil": Qwen2VLVideoProcessor}, exist_ok=True)
     _registered = True

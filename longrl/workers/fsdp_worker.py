@@ -140,14 +140,16 @@ class HybridWorker:
                                  optimizer_steps(cfg, critic, total_steps), self.sp, cfg.worker.actor.padding_free,
                                  max_response_length=cfg.data.max_response_length)
         max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
-        self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
+        self.vision = vision_cache_for(cfg, self.adapter.media_config(self.hf_config),  # None for text models
+                                       self.adapter.hears_audio)
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
             raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take images or videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
         # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
         # the group does not sample the same responses sp times over; the others' engines sleep for good.
         engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
-        self.engine = EngineLifecycle(engine, lambda: full_tensors(self.actor.model),
+        prefix = self.adapter.checkpoint_prefix
+        self.engine = EngineLifecycle(engine, lambda: ((prefix + n, t) for n, t in full_tensors(self.actor.model)),
                                       torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
                                       generates=self.sp.rank == 0)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
@@ -315,7 +317,7 @@ class HybridWorker:
                            "makes this an error)", where, describe_media(prompts, i))
         limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
-            length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
+            length = len(ids) + sum(v.expanded_tokens - 1 for v in row or ())
             if length > limit:
                 message = (f"the prompt with {describe_media(prompts, i)} has {length} tokens with its image and "
                            f"video tokens, more than data.max_prompt_length={limit}")

@@ -67,7 +67,8 @@ class SFTWorker:
         dtype = torch_dtype(self.cfg.worker.actor.fsdp.torch_dtype or "fp32")
         self.model = load_sharded(self.adapter, model_cfg.model_path, dtype, self.cfg, trainable=True)
         self.optimizer, self.lr_scheduler = build_optimizer(self.model, self.cfg.worker.actor.optim, total_steps)
-        self.vision = vision_cache_for(self.cfg, self.hf_config)  # None for text models
+        self.vision = vision_cache_for(self.cfg, self.adapter.media_config(self.hf_config),  # None for text models
+                                       self.adapter.hears_audio)
         return {"rank": self.rank, "model_type": self.hf_config.model_type}
 
     @verb(Dispatch.SPLIT_BY_DP)
@@ -133,7 +134,7 @@ class SFTWorker:
                                       max_over_ranks)
         limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(batch["prompt_ids"], rows)):
-            length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
+            length = len(ids) + sum(v.expanded_tokens - 1 for v in row or ())
             if row is not None and length > limit:
                 message = (f"the prompt with {describe_media(batch, i)} has {length} tokens with its image and video "
                            f"tokens, more than data.max_prompt_length={limit}")

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted([*REPO.glob("examples/**/*.sh"), *REPO.glob("scripts/*.sh"), *REPO.glob("scripts/*.sbatch")])
 SEED_SCRIPTS = ["qwen2_5_3b_math_grpo.sh", "qwen2_5_vl_3b_video_grpo.sh", "qwen2_5_vl_3b_video_dapo.sh",
-                "qwen2_5_vl_3b_video_reinforce.sh", "qwen2_5_vl_3b_video_1h.sh"]
+                "qwen2_5_vl_3b_video_reinforce.sh", "qwen2_5_vl_3b_video_1h.sh", "qwen2_5_omni_3b_grpo.sh"]
 SHELLCHECK = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
 
 
@@ -57,7 +57,7 @@ def config_of(script: str, *args: str, **env: str) -> dict:
 
 @pytest.mark.parametrize("script", SEED_SCRIPTS)
 def test_seed_script_config_has_only_known_keys_and_takes_overrides(script: str):
-    video = ["/data/videos"] if "_vl_" in script else []  # video scripts take VIDEO_PATH first, as in the seed
+    video = ["/data/videos"] if "_vl_" in script or "omni" in script else []  # video scripts take VIDEO_PATH first, as in the seed
     cfg = config_of(script, *video, "trainer.max_steps=7", MODEL_PATH="/models/m")
     assert cfg["worker"]["actor"]["model"]["model_path"] == "/models/m"
     assert cfg["trainer"]["max_steps"] == 7  # the user's key=value wins over the script's own keys

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from longrl.config import RolloutConfig
@@ -35,10 +36,12 @@ class VLLMRollout:
         self.sleeps = device_type() == "cuda"  # vLLM-CPU has no sleep mode; its KV cache is sized by GB instead
         if self.sleeps:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
-        if _is_vision_language(model_path):
-            # Images and videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as pixels.
-            kwargs.update(enable_mm_embeds=True, limit_mm_per_prompt={"image": cfg.limit_images,
-                                                                      "video": cfg.limit_videos})
+        media = _media_kinds(model_path)
+        if media:
+            # Images and videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as pixels;
+            # an omni model's videos bring their audio (one clip per video).
+            limits = {"image": cfg.limit_images, "video": cfg.limit_videos, "audio": cfg.limit_videos}
+            kwargs.update(enable_mm_embeds=True, limit_mm_per_prompt={k: limits[k] for k in media})
             _load_video_plugin()
         with torch.random.fork_rng():
             self.llm = LLM(model=model_path, dtype=vllm_dtype(cfg.dtype), max_model_len=max_model_len,
@@ -80,9 +83,15 @@ class VLLMRollout:
         return [[Sample(list(c.token_ids), _chosen_log_probs(c)) for c in out.outputs] for out in outputs]
 
 
-def _is_vision_language(model_path: str) -> bool:
+def _media_kinds(model_path: str) -> tuple[str, ...]:
+    """The modalities the checkpoint takes: () for text, image+video for Qwen2-VL kinds, + audio for an omni model
+    (whose vision and audio configs sit in its thinker_config)."""
     config = Path(model_path) / "config.json"
-    return config.is_file() and "vision_config" in json.loads(config.read_text())
+    hf = json.loads(config.read_text()) if config.is_file() else {}
+    if "vision_config" in hf:
+        return ("image", "video")
+    thinker = hf.get("thinker_config", {})
+    return ("image", "video", "audio") if "vision_config" in thinker and "audio_config" in thinker else ()
 
 
 def _load_video_plugin() -> None:
@@ -104,6 +113,7 @@ def _request(prompt: list[int], media: Sequence[MediaInput]) -> dict:
     """
     if not media:
         return {"prompt_token_ids": prompt}
+    request: dict[str, object] = {"prompt_token_ids": prompt}
     data: dict[str, object] = {}
     for modality in ("image", "video"):
         items = [m for m in media if m.modality == modality]
@@ -121,12 +131,36 @@ def _request(prompt: list[int], media: Sequence[MediaInput]) -> dict:
             data[modality] = [Image.fromarray(m.image) for m in items]
         else:
             data[modality] = [(m.frames.frames, video_metadata(m.frames)) for m in items]
-    return {"prompt_token_ids": prompt, "multi_modal_data": data}
+    heard = [m for m in media if m.audio is not None]
+    if heard:
+        data["audio"] = [m.audio for m in heard]
+        request["mm_processor_kwargs"] = _omni_processor_kwargs([m for m in media if m.modality == "video"])
+    request["multi_modal_data"] = data
+    return request
+
+
+def _omni_processor_kwargs(videos: Sequence[MediaInput]) -> dict[str, object]:
+    """Qwen2.5-Omni processor settings for a prompt whose videos bring their audio.
+
+    use_audio_in_video interleaves each video with its clip. The processor times every video of a prompt by one
+    `fps` (default 2, whatever the clip's rate): we pass the rate the frames were sampled at, so vLLM's time
+    positions are the clip's. Its default frame size bounds would resize our frames (already sized to their
+    grid, see VisionCache), so the bounds are set to their areas.
+    """
+    if len(videos) != sum(m.audio is not None for m in videos):
+        raise ValueError(f"videos {[m.path for m in videos]}: with use_audio_in_video every video of a prompt needs its "
+                         f"audio, and some have none")
+    rates = {float(2 / np.float32(m.second_per_grid_ts)) for m in videos}  # temporal patch of 2 frames per grid step
+    if len(rates) > 1:
+        raise ValueError(f"videos {[m.path for m in videos]} sampled at different rates {sorted(rates)} in one prompt: "
+                         f"Qwen2.5-Omni's processor takes one fps per prompt")
+    areas = [m.frames.frames.shape[1] * m.frames.frames.shape[2] for m in videos]
+    return {"use_audio_in_video": True, "fps": rates.pop(), "min_pixels": min(areas), "max_pixels": max(areas)}
 
 
 def _check_expansion(prompt: list[int], media: Sequence[MediaInput], expanded: list[int]) -> None:
     """vLLM must expand each image and video to the token count the trainer uses, or their log-probs differ."""
-    expected = len(prompt) + sum(m.num_tokens - 1 for m in media)
+    expected = len(prompt) + sum(m.expanded_tokens - 1 for m in media)
     if len(expanded) != expected:
         raise RuntimeError(
             f"vLLM expanded the prompt with media {[m.path for m in media]} to {len(expanded)} tokens, the "
