@@ -47,6 +47,10 @@ class DataConfig:
     """Directory that relative image paths are resolved against."""
     video_dir: str | None = None
     """Directory that relative video paths are resolved against."""
+    video_fps: float | None = None
+    """EasyR1's frame sampling: each video gets duration x video_fps frames (at least 4, at most
+    worker.rollout.num_video_frames and the video's own frames, rounded down to even, as qwen_vl_utils samples);
+    None = exactly worker.rollout.num_video_frames frames per video (Long-RL's rule)."""
     max_prompt_length: int = 512
     """Longest prompt in tokens (after the chat template and media tokens)."""
     max_response_length: int = 512
@@ -295,7 +299,7 @@ class RolloutConfig:
     limit_videos: int = 1
     """Videos per prompt the engine accepts (vision-language models)."""
     num_video_frames: int = 16
-    """Frames sampled per video."""
+    """Frames sampled per video; with data.video_fps set, the most frames a video gets."""
     cache_video_embeds: bool = True
     """Encode each video once per step and reuse the embeddings (VisionCache)."""
     val_override_config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"temperature": 0.0, "n": 1})

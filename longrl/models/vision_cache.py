@@ -49,7 +49,9 @@ DUMMY_PATH = "<padding video>"
 
 @dataclasses.dataclass(frozen=True)
 class VideoSettings:
-    """How videos become model inputs: frame count, resize bounds, patching, normalisation, disk cache."""
+    """How videos become model inputs: frame count, resize bounds, patching, normalisation, disk cache.
+
+    num_frames: the frames of every video; with `fps` (data.video_fps), the most frames a video gets."""
 
     num_frames: int
     min_pixels: int
@@ -61,10 +63,11 @@ class VideoSettings:
     image_std: tuple[float, ...] = CLIP_STD
     cache_dir: str | None = None
     strict: bool = False
+    fps: float | None = None
 
     @staticmethod
     def for_model(model_path: str | Path, vision_config: object, num_frames: int, min_pixels: int, max_pixels: int,
-                  cache_dir: str | None = None, strict: bool = False) -> VideoSettings:
+                  cache_dir: str | None = None, strict: bool = False, fps: float | None = None) -> VideoSettings:
         """Patch sizes from the model's vision config, mean/std from its (video_)preprocessor_config.json.
 
         Qwen2-VL family processors normalise images and videos alike, so one mean/std serves both."""
@@ -77,7 +80,7 @@ class VideoSettings:
             break
         return VideoSettings(num_frames, min_pixels, max_pixels, vision_config.patch_size,
                              vision_config.spatial_merge_size, vision_config.temporal_patch_size, mean, std,
-                             cache_dir, strict)
+                             cache_dir, strict, fps)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -124,7 +127,7 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
     rollout = cfg.worker.rollout
     settings = VideoSettings.for_model(cfg.worker.actor.model.model_path, vision, rollout.num_video_frames,
                                        cfg.data.min_pixels, cfg.data.max_pixels, cfg.data.cache_dir,
-                                       cfg.data.strict_media)
+                                       cfg.data.strict_media, cfg.data.video_fps)
     pixels_reused = not rollout.cache_video_embeds or not cfg.worker.actor.model.freeze_vision_tower
     return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds,
                        keep_pixels=pixels_reused)
@@ -199,8 +202,10 @@ class VisionCache:
 
     def _load_video(self, path: str) -> MediaInput | None:
         s = self.settings
-        frames = load_video_or_none(path, s.num_frames, cache_dir=s.cache_dir, strict=s.strict,
-                                    frame_factor=s.temporal_patch_size)
+        by_fps = s.fps is not None  # EasyR1's rule: the duration sets the count, num_frames caps it
+        frames = load_video_or_none(path, None if by_fps else s.num_frames, s.fps, cache_dir=s.cache_dir,
+                                    strict=s.strict, frame_factor=s.temporal_patch_size,
+                                    max_frames=s.num_frames if by_fps else None)
         if frames is None:
             return None
         inputs = preprocess_video(frames, s.min_pixels, s.max_pixels, s.patch_size, s.merge_size,

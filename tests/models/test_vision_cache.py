@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from types import SimpleNamespace
@@ -133,6 +134,17 @@ def test_a_video_shorter_than_num_frames_is_sampled_up_to_num_frames(clips):
     assert short.grid_thw == (4, 4, 4) and short.num_tokens == 16
 
 
+def test_with_data_video_fps_the_duration_sets_the_frames_and_num_frames_caps_them(clips):
+    # EasyR1's data.video_fps: a (1 s at 8 fps) at 2 fps -> 2 frames, raised to 4; b (2 s) -> 4 frames; at 6 fps
+    # b would get 12 frames, capped by num_frames=8. Timing follows the frames taken.
+    by_fps = VisionCache(dataclasses.replace(SETTINGS, fps=2.0))
+    a, b = by_fps.video(clips["a"]), by_fps.video(clips["b"])
+    assert (a.grid_thw[0], b.grid_thw[0]) == (2, 2)  # 4 frames / temporal patch 2
+    assert (a.second_per_grid_ts, b.second_per_grid_ts) == (0.5, 1.0)  # 4 of 8 frames in 1 s; 4 of 16 in 2 s
+    capped = VisionCache(dataclasses.replace(SETTINGS, fps=6.0)).video(clips["b"])
+    assert capped.grid_thw[0] == 4  # 8 frames
+
+
 def test_pixels_and_frames_modes_give_what_the_engines_encode(clips):
     cache = VisionCache(SETTINGS, cache_embeds=False, keep_frames=True)
     [[pixels]] = cache.row_inputs([[clips["wide"]]], "pixels")
@@ -248,7 +260,9 @@ def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path)
     hf = SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
     cache = vision_cache_for(cfg, hf)
     assert (cache.settings.num_frames, cache.settings.strict, cache.cache_embeds, cache.keep_frames,
-            cache.keep_pixels) == (32, True, False, True, True)
+            cache.keep_pixels, cache.settings.fps) == (32, True, False, True, True, None)
+    by_fps = load_config([f"worker.actor.model.model_path={tmp_path}", "data.video_fps=2.0"])
+    assert vision_cache_for(by_fps, hf).settings.fps == 2.0
     # cache on and a frozen tower: nothing needs the pixels once the video is encoded
     frozen = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.actor.model.freeze_vision_tower=true"])
     assert (vision_cache_for(frozen, hf).keep_frames, vision_cache_for(frozen, hf).keep_pixels) == (False, False)
