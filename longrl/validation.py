@@ -29,7 +29,8 @@ def validate(cfg: Config, model_max_positions: int | None = None,
         problems.append(f"data.max_prompt_length + data.max_response_length = "
                         f"{data.max_prompt_length + data.max_response_length} exceeds the model's limit "
                         f"max_position_embeddings={model_max_positions}; lower one of them")
-    for key, value in (("trainer.max_restarts", t.max_restarts), ("trainer.max_skipped_steps", t.max_skipped_steps)):
+    for key, value in (("trainer.max_restarts", t.max_restarts), ("trainer.max_skipped_steps", t.max_skipped_steps),
+                       ("data.num_workers", data.num_workers)):
         if value < 0:
             problems.append(f"{key}={value} must be >= 0 (0 turns it off)")
     if cfg.worker.reward.timeout_s is not None and cfg.worker.reward.timeout_s <= 0:

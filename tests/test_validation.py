@@ -113,3 +113,7 @@ def test_mini_rollout_batch_size_without_online_filtering_is_refused_instead_of_
     text = problems(config(tmp_path, "data.mini_rollout_batch_size=4"))
     assert "data.mini_rollout_batch_size=4 sets the prompts of one online-filtering round" in text
     validate(config(tmp_path, "data.mini_rollout_batch_size=4", "algorithm.online_filtering=true"))
+
+
+def test_a_negative_decode_thread_count_is_refused(tmp_path):
+    assert "data.num_workers=-1 must be >= 0" in problems(config(tmp_path, "data.num_workers=-1"))

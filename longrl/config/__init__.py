@@ -77,6 +77,10 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
+    num_workers: int = 0
+    """Parallel decoding of media (Long-RL's data-loader workers, which decode and preprocess the videos there):
+    here each training worker decodes the videos and images of its prompts, on this many threads; 0 decodes them
+    one after another."""
     strict: bool = False
     """A bad row stops loading at once (a jsonl line that is not UTF-8 or not a JSON object, an empty prompt, no
     answer, media that disagree with the <image>/<video> placeholders); false skips it, logged with its file and

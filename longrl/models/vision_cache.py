@@ -27,6 +27,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Union
 
@@ -130,7 +131,13 @@ def vision_cache_for(cfg: Config, hf_config: object) -> VisionCache | None:
                                        cfg.data.strict_media, cfg.data.video_fps)
     pixels_reused = not rollout.cache_video_embeds or not cfg.worker.actor.model.freeze_vision_tower
     return VisionCache(settings, cache_embeds=rollout.cache_video_embeds, keep_frames=not rollout.cache_video_embeds,
-                       keep_pixels=pixels_reused)
+                       keep_pixels=pixels_reused, decode_workers=cfg.data.num_workers)
+
+
+def _item_key(item: MediaRef) -> tuple[str, Modality, str | ImageRef]:
+    """(cache key, modality, reference) of a row's media item (a bare string is a video path)."""
+    modality, ref = ("video", item) if isinstance(item, str) else item
+    return f"{modality}:{ref if modality == 'video' else image_name(ref)}", modality, ref
 
 
 def max_over_ranks(value: int) -> int:
@@ -166,12 +173,14 @@ class VisionCache:
     when the embedding cache is off). `keep_pixels=False` drops an item's pixels once it is
     encoded, for when no pass needs them again (cache on, frozen tower): a 1024-frame 448x448
     video is 2.4 GB of float32 pixels. A pass that does ask for them decodes the item again.
+    `decode_workers` (data.num_workers): threads that decode and preprocess a pass's new items in parallel
+    (decord, PyAV and PIL release the GIL while they work); 0 or 1 decodes them one by one.
     """
 
     def __init__(self, settings: VideoSettings, cache_embeds: bool = True, keep_frames: bool = False,
-                 keep_pixels: bool = True):
+                 keep_pixels: bool = True, decode_workers: int = 0):
         self.settings, self.cache_embeds, self.keep_frames = settings, cache_embeds, keep_frames
-        self.keep_pixels = keep_pixels
+        self.keep_pixels, self.decode_workers = keep_pixels, decode_workers
         self._items: dict[str, MediaInput | None] = {}  # key -> preprocessed item (None: unusable)
         self._refs: dict[str, tuple[Modality, str | ImageRef]] = {}  # key -> what to decode it from again
         self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, key) -> embeddings on the CPU
@@ -188,17 +197,40 @@ class VisionCache:
 
     def media(self, item: MediaRef) -> MediaInput | None:
         """A row's media item (a video path, or (modality, ref)) preprocessed; None if unusable."""
-        modality, ref = ("video", item) if isinstance(item, str) else item
-        key = f"{modality}:{ref if modality == 'video' else image_name(ref)}"
+        key, modality, ref = _item_key(item)
         if key in self._items:
             return self._items[key]
         start = time.perf_counter()
-        loaded = self._load_video(ref) if modality == "video" else self._load_image(ref)
-        self._items[key], self._refs[key] = loaded, (modality, ref)
-        self._stats[f"{modality}/skipped" if loaded is None else f"{modality}/decoded"] += 1
+        loaded = self._load(modality, ref)
+        self._keep(key, modality, ref, loaded)
         if loaded is not None:
             self._stats[f"{modality}/decode_s"] += time.perf_counter() - start
         return loaded
+
+    def prefetch(self, items: Sequence[MediaRef]) -> None:
+        """Decode and preprocess the items not held yet on `decode_workers` threads; their decode_s is the
+        wall time of the whole batch (what the step waited)."""
+        todo = {}
+        for item in items:
+            key, modality, ref = _item_key(item)
+            if key not in self._items:
+                todo[key] = (modality, ref)
+        if self.decode_workers < 2 or len(todo) < 2:
+            return  # media() decodes them one by one
+        start = time.perf_counter()
+        with ThreadPoolExecutor(min(self.decode_workers, len(todo)), thread_name_prefix="longrl-decode") as pool:
+            loaded = list(pool.map(lambda modality_ref: self._load(*modality_ref), todo.values()))
+        for (key, (modality, ref)), item in zip(todo.items(), loaded):
+            self._keep(key, modality, ref, item)
+        for modality in {m for m, _ in todo.values()}:
+            self._stats[f"{modality}/decode_s"] += time.perf_counter() - start
+
+    def _load(self, modality: Modality, ref: str | ImageRef) -> MediaInput | None:
+        return self._load_video(ref) if modality == "video" else self._load_image(ref)
+
+    def _keep(self, key: str, modality: Modality, ref: str | ImageRef, loaded: MediaInput | None) -> None:
+        self._items[key], self._refs[key] = loaded, (modality, ref)
+        self._stats[f"{modality}/skipped" if loaded is None else f"{modality}/decoded"] += 1
 
     def _load_video(self, path: str) -> MediaInput | None:
         s = self.settings
@@ -251,6 +283,7 @@ class VisionCache:
         fewer items to encode encodes a dummy video instead, because with FSDP every tower call
         is a collective that all ranks must make.
         """
+        self.prefetch([ref for refs in rows for ref in refs])
         items = [[self.media(ref) for ref in refs] for refs in rows]
         usable = [None if any(v is None for v in vs) else vs for vs in items]
         if mode == "embeds":

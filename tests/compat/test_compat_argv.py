@@ -27,7 +27,6 @@ MISSING_OPTIONAL_PACKAGE = "package is not installed; `pip install"
 # Refusals still to be fixed for issue #13, each named exactly; remove an entry once its key works. The test
 # fails on any refusal outside this list, so a new gap cannot slip in unnoticed.
 KNOWN_GAPS = (
-    "unknown config key 'data.num_workers'",  # Long-RL's data-loader workers
     "worker.actor.fsdp.enable_rank0_init=true (load on rank 0, broadcast the shards) is not implemented",
     "worker.ref.fsdp.enable_rank0_init=true (load on rank 0, broadcast the shards) is not implemented",
 )

@@ -145,6 +145,31 @@ def test_with_data_video_fps_the_duration_sets_the_frames_and_num_frames_caps_th
     assert capped.grid_thw[0] == 4  # 8 frames
 
 
+def test_with_decode_workers_a_passs_new_videos_are_decoded_on_threads_with_the_same_result(clips, monkeypatch):
+    import threading
+
+    import longrl.models.vision_cache as vc
+
+    threads, real = set(), vc.load_video_or_none
+
+    def recording(*args, **kwargs):  # the real decoder, noting which thread ran it
+        threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vc, "load_video_or_none", recording)
+    rows = [[clips["a"]], [clips["b"], clips["short"]], [clips["a"]]]
+    serial = VisionCache(SETTINGS).row_inputs(rows, "pixels")
+    assert threads == {threading.current_thread().name}
+    threads.clear()
+    cache = VisionCache(SETTINGS, decode_workers=2)
+    parallel = cache.row_inputs(rows, "pixels")
+    assert len(threads) == 2 and all(name.startswith("longrl-decode") for name in threads)
+    assert cache.take_stats()["video/decoded"] == 3  # each unique video once
+    for want, got in zip(serial, parallel):
+        for w, g in zip(want, got):
+            assert (w.path, w.grid_thw) == (g.path, g.grid_thw) and torch.equal(w.pixel_values, g.pixel_values)
+
+
 def test_pixels_and_frames_modes_give_what_the_engines_encode(clips):
     cache = VisionCache(SETTINGS, cache_embeds=False, keep_frames=True)
     [[pixels]] = cache.row_inputs([[clips["wide"]]], "pixels")
@@ -261,8 +286,8 @@ def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path)
     cache = vision_cache_for(cfg, hf)
     assert (cache.settings.num_frames, cache.settings.strict, cache.cache_embeds, cache.keep_frames,
             cache.keep_pixels, cache.settings.fps) == (32, True, False, True, True, None)
-    by_fps = load_config([f"worker.actor.model.model_path={tmp_path}", "data.video_fps=2.0"])
-    assert vision_cache_for(by_fps, hf).settings.fps == 2.0
+    by_fps = load_config([f"worker.actor.model.model_path={tmp_path}", "data.video_fps=2.0", "data.num_workers=3"])
+    assert (vision_cache_for(by_fps, hf).settings.fps, vision_cache_for(by_fps, hf).decode_workers) == (2.0, 3)
     # cache on and a frozen tower: nothing needs the pixels once the video is encoded
     frozen = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.actor.model.freeze_vision_tower=true"])
     assert (vision_cache_for(frozen, hf).keep_frames, vision_cache_for(frozen, hf).keep_pixels) == (False, False)
