@@ -184,12 +184,6 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
     problems = []
     actor, critic = cfg.worker.actor, cfg.worker.critic
     roles = _trained_roles(cfg)
-    fsdp_sections = {f"{prefix}.fsdp": role.fsdp for prefix, role in roles.items()}
-    fsdp_sections["worker.ref.fsdp"] = cfg.worker.ref.fsdp
-    for prefix, fsdp in fsdp_sections.items():
-        if fsdp.enable_rank0_init:
-            problems.append(f"{prefix}.enable_rank0_init=true (load on rank 0, broadcast the shards) is not "
-                            f"implemented: every rank reads the checkpoint and keeps its own shard; set it to false")
     if "worker.critic" in roles:
         actor_tokenizer = actor.model.tokenizer_path or actor.model.model_path
         if critic.model.tokenizer_path is not None and critic.model.tokenizer_path != actor_tokenizer:

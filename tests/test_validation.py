@@ -56,11 +56,10 @@ def test_truncated_importance_sampling_with_full_sampling_validates(tmp_path):
 
 
 # ---- keys refused instead of ignored -------------------------------------------------------------
-def test_rank0_init_is_refused_instead_of_ignored(tmp_path):
-    text = problems(config(tmp_path, "worker.actor.optim.strategy=adamw_bf16", "worker.actor.fsdp.enable_rank0_init=true",
-                           "worker.ref.fsdp.enable_rank0_init=true"))
-    assert "adamw_bf16" not in text  # implemented: longrl/workers/optim.py
-    assert "worker.actor.fsdp.enable_rank0_init=true" in text and "worker.ref.fsdp.enable_rank0_init=true" in text
+def test_easyr1s_optimizer_and_loading_keys_validate(tmp_path):
+    # implemented: adamw_bf16 in longrl/workers/optim.py, rank 0 init in longrl/parallel/rank0_init.py
+    validate(config(tmp_path, "worker.actor.optim.strategy=adamw_bf16", "worker.actor.fsdp.enable_rank0_init=true",
+                    "worker.ref.fsdp.enable_rank0_init=true"))
 
 
 def test_critic_keys_it_cannot_honour_are_refused_when_a_critic_is_trained(tmp_path):
@@ -69,7 +68,7 @@ def test_critic_keys_it_cannot_honour_are_refused_when_a_critic_is_trained(tmp_p
                            "worker.critic.fsdp.enable_rank0_init=true"))
     assert "worker.critic.model.tokenizer_path='/other': the critic scores the actor's token ids" in text
     assert "worker.critic.model.freeze_vision_tower=true: the critic is a text model" in text
-    assert "worker.critic.optim.strategy=adamw_bf16" not in text and "worker.critic.fsdp.enable_rank0_init=true" in text
+    assert "worker.critic.optim.strategy=adamw_bf16" not in text and "enable_rank0_init" not in text
 
 
 # ---- checks that used to come late ----------------------------------------------------------------

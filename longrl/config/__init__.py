@@ -177,7 +177,8 @@ class FSDPConfig:
     enable_cpu_offload: bool = False
     """GPU runs: keep sharded parameters, gradients and optimizer state in CPU memory (FSDP2 CPUOffloadPolicy)."""
     enable_rank0_init: bool = False
-    """Accepted for EasyR1 compatibility: every rank reads the checkpoint and keeps only its own shard."""
+    """Rank 0 alone reads the checkpoint; the other ranks build the model on the meta device and receive their
+    shards from it by broadcast (one copy of the model in CPU memory per node instead of one per rank)."""
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
     """Parameter dtype while training; None = fp32 for the actor and the critic, bf16 for the reference on GPU
     (fp32 on CPU)."""

@@ -12,7 +12,7 @@ import torch
 
 from longrl.algorithms import compute_value_loss
 from longrl.config import CriticConfig
-from longrl.models.adapter import TextAdapter
+from longrl.models.adapter import TextAdapter, load_pretrained
 from longrl.models.ulysses_attention import split_media, sp_response_values, ulysses_attention
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
@@ -20,12 +20,14 @@ from longrl.workers.actor import NO_SP, build_optimizer
 from longrl.workers.update import minibatch_updates
 
 
-def load_value_model(path: str, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
-    """A one-label token-classification model: the backbone of `path` with a fresh value head."""
+def load_value_model(path: str, dtype: torch.dtype, trust_remote_code: bool = False,
+                     empty: bool = False) -> torch.nn.Module:
+    """A one-label token-classification model: the backbone of `path` with a fresh value head (`empty`: on the
+    meta device, see load_pretrained)."""
     from transformers import AutoModelForTokenClassification
 
-    return AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype, attn_implementation="sdpa",
-                                                           trust_remote_code=trust_remote_code)
+    return load_pretrained(AutoModelForTokenClassification, path, empty, num_labels=1, dtype=dtype,
+                           attn_implementation="sdpa", trust_remote_code=trust_remote_code)
 
 
 class Critic:
