@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 
 from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, Requires
-from longrl.config import LOGGER_PACKAGES, Config, ConfigError, TrainedRoleConfig, world_size
+from longrl.config import LOGGER_PACKAGES, Config, ConfigError, TrainedRoleConfig, update_responses, world_size
 from longrl.workers.rollout.base import SamplingSpec
 
 
@@ -127,18 +127,21 @@ def _trained_roles(cfg: Config) -> dict[str, TrainedRoleConfig]:
 
 
 def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: int) -> list[str]:
-    """A trained role's mini-batches must tile the step's responses and split over the data-parallel ranks."""
+    """A trained role's mini-batches must tile the step's prompts and split over the data-parallel ranks
+    (global_batch_size counts prompts; an optimizer step takes their worker.rollout.n responses each)."""
     problems = []
-    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
+    prompts, n = cfg.data.rollout_batch_size, cfg.worker.rollout.n
     gbs, micro = role.global_batch_size, role.micro_batch_size_per_device_for_update
-    if gbs < 1 or gbs > responses or responses % gbs:
-        problems.append(f"{prefix}.global_batch_size={gbs} must divide the responses per step "
-                        f"data.rollout_batch_size x worker.rollout.n = {responses}")
-    elif gbs % dp:
-        problems.append(f"{prefix}.global_batch_size={gbs} must be divisible by the data-parallel size {dp}")
-    elif micro < 1 or (gbs // dp) % micro:
+    responses = update_responses(cfg, role)
+    if gbs < 1 or gbs > prompts or prompts % gbs:
+        problems.append(f"{prefix}.global_batch_size={gbs} (prompts per optimizer step) must divide the prompts "
+                        f"per step data.rollout_batch_size={prompts}")
+    elif responses % dp:
+        problems.append(f"{prefix}.global_batch_size x worker.rollout.n = {gbs} x {n} = {responses} responses per "
+                        f"optimizer step must be divisible by the data-parallel size {dp}")
+    elif micro < 1 or (responses // dp) % micro:
         problems.append(f"{prefix}.micro_batch_size_per_device_for_update={micro} must divide the per-device "
-                        f"mini-batch global_batch_size/dp = {gbs // dp}")
+                        f"mini-batch global_batch_size x worker.rollout.n / dp = {responses // dp} responses")
     if role.micro_batch_size_per_device_for_experience < 1:
         problems.append(f"{prefix}.micro_batch_size_per_device_for_experience="
                         f"{role.micro_batch_size_per_device_for_experience} must be at least 1")

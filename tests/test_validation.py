@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from longrl.config import ConfigError, load_config, optimizer_steps
+from longrl.config import ConfigError, load_config, optimizer_steps, update_responses
 from longrl.validation import validate
 
 
@@ -86,12 +86,26 @@ def test_a_bad_value_in_val_override_config_is_refused_before_training(tmp_path)
 
 def test_critic_batch_sizes_are_checked_when_a_critic_is_trained(tmp_path):
     # 8 prompts x 4 responses = 32 per step; dp = 2
-    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=12"))
-    assert "worker.critic.global_batch_size=12 must divide the responses per step" in text
-    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=8",
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=3"))
+    assert "worker.critic.global_batch_size=3 (prompts per optimizer step) must divide the prompts per step " \
+           "data.rollout_batch_size=8" in text
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=2",
                            "worker.critic.micro_batch_size_per_device_for_update=3"))
-    assert "worker.critic.micro_batch_size_per_device_for_update=3 must divide the per-device mini-batch" in text
-    validate(config(tmp_path, "worker.critic.global_batch_size=12"))  # no critic (grpo): its sizes are unread
+    assert ("worker.critic.micro_batch_size_per_device_for_update=3 must divide the per-device mini-batch "
+            "global_batch_size x worker.rollout.n / dp = 4 responses") in text
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=1",
+                           "worker.rollout.n=3"))
+    assert "global_batch_size x worker.rollout.n = 1 x 3 = 3 responses per optimizer step must be divisible" in text
+    validate(config(tmp_path, "worker.critic.global_batch_size=3"))  # no critic (grpo): its sizes are unread
+
+
+def test_global_batch_size_counts_prompts_as_in_easyr1(tmp_path):
+    # EasyR1's workers multiply global_batch_size by rollout.n: 128 prompts with n=5 are 640 responses per update
+    cfg = config(tmp_path, "data.rollout_batch_size=512", "worker.rollout.n=5", "worker.actor.global_batch_size=128",
+                 "trainer.n_gpus_per_node=8", "worker.actor.micro_batch_size_per_device_for_update=4")
+    validate(cfg)
+    assert update_responses(cfg, cfg.worker.actor) == 640
+    assert optimizer_steps(cfg, cfg.worker.actor, 1) == 4  # 512 prompts / 128 per optimizer step
 
 
 def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_offending_key(tmp_path):
@@ -101,9 +115,9 @@ def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_o
 
 
 def test_each_role_schedules_its_learning_rate_over_its_own_optimizer_steps(tmp_path):
-    cfg = config(tmp_path, "data.rollout_batch_size=8", "worker.rollout.n=4", "worker.actor.global_batch_size=16",
-                 "worker.critic.global_batch_size=8", "worker.critic.ppo_epochs=2")
-    # 32 responses per step: actor 32/16 = 2 steps x 1 epoch; critic 32/8 = 4 steps x 2 epochs; over 10 RL steps
+    cfg = config(tmp_path, "data.rollout_batch_size=8", "worker.rollout.n=4", "worker.actor.global_batch_size=4",
+                 "worker.critic.global_batch_size=2", "worker.critic.ppo_epochs=2")
+    # 8 prompts per step: actor 8/4 = 2 steps x 1 epoch; critic 8/2 = 4 steps x 2 epochs; over 10 RL steps
     assert optimizer_steps(cfg, cfg.worker.actor, 10) == 20
     assert optimizer_steps(cfg, cfg.worker.critic, 10) == 80
 

@@ -199,9 +199,11 @@ class TrainedRoleConfig:
     """What every trained model (actor, critic) is configured with."""
 
     global_batch_size: int = 8
-    """Responses (not prompts) per optimizer step, summed over all data-parallel ranks."""
+    """Prompts per optimizer step, summed over all data-parallel ranks, as in EasyR1/Long-RL: an optimizer step
+    takes their global_batch_size x worker.rollout.n responses (update_responses). (CoT-SFT: rows per step.)"""
     micro_batch_size_per_device_for_update: int = 4
-    """Responses per forward/backward on one device (gradient accumulation fills the rest)."""
+    """Responses per forward/backward on one device (gradient accumulation fills the rest of the device's
+    global_batch_size x worker.rollout.n / data-parallel size)."""
     micro_batch_size_per_device_for_experience: int = 8
     """Responses per forward when computing log-probs (actor) or values (critic)."""
     max_grad_norm: float = 1.0
@@ -604,11 +606,16 @@ def world_size(cfg: Config) -> int:
     return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
 
 
+def update_responses(cfg: Config, role: TrainedRoleConfig) -> int:
+    """Responses in one optimizer step of a trained role: its global_batch_size counts prompts, each with its
+    worker.rollout.n responses (EasyR1's workers multiply it by n the same way)."""
+    return role.global_batch_size * cfg.worker.rollout.n
+
+
 def optimizer_steps(cfg: Config, role: TrainedRoleConfig, rl_steps: int) -> int:
     """Optimizer steps of a trained role (actor or critic) over `rl_steps` RL steps, its LR schedule's length:
-    each step makes role.ppo_epochs passes over rollout_batch_size x n responses in role.global_batch_size."""
-    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
-    return rl_steps * role.ppo_epochs * (responses // role.global_batch_size)
+    each step makes role.ppo_epochs passes over data.rollout_batch_size prompts, role.global_batch_size at a time."""
+    return rl_steps * role.ppo_epochs * (cfg.data.rollout_batch_size // role.global_batch_size)
 
 
 def dp_size(cfg: Config) -> int:

@@ -146,7 +146,8 @@ class HybridWorker:
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
                            optimizer_steps(cfg, cfg.worker.actor, total_steps),
-                           self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length)
+                           self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length,
+                           responses_per_prompt=cfg.worker.rollout.n)
         self.critic = None
         if ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
             critic = cfg.worker.critic
@@ -159,7 +160,8 @@ class HybridWorker:
                 critic.fsdp, _offloads(critic.offload))
             self.critic = Critic(value_model, self.adapter, critic, cfg.worker.actor.loss_avg_mode, self.pad_id, dp,
                                  optimizer_steps(cfg, critic, total_steps), self.sp, cfg.worker.actor.padding_free,
-                                 max_response_length=cfg.data.max_response_length)
+                                 max_response_length=cfg.data.max_response_length,
+                                 responses_per_prompt=cfg.worker.rollout.n)
         max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
