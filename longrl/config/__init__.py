@@ -52,7 +52,8 @@ class DataConfig:
     worker.rollout.num_video_frames and the video's own frames, rounded down to even, as qwen_vl_utils samples);
     None = exactly worker.rollout.num_video_frames frames per video (Long-RL's rule)."""
     max_prompt_length: int = 512
-    """Longest prompt in tokens (after the chat template and media tokens)."""
+    """Longest prompt in tokens after the chat template, counting image tokens; a video's tokens come on top
+    (as in Long-RL), bounded with the rest by worker.rollout.max_model_len."""
     max_response_length: int = 512
     """Longest response in tokens."""
     rollout_batch_size: int = 8
@@ -283,7 +284,9 @@ class RolloutConfig:
     ignore_eos: bool = False
     """Keep generating past EOS (benchmarks)."""
     max_model_len: int | None = None
-    """Longest prompt + response the engine holds; None = data.max_prompt_length + data.max_response_length."""
+    """Longest prompt + response the engine holds (longer video prompts are skipped as overlong); None =
+    data.max_prompt_length + data.max_response_length, plus for a vision-language model the video tokens of
+    limit_videos videos at num_video_frames and data.max_pixels, at most the model's context."""
     trust_remote_code: bool = False
     """Let vLLM run the model directory's own code (models it does not know)."""
     disable_tqdm: bool = True

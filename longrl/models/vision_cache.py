@@ -66,6 +66,12 @@ class VideoSettings:
     strict: bool = False
     fps: float | None = None
 
+    def max_video_tokens(self) -> int:
+        """The most language-model tokens one video can take: its frames in temporal patches, each at most
+        max_pixels / (patch x merge)^2 merged tokens (smart_resize keeps h x w <= max_pixels)."""
+        steps = -(-self.num_frames // self.temporal_patch_size)
+        return steps * (self.max_pixels // (self.patch_size * self.merge_size) ** 2)
+
     @staticmethod
     def for_model(model_path: str | Path, vision_config: object, num_frames: int, min_pixels: int, max_pixels: int,
                   cache_dir: str | None = None, strict: bool = False, fps: float | None = None) -> VideoSettings:
@@ -138,6 +144,42 @@ def _item_key(item: MediaRef) -> tuple[str, Modality, str | ImageRef]:
     """(cache key, modality, reference) of a row's media item (a bare string is a video path)."""
     modality, ref = ("video", item) if isinstance(item, str) else item
     return f"{modality}:{ref if modality == 'video' else image_name(ref)}", modality, ref
+
+
+def rollout_max_model_len(cfg: Config, hf_config: object, vision: VisionCache | None) -> int:
+    """The rollout engine's longest prompt + response: worker.rollout.max_model_len, else the prompt and response
+    limits plus, for a vision-language model, the most video tokens a prompt can carry (worker.rollout.limit_videos
+    videos at num_video_frames and data.max_pixels), as Long-RL adds tokens_per_frame x num_video_frames; never
+    more than the model's context."""
+    rollout, data = cfg.worker.rollout, cfg.data
+    if rollout.max_model_len is not None:
+        return rollout.max_model_len
+    text = data.max_prompt_length + data.max_response_length
+    if vision is None:
+        return text
+    context = getattr(getattr(hf_config, "text_config", hf_config), "max_position_embeddings", None)
+    budget = text + rollout.limit_videos * vision.settings.max_video_tokens()
+    return budget if context is None else min(budget, context)
+
+
+def overlong_reason(prompt_ids: Sequence[int], media: Sequence[MediaInput], max_prompt_length: int,
+                    max_model_len: int | None = None, max_response_length: int = 0) -> str | None:
+    """Why a prompt with its decoded media is too long (None: it fits), with Long-RL's and EasyR1's meaning of
+    data.max_prompt_length: it bounds the text and image tokens (EasyR1 and Long-RL both count an image's
+    tokens in the prompt); a video's tokens come on top (Long-RL adds tokens_per_frame x frames to the limit),
+    and the whole prompt + data.max_response_length is bounded by the engine's max_model_len."""
+    images = sum(m.num_tokens - 1 for m in media if m.modality == "image")  # the placeholder is in prompt_ids
+    videos = sum(m.num_tokens - 1 for m in media if m.modality == "video")
+    if len(prompt_ids) + images > max_prompt_length:
+        return (f"has {len(prompt_ids) + images} text and image tokens (a video counts as its placeholder), more "
+                f"than data.max_prompt_length={max_prompt_length}")
+    total = len(prompt_ids) + images + videos
+    if max_model_len is not None and total + max_response_length > max_model_len:
+        return (f"has {total} tokens with its video tokens, which with data.max_response_length={max_response_length}"
+                f" exceed the engine's max_model_len={max_model_len} (worker.rollout.max_model_len, by default "
+                f"the prompt and response limits plus the video tokens of worker.rollout.num_video_frames frames "
+                f"at data.max_pixels, at most the model's context)")
+    return None
 
 
 def max_over_ranks(value: int) -> int:

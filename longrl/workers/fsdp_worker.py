@@ -26,7 +26,7 @@ from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
-                                         vision_cache_for)
+                                         overlong_reason, rollout_max_model_len, vision_cache_for)
 from longrl.parallel.device import device, device_type, init_distributed, param_dtype, torch_dtype
 from longrl.parallel.rank0_init import load_from_rank0
 from longrl.parallel.ulysses import init_sp_groups
@@ -162,8 +162,8 @@ class HybridWorker:
                                  optimizer_steps(cfg, critic, total_steps), self.sp, cfg.worker.actor.padding_free,
                                  max_response_length=cfg.data.max_response_length,
                                  responses_per_prompt=cfg.worker.rollout.n)
-        max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models
+        self.max_model_len = max_len = rollout_max_model_len(cfg, self.hf_config, self.vision)
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
             raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take images or videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
@@ -331,12 +331,12 @@ class HybridWorker:
             where = f"data row {prompts['row'][i]}" if "row" in prompts else f"prompt {i}"
             logger.warning("skipping %s: its %s cannot be used (see the warning above; data.strict_media=true "
                            "makes this an error)", where, describe_media(prompts, i))
-        limit = self.cfg.data.max_prompt_length
+        data = self.cfg.data
         for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
-            length = len(ids) + sum(v.num_tokens - 1 for v in row or ())
-            if length > limit:
-                message = (f"the prompt with {describe_media(prompts, i)} has {length} tokens with its image and "
-                           f"video tokens, more than data.max_prompt_length={limit}")
+            reason = row and overlong_reason(ids, row, data.max_prompt_length, self.max_model_len,
+                                             data.max_response_length)
+            if reason:
+                message = f"the prompt with {describe_media(prompts, i)} {reason}"
                 if not self.cfg.data.filter_overlong_prompts:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such prompts")

@@ -15,7 +15,8 @@ from longrl.config import load_config
 from longrl.data.synthetic_video import write_mp4
 from longrl.data.image import ImageError
 from longrl.data.video import VideoError
-from longrl.models.vision_cache import (DUMMY_PATH, VideoSettings, VisionCache, media_mode, reduce_video_stats,
+from longrl.models.vision_cache import (DUMMY_PATH, MediaInput, VideoSettings, VisionCache, media_mode,
+                                         overlong_reason, reduce_video_stats, rollout_max_model_len,
                                          vision_cache_for)
 
 SETTINGS = VideoSettings(num_frames=8, min_pixels=3136, max_pixels=50176)
@@ -270,6 +271,39 @@ def test_frames_mode_gives_the_engine_the_image_resized_to_its_grid(pictures):
 
 
 # --- construction ---------------------------------------------------------------------------
+def _media(modality: str, tokens: int) -> MediaInput:
+    return MediaInput("x", (1, 1, 1), 1.0, tokens, modality=modality)
+
+
+def test_max_prompt_length_bounds_text_and_image_tokens_and_video_tokens_come_on_top():
+    prompt = list(range(100))  # 100 ids, one of them each media item's placeholder
+    # a 1000-token video over a 100-token prompt fits a 200-token max_prompt_length, as in Long-RL
+    assert overlong_reason(prompt, [_media("video", 1000)], 200, max_model_len=2000, max_response_length=64) is None
+    # an image's tokens count (EasyR1 and Long-RL both expand images inside the limit)
+    assert "has 299 text and image tokens (a video counts as its placeholder), more than " \
+           "data.max_prompt_length=200" in overlong_reason(prompt, [_media("image", 200)], 200)
+    # the whole prompt and the response must fit the engine
+    reason = overlong_reason(prompt, [_media("video", 1000)], 200, max_model_len=1000, max_response_length=64)
+    assert "has 1099 tokens with its video tokens, which with data.max_response_length=64 exceed the engine's " \
+           "max_model_len=1000" in reason
+
+
+def test_the_engine_holds_the_prompt_and_response_limits_plus_the_video_budget_at_most_the_context(tmp_path):
+    hf = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=8192),
+                         vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
+    cfg = load_config([f"worker.actor.model.model_path={tmp_path}", "data.max_prompt_length=512",
+                       "data.max_response_length=32", "worker.rollout.num_video_frames=64", "data.max_pixels=50176"])
+    vision = vision_cache_for(cfg, hf)
+    # 64 frames = 32 temporal steps x at most 50176 / 28^2 = 64 merged tokens = 2048 video tokens
+    assert vision.settings.max_video_tokens() == 2048
+    assert rollout_max_model_len(cfg, hf, vision) == 512 + 32 + 2048
+    assert rollout_max_model_len(cfg, SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=1000)),
+                                 vision) == 1000  # never past the model's context
+    assert rollout_max_model_len(cfg, SimpleNamespace(), None) == 512 + 32  # a text model
+    fixed = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.rollout.max_model_len=4096"])
+    assert rollout_max_model_len(fixed, hf, vision_cache_for(fixed, hf)) == 4096
+
+
 def test_settings_take_patching_from_the_model_and_normalisation_from_its_processor_config(tmp_path):
     (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3,
                                                                          "image_std": [0.25] * 3}))
