@@ -228,7 +228,7 @@ class ActorConfig(TrainedRoleConfig):
     clip_ratio_dual: float = 3.0
     """Dual-clip bound for negative advantages (ratio capped at this)."""
     loss_type: str = "ppo"
-    """Policy loss by registry name: ppo, gspo, cispo."""
+    """Policy loss by registry name: ppo, gspo, gspo_token, sapo, cispo."""
     loss_avg_mode: LossAvgMode = "token"
     """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means;
     seq-mean-token-sum-norm: mean over sequences of token sums / data.max_response_length (Dr.GRPO)."""
@@ -236,6 +236,10 @@ class ActorConfig(TrainedRoleConfig):
     """Truncated importance sampling cap against the rollout engine's log-probs; None disables."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient."""
+    tau_positive: float = 1.0
+    """loss_type=sapo: temperature of the soft gate for tokens with advantage >= 0 (EasyR1's key and default)."""
+    tau_negative: float = 1.05
+    """loss_type=sapo: temperature of the soft gate for tokens with advantage < 0 (EasyR1's key and default)."""
     padding_free: bool = False
     """Pack sequences without pad tokens."""
     ulysses_size: int = 1
