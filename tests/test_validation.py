@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from longrl.config import ConfigError, load_config, optimizer_steps, update_responses
+from longrl.config import ConfigError, load_config, update_responses
 from longrl.validation import validate
 
 
@@ -105,21 +105,12 @@ def test_global_batch_size_counts_prompts_as_in_easyr1(tmp_path):
                  "trainer.n_gpus_per_node=8", "worker.actor.micro_batch_size_per_device_for_update=4")
     validate(cfg)
     assert update_responses(cfg, cfg.worker.actor) == 640
-    assert optimizer_steps(cfg, cfg.worker.actor, 1) == 4  # 512 prompts / 128 per optimizer step
 
 
 def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_offending_key(tmp_path):
     text = problems(config(tmp_path, "data.mini_rollout_batch_size=3", "algorithm.online_filtering=true"))
     assert "data.mini_rollout_batch_size=3 must be divisible by the data-parallel size 2" in text
     assert "data.rollout_batch_size=" not in text
-
-
-def test_each_role_schedules_its_learning_rate_over_its_own_optimizer_steps(tmp_path):
-    cfg = config(tmp_path, "data.rollout_batch_size=8", "worker.rollout.n=4", "worker.actor.global_batch_size=4",
-                 "worker.critic.global_batch_size=2", "worker.critic.ppo_epochs=2")
-    # 8 prompts per step: actor 8/4 = 2 steps x 1 epoch; critic 8/2 = 4 steps x 2 epochs; over 10 RL steps
-    assert optimizer_steps(cfg, cfg.worker.actor, 10) == 20
-    assert optimizer_steps(cfg, cfg.worker.critic, 10) == 80
 
 
 def test_mini_rollout_batch_size_without_online_filtering_is_refused_instead_of_shrinking_the_step(tmp_path):

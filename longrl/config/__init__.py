@@ -162,9 +162,11 @@ class OptimConfig:
     strategy: Literal["adamw", "adamw_bf16"] = "adamw"
     """Optimizer: adamw, or adamw_bf16 (AdamW whose moments are stored in bf16: half the optimizer memory)."""
     lr_warmup_ratio: float = 0.0
-    """Fraction of training steps with linear warmup (used when lr_warmup_steps is None)."""
+    """Fraction of training steps with linear warmup (used when lr_warmup_steps is None). The RL actor's and
+    critic's schedules count RL steps, as EasyR1's (one scheduler step per update, whatever its optimizer
+    steps); CoT-SFT's counts optimizer steps."""
     lr_warmup_steps: int | None = None
-    """Warmup steps; overrides lr_warmup_ratio."""
+    """Warmup steps (RL steps for the actor and critic); overrides lr_warmup_ratio."""
     min_lr_ratio: float | None = None
     """Floor of the cosine schedule as a fraction of lr (None = 0); only with lr_scheduler_type=cosine."""
     lr_scheduler_type: Literal["constant", "cosine"] = "constant"
@@ -618,11 +620,6 @@ def update_responses(cfg: Config, role: TrainedRoleConfig) -> int:
     worker.rollout.n responses (EasyR1's workers multiply it by n the same way)."""
     return role.global_batch_size * cfg.worker.rollout.n
 
-
-def optimizer_steps(cfg: Config, role: TrainedRoleConfig, rl_steps: int) -> int:
-    """Optimizer steps of a trained role (actor or critic) over `rl_steps` RL steps, its LR schedule's length:
-    each step makes role.ppo_epochs passes over data.rollout_batch_size prompts, role.global_batch_size at a time."""
-    return rl_steps * role.ppo_epochs * (cfg.data.rollout_batch_size // role.global_batch_size)
 
 
 def dp_size(cfg: Config) -> int:

@@ -134,7 +134,7 @@ class Actor:
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
                 self.model, self.optimizer, self.lr_scheduler, batch,
-                mini_size=self.mini_size,
+                mini_size=self.mini_size, schedule_per_call=True,
                 micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
                 micro_loss=lambda micro: self._micro_loss(micro, temperature))

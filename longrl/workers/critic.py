@@ -65,7 +65,7 @@ class Critic:
         with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
             stats = minibatch_updates(
                 self.model, self.optimizer, self.lr_scheduler, batch,
-                mini_size=self.mini_size,
+                mini_size=self.mini_size, schedule_per_call=True,
                 micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm, micro_loss=micro_loss)
         return {f"critic/{k}": v for k, v in stats.items()}

@@ -21,7 +21,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import ADVANTAGES
-from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig, optimizer_steps
+from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
@@ -145,7 +145,7 @@ class HybridWorker:
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
-                           optimizer_steps(cfg, cfg.worker.actor, total_steps),
+                           total_steps,
                            self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length,
                            responses_per_prompt=cfg.worker.rollout.n)
         self.critic = None
@@ -159,7 +159,7 @@ class HybridWorker:
                                     offload=_offloads(critic.offload), model_cfg=critic.model),
                 critic.fsdp, _offloads(critic.offload))
             self.critic = Critic(value_model, self.adapter, critic, cfg.worker.actor.loss_avg_mode, self.pad_id, dp,
-                                 optimizer_steps(cfg, critic, total_steps), self.sp, cfg.worker.actor.padding_free,
+                                 total_steps, self.sp, cfg.worker.actor.padding_free,
                                  max_response_length=cfg.data.max_response_length,
                                  responses_per_prompt=cfg.worker.rollout.n)
         self.vision = vision_cache_for(cfg, self.hf_config)  # None for text models

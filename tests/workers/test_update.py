@@ -9,7 +9,7 @@ from longrl.protocol import Batch
 from longrl.workers.update import minibatch_updates
 
 
-def _run(poison: list[float]):
+def _run(poison: list[float], schedule_per_call: bool = False):
     """SGD(lr=0.1) on w.x, w = [1, 2], schedule lr * 1/(k+1) after k steps; two mini-batches of 2 rows."""
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
@@ -24,7 +24,8 @@ def _run(poison: list[float]):
         return loss, {"loss": loss.item()}
 
     stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_size=2, epochs=1,
-                              loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss)
+                              loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss,
+                              schedule_per_call=schedule_per_call)
     return model.weight.detach()[0].tolist(), scheduler, stats
 
 
@@ -47,3 +48,12 @@ def test_an_infinite_loss_is_skipped_like_a_nan():
     weights, _, stats = _run([math.inf, 1.0, 1.0, 1.0])
     # step 1 skipped; step 2 at the unadvanced lr 0.1: w = [0.95, 1.95]
     assert weights == pytest.approx([0.95, 1.95], abs=1e-6) and stats["skipped_steps"] == 1.0
+
+
+def test_the_rl_schedule_advances_once_per_call_as_easyr1s_once_per_update():
+    weights, scheduler, stats = _run([1.0, 1.0, 1.0, 1.0], schedule_per_call=True)
+    # both optimizer steps at lr 0.1: w = [1 - 0.05 - 0.05, 2 - 0.05 - 0.05]; then one schedule step
+    assert weights == pytest.approx([0.9, 1.9], abs=1e-6)
+    assert scheduler.last_epoch == 1 and stats["lr"] == pytest.approx(0.1)
+    _, scheduler, _ = _run([math.nan, math.nan, math.nan, math.nan], schedule_per_call=True)
+    assert scheduler.last_epoch == 0  # no step taken: the schedule stays
