@@ -187,7 +187,8 @@ def gspo_token(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mas
 
 
 @POLICY_LOSSES.register("sapo")
-def sapo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
+def sapo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor,
+         cfg: ActorConfig) -> PolicyLossTerms:
     """SAPO (https://arxiv.org/abs/2511.20347; EasyR1's loss_type=sapo): a soft gate instead of a hard clip,
     loss = -A * (4 / tau) * sigmoid(tau * (r - 1)), tau = worker.actor.tau_positive for A >= 0 and
     tau_negative for A < 0. Its gradient is A * 4 p (1 - p) * r * grad log pi (p the sigmoid): exactly the

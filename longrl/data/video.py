@@ -194,7 +194,8 @@ def cache_file(cache_dir: str | os.PathLike, path: str | os.PathLike, num_frames
     """Where decode_video caches `path` sampled this way: keyed by content hash + sampling args."""
     st = os.stat(path)
     digest = _content_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    key = hashlib.sha256(f"{digest}|{num_frames}|{fps}|{max_frames}|{frame_factor}|v{_CACHE_VERSION}".encode()).hexdigest()
+    sampling = f"{num_frames}|{fps}|{max_frames}|{frame_factor}"
+    key = hashlib.sha256(f"{digest}|{sampling}|v{_CACHE_VERSION}".encode()).hexdigest()
     return Path(cache_dir) / f"{key[:40]}.npz"
 
 
@@ -253,7 +254,8 @@ def load_video_or_none(path: str | os.PathLike, num_frames: int | None = None, f
                        frame_factor: int = 2, max_frames: int | None = None) -> VideoFrames | None:
     """decode_video, but an unusable video is logged (naming the file) and gives None unless strict."""
     try:
-        return decode_video(path, num_frames, fps, cache_dir=cache_dir, frame_factor=frame_factor, max_frames=max_frames)
+        return decode_video(path, num_frames, fps, cache_dir=cache_dir, frame_factor=frame_factor,
+                            max_frames=max_frames)
     except VideoError as e:
         if strict:
             raise

@@ -32,7 +32,8 @@ def load_from_rank0(model: torch.nn.Module, source: torch.nn.Module | None) -> N
         if name in persistent:
             continue
         # on the backend's device (NCCL broadcasts CUDA tensors only; an offloaded model's buffers are on the CPU)
-        wire = (source.get_buffer(name) if source is not None else buffer).detach().to(device(), buffer.dtype, copy=True)
+        value = source.get_buffer(name) if source is not None else buffer
+        wire = value.detach().to(device(), buffer.dtype, copy=True)
         dist.broadcast(wire, src=0)
         with torch.no_grad():
             buffer.copy_(wire)

@@ -20,8 +20,8 @@ from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.ulysses_attention import ulysses_attention
-from longrl.models.vision_cache import (describe_media, has_media, max_over_ranks, media_mode, media_refs, overlong_reason,
-                                         vision_cache_for)
+from longrl.models.vision_cache import (describe_media, has_media, max_over_ranks, media_mode, media_refs,
+                                         overlong_reason, vision_cache_for)
 from longrl.parallel.device import init_distributed, torch_dtype
 from longrl.parallel.ulysses import SPGroup, init_sp_groups
 from longrl.protocol import Batch
