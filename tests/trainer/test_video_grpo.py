@@ -149,7 +149,9 @@ def test_after_an_update_the_rollout_sees_the_new_tower_and_equals_transformers_
         [videos] = cache.row_inputs([paths], "pixels")
         assert after["responses"][i, : lengths[i]].tolist() == hf_greedy(model, list(prompt_ids), videos,
                                                                          GREEDY.max_tokens)
-    assert not torch.equal(before["responses"], after["responses"]), "rollout still sees the old weights"
+    # the greedy tokens of a random tiny model may survive one update (a repeated token); their log-probs do not
+    assert not torch.equal(before["responses"], after["responses"]) or not torch.allclose(
+        before["rollout_log_probs"], after["rollout_log_probs"]), "rollout still sees the old weights"
 
 
 def test_a_prompt_with_a_broken_video_gets_empty_responses_while_the_rest_trains(trainer):
