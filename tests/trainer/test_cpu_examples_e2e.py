@@ -2,7 +2,7 @@
 
 The scripts that tests/trainer/test_algorithms_e2e.py already runs (with the session's tiny model) are listed
 in COVERED_THERE; the others run here one after another, as a user runs them from a clean clone: each builds
-its own tiny model and data under assets/ when they are missing. Only the step count, checkpointing and
+its own tiny model and data under assets/ when they are missing. Only the step count, validation and
 checkpointing are overridden, to keep the run short.
 """
 
