@@ -89,7 +89,7 @@ def start_group(pool, model_dir: Path, cache: bool, frames: int, n: int, cache_d
         "config=configs/cpu_video.yaml", f"worker.actor.model.model_path={model_dir}",
         f"worker.rollout.cache_video_embeds={str(cache).lower()}", f"worker.rollout.num_video_frames={frames}",
         f"worker.actor.share_prompt_prefix={str(share).lower()}",
-        f"worker.rollout.n={n}", "data.rollout_batch_size=1", f"worker.actor.global_batch_size={n}",
+        f"worker.rollout.n={n}", "data.rollout_batch_size=1", "worker.actor.global_batch_size=1",
         f"worker.actor.micro_batch_size_per_device_for_update={n // 2}",
         f"worker.actor.micro_batch_size_per_device_for_experience={n}",
         f"data.max_prompt_length={frames * 2 + 256}", f"data.max_response_length={RESPONSE_TOKENS}",

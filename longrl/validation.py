@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 
 from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, Requires
-from longrl.config import LOGGER_PACKAGES, Config, ConfigError, TrainedRoleConfig, world_size
+from longrl.config import LOGGER_PACKAGES, Config, ConfigError, TrainedRoleConfig, update_responses, world_size
 from longrl.workers.rollout.base import SamplingSpec
 
 
@@ -29,7 +29,8 @@ def validate(cfg: Config, model_max_positions: int | None = None,
         problems.append(f"data.max_prompt_length + data.max_response_length = "
                         f"{data.max_prompt_length + data.max_response_length} exceeds the model's limit "
                         f"max_position_embeddings={model_max_positions}; lower one of them")
-    for key, value in (("trainer.max_restarts", t.max_restarts), ("trainer.max_skipped_steps", t.max_skipped_steps)):
+    for key, value in (("trainer.max_restarts", t.max_restarts), ("trainer.max_skipped_steps", t.max_skipped_steps),
+                       ("data.num_workers", data.num_workers)):
         if value < 0:
             problems.append(f"{key}={value} must be >= 0 (0 turns it off)")
     if cfg.worker.reward.timeout_s is not None and cfg.worker.reward.timeout_s <= 0:
@@ -126,18 +127,21 @@ def _trained_roles(cfg: Config) -> dict[str, TrainedRoleConfig]:
 
 
 def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: int) -> list[str]:
-    """A trained role's mini-batches must tile the step's responses and split over the data-parallel ranks."""
+    """A trained role's mini-batches must tile the step's prompts and split over the data-parallel ranks
+    (global_batch_size counts prompts; an optimizer step takes their worker.rollout.n responses each)."""
     problems = []
-    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
+    prompts, n = cfg.data.rollout_batch_size, cfg.worker.rollout.n
     gbs, micro = role.global_batch_size, role.micro_batch_size_per_device_for_update
-    if gbs < 1 or gbs > responses or responses % gbs:
-        problems.append(f"{prefix}.global_batch_size={gbs} must divide the responses per step "
-                        f"data.rollout_batch_size x worker.rollout.n = {responses}")
-    elif gbs % dp:
-        problems.append(f"{prefix}.global_batch_size={gbs} must be divisible by the data-parallel size {dp}")
-    elif micro < 1 or (gbs // dp) % micro:
+    responses = update_responses(cfg, role)
+    if gbs < 1 or gbs > prompts or prompts % gbs:
+        problems.append(f"{prefix}.global_batch_size={gbs} (prompts per optimizer step) must divide the prompts "
+                        f"per step data.rollout_batch_size={prompts}")
+    elif responses % dp:
+        problems.append(f"{prefix}.global_batch_size x worker.rollout.n = {gbs} x {n} = {responses} responses per "
+                        f"optimizer step must be divisible by the data-parallel size {dp}")
+    elif micro < 1 or (responses // dp) % micro:
         problems.append(f"{prefix}.micro_batch_size_per_device_for_update={micro} must divide the per-device "
-                        f"mini-batch global_batch_size/dp = {gbs // dp}")
+                        f"mini-batch global_batch_size x worker.rollout.n / dp = {responses // dp} responses")
     if role.micro_batch_size_per_device_for_experience < 1:
         problems.append(f"{prefix}.micro_batch_size_per_device_for_experience="
                         f"{role.micro_batch_size_per_device_for_experience} must be at least 1")
@@ -183,12 +187,6 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
     problems = []
     actor, critic = cfg.worker.actor, cfg.worker.critic
     roles = _trained_roles(cfg)
-    fsdp_sections = {f"{prefix}.fsdp": role.fsdp for prefix, role in roles.items()}
-    fsdp_sections["worker.ref.fsdp"] = cfg.worker.ref.fsdp
-    for prefix, fsdp in fsdp_sections.items():
-        if fsdp.enable_rank0_init:
-            problems.append(f"{prefix}.enable_rank0_init=true (load on rank 0, broadcast the shards) is not "
-                            f"implemented: every rank reads the checkpoint and keeps its own shard; set it to false")
     if "worker.critic" in roles:
         actor_tokenizer = actor.model.tokenizer_path or actor.model.model_path
         if critic.model.tokenizer_path is not None and critic.model.tokenizer_path != actor_tokenizer:

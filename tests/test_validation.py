@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from longrl.config import ConfigError, load_config, optimizer_steps
+from longrl.config import ConfigError, load_config, update_responses
 from longrl.validation import validate
 
 
@@ -56,11 +56,10 @@ def test_truncated_importance_sampling_with_full_sampling_validates(tmp_path):
 
 
 # ---- keys refused instead of ignored -------------------------------------------------------------
-def test_rank0_init_is_refused_instead_of_ignored(tmp_path):
-    text = problems(config(tmp_path, "worker.actor.optim.strategy=adamw_bf16", "worker.actor.fsdp.enable_rank0_init=true",
-                           "worker.ref.fsdp.enable_rank0_init=true"))
-    assert "adamw_bf16" not in text  # implemented: longrl/workers/optim.py
-    assert "worker.actor.fsdp.enable_rank0_init=true" in text and "worker.ref.fsdp.enable_rank0_init=true" in text
+def test_easyr1s_optimizer_and_loading_keys_validate(tmp_path):
+    # implemented: adamw_bf16 in longrl/workers/optim.py, rank 0 init in longrl/parallel/rank0_init.py
+    validate(config(tmp_path, "worker.actor.optim.strategy=adamw_bf16", "worker.actor.fsdp.enable_rank0_init=true",
+                    "worker.ref.fsdp.enable_rank0_init=true"))
 
 
 def test_critic_keys_it_cannot_honour_are_refused_when_a_critic_is_trained(tmp_path):
@@ -69,7 +68,7 @@ def test_critic_keys_it_cannot_honour_are_refused_when_a_critic_is_trained(tmp_p
                            "worker.critic.fsdp.enable_rank0_init=true"))
     assert "worker.critic.model.tokenizer_path='/other': the critic scores the actor's token ids" in text
     assert "worker.critic.model.freeze_vision_tower=true: the critic is a text model" in text
-    assert "worker.critic.optim.strategy=adamw_bf16" not in text and "worker.critic.fsdp.enable_rank0_init=true" in text
+    assert "worker.critic.optim.strategy=adamw_bf16" not in text and "enable_rank0_init" not in text
 
 
 # ---- checks that used to come late ----------------------------------------------------------------
@@ -87,12 +86,25 @@ def test_a_bad_value_in_val_override_config_is_refused_before_training(tmp_path)
 
 def test_critic_batch_sizes_are_checked_when_a_critic_is_trained(tmp_path):
     # 8 prompts x 4 responses = 32 per step; dp = 2
-    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=12"))
-    assert "worker.critic.global_batch_size=12 must divide the responses per step" in text
-    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=8",
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=3"))
+    assert "worker.critic.global_batch_size=3 (prompts per optimizer step) must divide the prompts per step " \
+           "data.rollout_batch_size=8" in text
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=2",
                            "worker.critic.micro_batch_size_per_device_for_update=3"))
-    assert "worker.critic.micro_batch_size_per_device_for_update=3 must divide the per-device mini-batch" in text
-    validate(config(tmp_path, "worker.critic.global_batch_size=12"))  # no critic (grpo): its sizes are unread
+    assert ("worker.critic.micro_batch_size_per_device_for_update=3 must divide the per-device mini-batch "
+            "global_batch_size x worker.rollout.n / dp = 4 responses") in text
+    text = problems(config(tmp_path, "algorithm.adv_estimator=gae", "worker.critic.global_batch_size=1",
+                           "worker.rollout.n=3"))
+    assert "global_batch_size x worker.rollout.n = 1 x 3 = 3 responses per optimizer step must be divisible" in text
+    validate(config(tmp_path, "worker.critic.global_batch_size=3"))  # no critic (grpo): its sizes are unread
+
+
+def test_global_batch_size_counts_prompts_as_in_easyr1(tmp_path):
+    # EasyR1's workers multiply global_batch_size by rollout.n: 128 prompts with n=5 are 640 responses per update
+    cfg = config(tmp_path, "data.rollout_batch_size=512", "worker.rollout.n=5", "worker.actor.global_batch_size=128",
+                 "trainer.n_gpus_per_node=8", "worker.actor.micro_batch_size_per_device_for_update=4")
+    validate(cfg)
+    assert update_responses(cfg, cfg.worker.actor) == 640
 
 
 def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_offending_key(tmp_path):
@@ -101,15 +113,11 @@ def test_the_divisibility_error_names_mini_rollout_batch_size_when_that_is_the_o
     assert "data.rollout_batch_size=" not in text
 
 
-def test_each_role_schedules_its_learning_rate_over_its_own_optimizer_steps(tmp_path):
-    cfg = config(tmp_path, "data.rollout_batch_size=8", "worker.rollout.n=4", "worker.actor.global_batch_size=16",
-                 "worker.critic.global_batch_size=8", "worker.critic.ppo_epochs=2")
-    # 32 responses per step: actor 32/16 = 2 steps x 1 epoch; critic 32/8 = 4 steps x 2 epochs; over 10 RL steps
-    assert optimizer_steps(cfg, cfg.worker.actor, 10) == 20
-    assert optimizer_steps(cfg, cfg.worker.critic, 10) == 80
-
-
 def test_mini_rollout_batch_size_without_online_filtering_is_refused_instead_of_shrinking_the_step(tmp_path):
     text = problems(config(tmp_path, "data.mini_rollout_batch_size=4"))
     assert "data.mini_rollout_batch_size=4 sets the prompts of one online-filtering round" in text
     validate(config(tmp_path, "data.mini_rollout_batch_size=4", "algorithm.online_filtering=true"))
+
+
+def test_a_negative_decode_thread_count_is_refused(tmp_path):
+    assert "data.num_workers=-1 must be >= 0" in problems(config(tmp_path, "data.num_workers=-1"))

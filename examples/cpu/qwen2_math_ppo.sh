@@ -7,7 +7,7 @@ exec bash "$(dirname "$0")/qwen2_math_grpo.sh" \
     algorithm.gamma=1.0 \
     algorithm.lam=0.95 \
     worker.critic.optim.lr=1e-4 \
-    worker.critic.global_batch_size=16 \
+    worker.critic.global_batch_size=4 \
     trainer.critic_warmup=0 \
     trainer.experiment_name=qwen2_math_ppo \
     "$@"

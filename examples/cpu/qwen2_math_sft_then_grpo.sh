@@ -26,15 +26,8 @@ evaluate() {  # model dir, output dir
 }
 
 # shellcheck disable=SC2086  # SFT_ARGS is a list of key=value words
-"$PYTHON" -m longrl.trainer.sft \
-    config=configs/sft_math.yaml \
-    data.train_files="$DATA_DIR/train.jsonl" \
-    data.val_files="$DATA_DIR/val.jsonl" \
-    worker.actor.model.model_path="$MODEL_PATH" \
-    trainer.save_checkpoint_path="$OUT/sft" \
-    $SFT_ARGS
+PYTHON=$PYTHON MODEL_PATH=$MODEL_PATH DATA_DIR=$DATA_DIR OUT=$OUT bash examples/cpu/qwen2_math_sft.sh $SFT_ARGS
 SFT_ACTOR=$(latest_actor "$OUT/sft")
-"$PYTHON" scripts/model_merger.py --local_dir "$SFT_ACTOR"
 evaluate "$SFT_ACTOR/huggingface" "$OUT/eval_sft"
 
 "$PYTHON" -m longrl.trainer.main \

@@ -1,36 +1,33 @@
 #!/usr/bin/env bash
-# GRPO on MATH (hiyouga/math12k) with Qwen2.5-3B-Instruct on one 8-GPU node.
+# GRPO on a math data set with Qwen2.5-3B-Instruct on one 8-GPU node: Long-RL's
+# examples/new_supports/qwen2_5_3b_math_grpo.sh, same arguments and hyper-parameters (configs/long_rl.yaml
+# is Long-RL's examples/config.yaml). The seed trains and validates on the same data, as here.
 #
-#   MODEL_PATH=/models/Qwen2.5-3B-Instruct bash examples/new_supports/qwen2_5_3b_math_grpo.sh [key=value ...]
+#   bash examples/new_supports/qwen2_5_3b_math_grpo.sh DATA_PATH [key=value ...]
 #
-# MODEL_PATH (environment): a local Hugging Face model directory; nothing is downloaded by the trainer.
-# Optional environment, defaults in brackets:
-#   TRAIN_FILES / VAL_FILES [hiyouga/math12k@train / @test]   N_GPUS_PER_NODE [8]
-#   NNODES [1]: set by scripts/train_multi_nodes.sh; the batch grows with the nodes (32 prompts per node)
-#   PYTHON [python3]   DRY_RUN=1: print the effective config and exit
-# Extra key=value arguments override any key (see configs/config.yaml). The CPU twin of this script
-# is examples/cpu/qwen2_math_grpo.sh.
+# DATA_PATH (first argument, or environment): a json/jsonl/parquet file or directory, or a hub `name@split`
+#   (e.g. hiyouga/math12k@train).
+# MODEL_PATH [Qwen/Qwen2.5-3B-Instruct]: a local model directory or a hub id (downloaded once, on the driver).
+# Optional environment: N_GPUS_PER_NODE [8]; NNODES [1] (scripts/train_multi_nodes.sh); PYTHON [python3];
+#   DRY_RUN=1: print the effective config and exit. The CPU twin of this script is examples/cpu/qwen2_math_grpo.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-: "${MODEL_PATH:?set MODEL_PATH to a local Qwen2.5-3B-Instruct directory}"
+if [[ $# -gt 0 && $1 != *=* ]]; then DATA_PATH=$1; shift; fi
+: "${DATA_PATH:?set DATA_PATH (first argument or environment) to the training data, e.g. hiyouga/math12k@train}"
+MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-3B-Instruct}
 PYTHON=${PYTHON:-python3}
-NNODES=${NNODES:-1}
-prompts=$((32 * NNODES))
 
 args=(
-    config=configs/config.yaml
-    data.train_files="${TRAIN_FILES:-hiyouga/math12k@train}"
-    data.val_files="${VAL_FILES:-hiyouga/math12k@test}"
-    data.format_prompt=examples/format_prompt/math.jinja
+    config=configs/long_rl.yaml
+    data.train_files="$DATA_PATH"
+    data.val_files="$DATA_PATH"
     data.max_response_length=2048
-    data.rollout_batch_size="$prompts"
     worker.actor.model.model_path="$MODEL_PATH"
-    worker.actor.global_batch_size="$prompts"
-    worker.reward.reward_function=examples/reward_function/math.py:compute_score
+    worker.reward.reward_type=sequential
+    worker.reward.reward_function=examples/reward_function/r1v.py:compute_score
     trainer.experiment_name=qwen2_5_3b_math_grpo
-    trainer.save_checkpoint_path=checkpoints/longrl/qwen2_5_3b_math_grpo
     trainer.save_freq=100
-    trainer.nnodes="$NNODES"
+    trainer.nnodes="${NNODES:-1}"
     trainer.n_gpus_per_node="${N_GPUS_PER_NODE:-8}"
     "$@"
 )

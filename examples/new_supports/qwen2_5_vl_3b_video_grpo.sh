@@ -1,59 +1,49 @@
 #!/usr/bin/env bash
-# GRPO on LongVideo-Reason with Qwen2.5-VL-3B-Instruct: one 8-GPU node, Ulysses sequence parallel 4.
+# GRPO on LongVideo-Reason with Qwen2.5-VL-3B-Instruct on one 8-GPU node, Ulysses sequence parallel 4:
+# Long-RL's examples/new_supports/qwen2_5_vl_3b_video_grpo.sh, same arguments and hyper-parameters
+# (configs/long_rl.yaml is Long-RL's examples/config.yaml).
 #
-#   MODEL_PATH=/models/Qwen2.5-VL-3B-Instruct bash examples/new_supports/qwen2_5_vl_3b_video_grpo.sh VIDEO_PATH [key=value ...]
+#   bash examples/new_supports/qwen2_5_vl_3b_video_grpo.sh VIDEO_PATH [key=value ...]
 #
 # VIDEO_PATH (first argument, or environment): the directory that the dataset's video paths are relative to.
-# MODEL_PATH (environment): a local Hugging Face model directory; nothing is downloaded by the trainer.
+# MODEL_PATH [Qwen/Qwen2.5-VL-3B-Instruct]: a local model directory or a hub id (downloaded once, on the
+#   driver, before the workers start).
 # Optional environment, defaults in brackets:
 #   TRAIN_FILES / VAL_FILES [LongVideo-Reason/longvideo-reason@train / @validation]
-#   NUM_VIDEO_FRAMES [32]   TOKENS_PER_FRAME [60]   ULYSSES_SIZE [4]   N_GPUS_PER_NODE [8]
-#   NNODES [1]: set by scripts/train_multi_nodes.sh; the batch grows with the nodes (8 prompts per node)
+#   NUM_VIDEO_FRAMES [32]   ULYSSES_SIZE [4]   N_GPUS_PER_NODE [8]   EXPERIMENT_NAME [qwen2_5_vl_3b_video_grpo]
+#   NNODES [1]: set by scripts/train_multi_nodes.sh (trainer.nnodes)
 #   PYTHON [python3]   DRY_RUN=1: print the effective config and exit
 # Extra key=value arguments override any key (see configs/config.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ $# -gt 0 && $1 != *=* ]]; then VIDEO_PATH=$1; shift; fi
 : "${VIDEO_PATH:?set VIDEO_PATH (first argument or environment) to the directory holding the videos}"
-: "${MODEL_PATH:?set MODEL_PATH to a local Qwen2.5-VL-3B-Instruct directory}"
+MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-VL-3B-Instruct}
 PYTHON=${PYTHON:-python3}
-NNODES=${NNODES:-1}
-N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
-ULYSSES_SIZE=${ULYSSES_SIZE:-4}
 NUM_VIDEO_FRAMES=${NUM_VIDEO_FRAMES:-32}
-TOKENS_PER_FRAME=${TOKENS_PER_FRAME:-60}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-qwen2_5_vl_3b_video_grpo}
+tokens_per_frame=60
 
-# Qwen2.5-VL turns each 28x28 pixel block of a pair of frames into one token, so a frame of
-# max_pixels costs max_pixels / 784 / 2 tokens: cap frames at TOKENS_PER_FRAME tokens each.
-max_pixels=$((TOKENS_PER_FRAME * 2 * 28 * 28))
-video_tokens=$((NUM_VIDEO_FRAMES * TOKENS_PER_FRAME))
-prompts=$((8 * NNODES))
-
+# Long-RL sizes video frames with qwen_vl_utils to about tokens_per_frame tokens each and keeps
+# data.max_pixels (4194304 in its config) for images; longrl sizes frames by data.max_pixels, so it is
+# set to what 60 tokens a frame take: Qwen2.5-VL makes one token of each 28x28 block of a pair of frames.
 args=(
-    config=configs/config.yaml
+    config=configs/long_rl.yaml
     data.train_files="${TRAIN_FILES:-LongVideo-Reason/longvideo-reason@train}"
     data.val_files="${VAL_FILES:-LongVideo-Reason/longvideo-reason@validation}"
     data.video_dir="$VIDEO_PATH"
     data.format_prompt=examples/format_prompt/r1v.jinja
-    data.max_pixels="$max_pixels"
-    data.max_prompt_length=$((video_tokens + 1024))
-    data.max_response_length=1024
-    data.rollout_batch_size="$prompts"
-    worker.actor.model.model_path="$MODEL_PATH"
+    data.max_pixels=$((tokens_per_frame * 2 * 28 * 28))
     worker.actor.padding_free=true
-    worker.actor.ulysses_size="$ULYSSES_SIZE"
-    worker.actor.global_batch_size="$prompts"
-    worker.actor.micro_batch_size_per_device_for_update=1
-    worker.actor.micro_batch_size_per_device_for_experience=1
+    worker.actor.ulysses_size="${ULYSSES_SIZE:-4}"
+    worker.actor.model.model_path="$MODEL_PATH"
     worker.rollout.num_video_frames="$NUM_VIDEO_FRAMES"
-    worker.rollout.max_num_batched_tokens=$((video_tokens + 8192))
+    worker.rollout.max_num_batched_tokens=$((NUM_VIDEO_FRAMES * tokens_per_frame + 8192))
     worker.reward.reward_type=sequential
     worker.reward.reward_function=examples/reward_function/r1v.py:compute_score
     trainer.experiment_name="$EXPERIMENT_NAME"
-    trainer.save_checkpoint_path="checkpoints/longrl/$EXPERIMENT_NAME"
-    trainer.nnodes="$NNODES"
-    trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+    trainer.nnodes="${NNODES:-1}"
+    trainer.n_gpus_per_node="${N_GPUS_PER_NODE:-8}"
     trainer.val_before_train=false
     trainer.val_freq=-1
     "$@"

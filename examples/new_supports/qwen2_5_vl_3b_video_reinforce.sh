@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# REINFORCE++ (arXiv:2501.03262) on LongVideo-Reason with Qwen2.5-VL-3B-Instruct: token-level returns
-# whitened over the batch, KL to the reference folded into the reward. Arguments and environment as
-# in qwen2_5_vl_3b_video_grpo.sh.
+# REINFORCE++ (arXiv:2501.03262) on LongVideo-Reason with Qwen2.5-VL-3B-Instruct, as Long-RL's script of
+# this name: token-level returns whitened over the batch, KL to the reference folded into the reward.
+# Arguments and environment as in qwen2_5_vl_3b_video_grpo.sh.
 #
-#   MODEL_PATH=/models/Qwen2.5-VL-3B-Instruct bash examples/new_supports/qwen2_5_vl_3b_video_reinforce.sh VIDEO_PATH [key=value ...]
+#   bash examples/new_supports/qwen2_5_vl_3b_video_reinforce.sh VIDEO_PATH [key=value ...]
 set -euo pipefail
 video=()  # VIDEO_PATH stays first; the user's key=value arguments come last, so they win
 if [[ $# -gt 0 && $1 != *=* ]]; then video=("$1"); shift; fi

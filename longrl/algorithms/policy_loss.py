@@ -127,7 +127,11 @@ def ppo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tens
     if cfg.clip_ratio_dual <= 1.0:
         raise ConfigError(f"worker.actor.clip_ratio_dual={cfg.clip_ratio_dual} must be > 1 (it caps the ratio "
                           f"for negative advantages above the normal clip); the usual value is 3.0")
-    ratio = _ratio(log_probs, old_log_probs)
+    return _dual_clipped(_ratio(log_probs, old_log_probs), advantages, cfg)
+
+
+def _dual_clipped(ratio: Tensor, advantages: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
+    """PPO's clipped objective of `ratio`, with the dual clip on negative advantages (ppo, gspo_token)."""
     loss_unclipped = -advantages * ratio
     loss_clipped = -advantages * ratio.clamp(1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high)
     loss = torch.maximum(loss_unclipped, loss_clipped)
@@ -140,10 +144,22 @@ def ppo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tens
     )
 
 
+def _gspo_token_ratio(log_probs: Tensor, old_log_probs: Tensor, mask: Tensor) -> Tensor:
+    """GSPO-token's ratio (sec. 4.3): the value of the sequence ratio s = exp(mean_t log(pi/pi_old)) on every
+    token, with gradient s * grad log pi(y_t) (s detached, times pi / sg(pi))."""
+    lengths = mask.sum(-1).clamp(min=1)
+    seq_log_ratio = torch.where(mask, log_probs - old_log_probs, 0.0).sum(-1) / lengths
+    log_s = log_probs - log_probs.detach() + seq_log_ratio.detach()[:, None]
+    return log_s.clamp(max=10.0).exp()  # as verl: one runaway sequence must not overflow the loss
+
+
+_GSPO_CLIP_WHY = ("GSPO's ratio is a geometric mean of token ratios that stays within about 1e-3 of 1: the paper "
+                  "clips at 3e-4/4e-4, and PPO's 0.2/0.3 never clip it")
+
+
 @POLICY_LOSSES.register("gspo", requires=Requires(
     loss_avg_mode="seq", max_clip_ratio=1e-2,
-    why="GSPO's objective is a mean over sequences of one clipped sequence ratio, a geometric mean of token "
-        "ratios that stays within about 1e-3 of 1: the paper clips at 3e-4/4e-4, and PPO's 0.2/0.3 never clip it"))
+    why="GSPO's objective is a mean over sequences of one clipped sequence ratio; " + _GSPO_CLIP_WHY))
 def gspo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor, cfg: ActorConfig) -> PolicyLossTerms:
     """GSPO (https://arxiv.org/abs/2507.18071): clip the sequence ratio s = exp(mean_t log(pi/pi_old)).
 
@@ -151,15 +167,40 @@ def gspo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Ten
     gradient s * grad log pi(y_t); with one advantage per sequence and loss_avg_mode=seq this is
     exactly the GSPO objective.
     """
-    lengths = mask.sum(-1).clamp(min=1)
-    seq_log_ratio = torch.where(mask, log_probs - old_log_probs, 0.0).sum(-1) / lengths
-    log_s = log_probs - log_probs.detach() + seq_log_ratio.detach()[:, None]
-    ratio = log_s.clamp(max=10.0).exp()  # as verl: one runaway sequence must not overflow the loss
+    ratio = _gspo_token_ratio(log_probs, old_log_probs, mask)
     loss_unclipped = -advantages * ratio
     loss_clipped = -advantages * ratio.clamp(1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high)
     return PolicyLossTerms(
         loss=torch.maximum(loss_unclipped, loss_clipped),
         clipped=loss_clipped > loss_unclipped,
+        clipped_lower=torch.zeros_like(mask),
+    )
+
+
+@POLICY_LOSSES.register("gspo_token", requires=Requires(max_clip_ratio=1e-2, why=_GSPO_CLIP_WHY))
+def gspo_token(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor,
+               cfg: ActorConfig) -> PolicyLossTerms:
+    """GSPO-token (https://arxiv.org/abs/2507.18071 sec. 4.3; EasyR1's loss_type=gspo_token): PPO's clipped
+    objective, dual clip included, of the GSPO-token ratio. Unlike `gspo` each token keeps its own advantage
+    and any loss_avg_mode is allowed: with per-token advantages (multi-turn credit) it is not GSPO."""
+    return _dual_clipped(_gspo_token_ratio(log_probs, old_log_probs, mask), advantages, cfg)
+
+
+@POLICY_LOSSES.register("sapo")
+def sapo(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, mask: Tensor,
+         cfg: ActorConfig) -> PolicyLossTerms:
+    """SAPO (https://arxiv.org/abs/2511.20347; EasyR1's loss_type=sapo): a soft gate instead of a hard clip,
+    loss = -A * (4 / tau) * sigmoid(tau * (r - 1)), tau = worker.actor.tau_positive for A >= 0 and
+    tau_negative for A < 0. Its gradient is A * 4 p (1 - p) * r * grad log pi (p the sigmoid): exactly the
+    policy gradient on-policy (r = 1), fading smoothly as r leaves 1. Nothing is clipped (clipfrac 0)."""
+    if cfg.tau_positive <= 0 or cfg.tau_negative <= 0:
+        raise ConfigError(f"worker.actor.tau_positive={cfg.tau_positive} and tau_negative={cfg.tau_negative} must be "
+                          f"> 0 (SAPO's gate temperatures; EasyR1's defaults 1.0 and 1.05)")
+    ratio = _ratio(log_probs, old_log_probs)
+    tau = torch.where(advantages >= 0, cfg.tau_positive, cfg.tau_negative)
+    return PolicyLossTerms(
+        loss=-advantages * 4.0 / tau * torch.sigmoid(tau * (ratio - 1.0)),
+        clipped=torch.zeros_like(mask),
         clipped_lower=torch.zeros_like(mask),
     )
 

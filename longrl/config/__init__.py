@@ -47,8 +47,13 @@ class DataConfig:
     """Directory that relative image paths are resolved against."""
     video_dir: str | None = None
     """Directory that relative video paths are resolved against."""
+    video_fps: float | None = None
+    """EasyR1's frame sampling: each video gets duration x video_fps frames (at least 4, at most
+    worker.rollout.num_video_frames and the video's own frames, rounded down to even, as qwen_vl_utils samples);
+    None = exactly worker.rollout.num_video_frames frames per video (Long-RL's rule)."""
     max_prompt_length: int = 512
-    """Longest prompt in tokens (after the chat template and media tokens)."""
+    """Longest prompt in tokens after the chat template, counting image tokens; a video's tokens come on top
+    (as in Long-RL), bounded with the rest by worker.rollout.max_model_len."""
     max_response_length: int = 512
     """Longest response in tokens."""
     rollout_batch_size: int = 8
@@ -73,6 +78,10 @@ class DataConfig:
     """Drop prompts longer than max_prompt_length (logged); false makes them an error."""
     cache_dir: str | None = None
     """Directory for decoded-video caches; None disables the cache."""
+    num_workers: int = 0
+    """Parallel decoding of media (Long-RL's data-loader workers, which decode and preprocess the videos there):
+    here each training worker decodes the videos and images of its prompts, on this many threads; 0 decodes them
+    one after another."""
     strict: bool = False
     """A bad row stops loading at once (a jsonl line that is not UTF-8 or not a JSON object, an empty prompt, no
     answer, media that disagree with the <image>/<video> placeholders); false skips it, logged with its file and
@@ -163,9 +172,11 @@ class OptimConfig:
     strategy: Literal["adamw", "adamw_bf16"] = "adamw"
     """Optimizer: adamw, or adamw_bf16 (AdamW whose moments are stored in bf16: half the optimizer memory)."""
     lr_warmup_ratio: float = 0.0
-    """Fraction of training steps with linear warmup (used when lr_warmup_steps is None)."""
+    """Fraction of training steps with linear warmup (used when lr_warmup_steps is None). The RL actor's and
+    critic's schedules count RL steps, as EasyR1's (one scheduler step per update, whatever its optimizer
+    steps); CoT-SFT's counts optimizer steps."""
     lr_warmup_steps: int | None = None
-    """Warmup steps; overrides lr_warmup_ratio."""
+    """Warmup steps (RL steps for the actor and critic); overrides lr_warmup_ratio."""
     min_lr_ratio: float | None = None
     """Floor of the cosine schedule as a fraction of lr (None = 0); only with lr_scheduler_type=cosine."""
     lr_scheduler_type: Literal["constant", "cosine"] = "constant"
@@ -179,7 +190,8 @@ class FSDPConfig:
     enable_cpu_offload: bool = False
     """GPU runs: keep sharded parameters, gradients and optimizer state in CPU memory (FSDP2 CPUOffloadPolicy)."""
     enable_rank0_init: bool = False
-    """Accepted for EasyR1 compatibility: every rank reads the checkpoint and keeps only its own shard."""
+    """Rank 0 alone reads the checkpoint; the other ranks build the model on the meta device and receive their
+    shards from it by broadcast (one copy of the model in CPU memory per node instead of one per rank)."""
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
     """Parameter dtype while training; None = fp32 for the actor and the critic, bf16 for the reference on GPU
     (fp32 on CPU)."""
@@ -200,9 +212,11 @@ class TrainedRoleConfig:
     """What every trained model (actor, critic) is configured with."""
 
     global_batch_size: int = 8
-    """Responses (not prompts) per optimizer step, summed over all data-parallel ranks."""
+    """Prompts per optimizer step, summed over all data-parallel ranks, as in EasyR1/Long-RL: an optimizer step
+    takes their global_batch_size x worker.rollout.n responses (update_responses). (CoT-SFT: rows per step.)"""
     micro_batch_size_per_device_for_update: int = 4
-    """Responses per forward/backward on one device (gradient accumulation fills the rest)."""
+    """Responses per forward/backward on one device (gradient accumulation fills the rest of the device's
+    global_batch_size x worker.rollout.n / data-parallel size)."""
     micro_batch_size_per_device_for_experience: int = 8
     """Responses per forward when computing log-probs (actor) or values (critic)."""
     max_grad_norm: float = 1.0
@@ -226,7 +240,7 @@ class ActorConfig(TrainedRoleConfig):
     clip_ratio_dual: float = 3.0
     """Dual-clip bound for negative advantages (ratio capped at this)."""
     loss_type: str = "ppo"
-    """Policy loss by registry name: ppo, gspo, cispo."""
+    """Policy loss by registry name: ppo, gspo, gspo_token, sapo, cispo."""
     loss_avg_mode: LossAvgMode = "token"
     """token: mean over all response tokens of the mini-batch; seq: mean of per-sequence means;
     seq-mean-token-sum-norm: mean over sequences of token sums / data.max_response_length (Dr.GRPO)."""
@@ -234,6 +248,10 @@ class ActorConfig(TrainedRoleConfig):
     """Truncated importance sampling cap against the rollout engine's log-probs; None disables."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient."""
+    tau_positive: float = 1.0
+    """loss_type=sapo: temperature of the soft gate for tokens with advantage >= 0 (EasyR1's key and default)."""
+    tau_negative: float = 1.05
+    """loss_type=sapo: temperature of the soft gate for tokens with advantage < 0 (EasyR1's key and default)."""
     padding_free: bool = False
     """Pack sequences without pad tokens."""
     ulysses_size: int = 1
@@ -282,7 +300,9 @@ class RolloutConfig:
     ignore_eos: bool = False
     """Keep generating past EOS (benchmarks)."""
     max_model_len: int | None = None
-    """Longest prompt + response the engine holds; None = data.max_prompt_length + data.max_response_length."""
+    """Longest prompt + response the engine holds (longer video prompts are skipped as overlong); None =
+    data.max_prompt_length + data.max_response_length, plus for a vision-language model the video tokens of
+    limit_videos videos at num_video_frames and data.max_pixels, at most the model's context."""
     trust_remote_code: bool = False
     """Let vLLM run the model directory's own code (models it does not know)."""
     disable_tqdm: bool = True
@@ -305,7 +325,7 @@ class RolloutConfig:
     limit_videos: int = 1
     """Videos per prompt the engine accepts (vision-language models)."""
     num_video_frames: int = 16
-    """Frames sampled per video."""
+    """Frames sampled per video; with data.video_fps set, the most frames a video gets."""
     cache_video_embeds: bool = True
     """Encode each video once per step and reuse the embeddings (VisionCache)."""
     val_override_config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"temperature": 0.0, "n": 1})
@@ -607,11 +627,11 @@ def world_size(cfg: Config) -> int:
     return cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
 
 
-def optimizer_steps(cfg: Config, role: TrainedRoleConfig, rl_steps: int) -> int:
-    """Optimizer steps of a trained role (actor or critic) over `rl_steps` RL steps, its LR schedule's length:
-    each step makes role.ppo_epochs passes over rollout_batch_size x n responses in role.global_batch_size."""
-    responses = cfg.data.rollout_batch_size * cfg.worker.rollout.n
-    return rl_steps * role.ppo_epochs * (responses // role.global_batch_size)
+def update_responses(cfg: Config, role: TrainedRoleConfig) -> int:
+    """Responses in one optimizer step of a trained role: its global_batch_size counts prompts, each with its
+    worker.rollout.n responses (EasyR1's workers multiply it by n the same way)."""
+    return role.global_batch_size * cfg.worker.rollout.n
+
 
 
 def dp_size(cfg: Config) -> int:

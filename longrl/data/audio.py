@@ -24,6 +24,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+MEL_FRAMES_PER_SECOND = 100  # the Whisper feature extractor's hop: 160 samples at 16 kHz
 """What Qwen2.5-Omni's feature extractor (Whisper) and vLLM expect."""
 MIN_SECONDS = 0.05
 """Shorter audio gives the audio tower no output token (vLLM raises "too short to be represented")."""

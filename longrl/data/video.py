@@ -9,8 +9,10 @@ instead of padding with the last frame, so
   * the number of video tokens is known before decoding (prompt-length filtering, batching),
   * the first and last frames are always included ("what happens at the end" stays visible),
   * time keeps flowing evenly: the model never sees a fake frozen ending.
-With `fps`, n = round(duration * fps) (at least 2, rounded up to even); with neither, all
-frames (rounded up to even the same way).
+With `fps` (EasyR1's data.video_fps), the count follows qwen_vl_utils' smart_nframes, which EasyR1
+samples with: n = duration * fps, at least 4, at most `max_frames` (qwen_vl_utils: 768) and the
+video's own frame count, rounded down to even; so a video is never sampled denser than its source
+there, and the token count depends on its length. With neither, all frames (rounded up to even).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 # that importing this module (done by the vLLM plugin in every process) stays cheap.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_CACHE_VERSION = 1  # bump when the cached content or the sampling rule changes
+_CACHE_VERSION = 2  # bump when the cached content or the sampling rule changes
 
 
 class VideoError(MediaError):
@@ -73,9 +75,15 @@ class VideoFrames:
         return len(self.frames) / self.duration
 
 
-def _check_sampling(num_frames: int | None, fps: float | None) -> None:
+FPS_MIN_FRAMES = 4  # qwen_vl_utils.vision_process: the fewest frames fps sampling takes
+FPS_MAX_FRAMES = 768  # qwen_vl_utils.vision_process: the most frames fps sampling takes (EasyR1's cap)
+
+
+def _check_sampling(num_frames: int | None, fps: float | None, max_frames: int | None = None) -> None:
     if num_frames is not None and fps is not None:
         raise ValueError(f"num_frames={num_frames} and fps={fps} both set: they are exclusive; give one")
+    if max_frames is not None and (fps is None or max_frames < 1):
+        raise ValueError(f"max_frames={max_frames} caps fps sampling: it needs fps and must be >= 1")
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames={num_frames}: must be >= 1")
     if fps is not None and fps <= 0:
@@ -83,13 +91,16 @@ def _check_sampling(num_frames: int | None, fps: float | None) -> None:
 
 
 def sample_indices(total_frames: int, source_fps: float, num_frames: int | None = None,
-                   fps: float | None = None, frame_factor: int = 2) -> np.ndarray:
+                   fps: float | None = None, frame_factor: int = 2, max_frames: int | None = None) -> np.ndarray:
     """Source frame indices to decode, int64 [n]; see the module docstring for the rule."""
-    _check_sampling(num_frames, fps)
+    _check_sampling(num_frames, fps, max_frames)
     if fps is not None:
-        n = round(total_frames / source_fps * fps)
-    else:
-        n = num_frames if num_frames is not None else total_frames
+        cap = min(FPS_MAX_FRAMES if max_frames is None else max_frames, total_frames)
+        fewest = math.ceil(FPS_MIN_FRAMES / frame_factor) * frame_factor
+        wanted = min(max(total_frames / source_fps * fps, fewest), cap // frame_factor * frame_factor)
+        return np.linspace(0, total_frames - 1, max(frame_factor, math.floor(wanted / frame_factor) * frame_factor)
+                           ).round().astype(np.int64)
+    n = num_frames if num_frames is not None else total_frames
     n = max(frame_factor, math.ceil(n / frame_factor) * frame_factor)
     return np.linspace(0, total_frames - 1, n).round().astype(np.int64)
 
@@ -97,19 +108,21 @@ def sample_indices(total_frames: int, source_fps: float, num_frames: int | None 
 # ---------------------------------------------------------------------------------------------
 # decoding
 # ---------------------------------------------------------------------------------------------
-def _decode_decord(path: str, num_frames: int | None, fps: float | None, frame_factor: int) -> VideoFrames:
+def _decode_decord(path: str, num_frames: int | None, fps: float | None, frame_factor: int,
+                   max_frames: int | None) -> VideoFrames:
     from decord import VideoReader, cpu
 
     reader = VideoReader(path, ctx=cpu(0))
     total, source_fps = len(reader), float(reader.get_avg_fps())
     if total == 0 or source_fps <= 0:
         raise RuntimeError(f"decord reports {total} frames at {source_fps} fps")
-    idx = sample_indices(total, source_fps, num_frames, fps, frame_factor)
+    idx = sample_indices(total, source_fps, num_frames, fps, frame_factor, max_frames)
     frames = reader.get_batch(idx.tolist()).asnumpy()
     return VideoFrames(frames, idx / source_fps, source_fps, total, path)
 
 
-def _decode_pyav(path: str, num_frames: int | None, fps: float | None, frame_factor: int) -> VideoFrames:
+def _decode_pyav(path: str, num_frames: int | None, fps: float | None, frame_factor: int,
+                 max_frames: int | None) -> VideoFrames:
     import av
 
     with av.open(path) as container:
@@ -120,7 +133,7 @@ def _decode_pyav(path: str, num_frames: int | None, fps: float | None, frame_fac
         total = stream.frames or sum(1 for p in container.demux(stream) if p.size)
         if total == 0 or source_fps <= 0:
             raise VideoError(path, f"has {total} frames at {source_fps} fps: truncated or corrupt")
-        idx = sample_indices(total, source_fps, num_frames, fps, frame_factor)
+        idx = sample_indices(total, source_fps, num_frames, fps, frame_factor, max_frames)
         container.seek(0)
         stream.thread_type = "AUTO"
         # Sequential decode keeps only the wanted frames (seeking per frame is slower for the
@@ -139,14 +152,15 @@ def _decode_pyav(path: str, num_frames: int | None, fps: float | None, frame_fac
     return VideoFrames(np.stack([wanted[int(i)] for i in idx]), idx / source_fps, source_fps, total, path)
 
 
-def _decode(path: str, num_frames: int | None, fps: float | None, frame_factor: int) -> VideoFrames:
+def _decode(path: str, num_frames: int | None, fps: float | None, frame_factor: int,
+            max_frames: int | None) -> VideoFrames:
     """Decode with decord; on any decord failure fall back to PyAV; VideoError if both fail."""
     try:
-        return _decode_decord(path, num_frames, fps, frame_factor)
+        return _decode_decord(path, num_frames, fps, frame_factor, max_frames)
     except Exception as decord_error:  # decord raises its own DECORDError/RuntimeError types
         logger.debug("decord failed on %s (%s); trying PyAV", path, decord_error)
         try:
-            return _decode_pyav(path, num_frames, fps, frame_factor)
+            return _decode_pyav(path, num_frames, fps, frame_factor, max_frames)
         except VideoError:
             raise
         except Exception as av_error:  # PyAV's errors (some subclass ValueError) all mean a bad file
@@ -167,11 +181,12 @@ def _content_digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 def cache_file(cache_dir: str | os.PathLike, path: str | os.PathLike, num_frames: int | None = None,
-               fps: float | None = None, frame_factor: int = 2) -> Path:
+               fps: float | None = None, frame_factor: int = 2, max_frames: int | None = None) -> Path:
     """Where decode_video caches `path` sampled this way: keyed by content hash + sampling args."""
     st = os.stat(path)
     digest = _content_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    key = hashlib.sha256(f"{digest}|{num_frames}|{fps}|{frame_factor}|v{_CACHE_VERSION}".encode()).hexdigest()
+    sampling = f"{num_frames}|{fps}|{max_frames}|{frame_factor}"
+    key = hashlib.sha256(f"{digest}|{sampling}|v{_CACHE_VERSION}".encode()).hexdigest()
     return Path(cache_dir) / f"{key[:40]}.npz"
 
 
@@ -204,20 +219,22 @@ def _store_cached(file: Path, video: VideoFrames) -> None:
 # public entry points
 # ---------------------------------------------------------------------------------------------
 def decode_video(path: str | os.PathLike, num_frames: int | None = None, fps: float | None = None, *,
-                 cache_dir: str | os.PathLike | None = None, frame_factor: int = 2) -> VideoFrames:
-    """Decode `path` sampled uniformly to `num_frames` frames (or `fps`); frames uint8 [F, H, W, 3].
+                 cache_dir: str | os.PathLike | None = None, frame_factor: int = 2,
+                 max_frames: int | None = None) -> VideoFrames:
+    """Decode `path` sampled uniformly to `num_frames` frames (or at `fps`, at most `max_frames`: the
+    module docstring's rule); frames uint8 [F, H, W, 3].
 
     With `cache_dir` (data.cache_dir) the sampled frames are stored there and later calls with
     the same file content and sampling arguments read them instead of decoding.
     Raises VideoError for a missing, empty, truncated or corrupt file or one without video.
     """
     path = str(path)
-    _check_sampling(num_frames, fps)  # before decoding, so a bad argument is never blamed on the file
+    _check_sampling(num_frames, fps, max_frames)  # before decoding, so a bad argument is never blamed on the file
     check_media_file(path, VideoError, "data.video_dir")
-    file = cache_file(cache_dir, path, num_frames, fps, frame_factor) if cache_dir is not None else None
+    file = cache_file(cache_dir, path, num_frames, fps, frame_factor, max_frames) if cache_dir is not None else None
     if file is not None and (cached := _load_cached(file, path)) is not None:
         return cached
-    video = _decode(path, num_frames, fps, frame_factor)
+    video = _decode(path, num_frames, fps, frame_factor, max_frames)
     if file is not None:
         _store_cached(file, video)
     return video
@@ -225,10 +242,11 @@ def decode_video(path: str | os.PathLike, num_frames: int | None = None, fps: fl
 
 def load_video_or_none(path: str | os.PathLike, num_frames: int | None = None, fps: float | None = None, *,
                        cache_dir: str | os.PathLike | None = None, strict: bool = False,
-                       frame_factor: int = 2) -> VideoFrames | None:
+                       frame_factor: int = 2, max_frames: int | None = None) -> VideoFrames | None:
     """decode_video, but an unusable video is logged (naming the file) and gives None unless strict."""
     try:
-        return decode_video(path, num_frames, fps, cache_dir=cache_dir, frame_factor=frame_factor)
+        return decode_video(path, num_frames, fps, cache_dir=cache_dir, frame_factor=frame_factor,
+                            max_frames=max_frames)
     except VideoError as e:
         if strict:
             raise

@@ -42,13 +42,14 @@ class TextAdapter:
         """The config that holds `vision_config` (the checkpoint's own for vision-language models)."""
         return hf_config
 
-    def load(self, path: str | Path, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
+    def load(self, path: str | Path, dtype: torch.dtype, trust_remote_code: bool = False,
+             empty: bool = False) -> torch.nn.Module:
+        """The checkpoint at `path`; with `empty`, the same architecture on the meta device without weights
+        (fsdp.enable_rank0_init: the ranks that do not read the checkpoint)."""
         import transformers
 
-        attn = "flash_attention_2" if device_type() == "cuda" and _has_flash_attn() else "sdpa"
-        cls = getattr(transformers, self.auto_class)
-        return cls.from_pretrained(str(path), dtype=dtype, attn_implementation=attn,
-                                   trust_remote_code=trust_remote_code)
+        return load_pretrained(getattr(transformers, self.auto_class), path, empty, dtype=dtype,
+                               attn_implementation=_attention(), trust_remote_code=trust_remote_code)
 
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
         """The blocks FSDP wraps one by one."""
@@ -74,6 +75,26 @@ class TextAdapter:
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
         """The vision encoder (None for text models)."""
         return None
+
+
+def load_pretrained(cls: type, path: str | Path, empty: bool = False, **kwargs: object) -> torch.nn.Module:
+    """`cls.from_pretrained(path, **kwargs)`, or with `empty` the model of the same config built on the meta
+    device (no weights read, no memory used: FSDP2 shards it and the weights arrive from rank 0)."""
+    if not empty:
+        return cls.from_pretrained(str(path), **kwargs)
+    from transformers import AutoConfig
+
+    trust = bool(kwargs.pop("trust_remote_code", False))
+    config_kwargs = {k: kwargs.pop(k) for k in ("num_labels",) if k in kwargs}  # config fields, as from_pretrained
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust, **config_kwargs)
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):  # an auto class
+            return cls.from_config(config, trust_remote_code=trust, **kwargs)
+        return cls._from_config(config, **kwargs)
+
+
+def _attention() -> str:
+    return "flash_attention_2" if device_type() == "cuda" and _has_flash_attn() else "sdpa"
 
 
 def _has_flash_attn() -> bool:

@@ -27,6 +27,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Union
 
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from longrl.config import Config
-from longrl.data.audio import SAMPLE_RATE, audio_token_count, load_audio_or_none
+from longrl.data.audio import MEL_FRAMES_PER_SECOND, SAMPLE_RATE, audio_token_count, load_audio_or_none
 from longrl.data.image import ImageError, ImageRef, image_name, load_image, preprocess_image
 from longrl.data.video import CLIP_MEAN, CLIP_STD, VideoFrames, load_video_or_none, preprocess_video
 
@@ -61,7 +62,9 @@ class AudioSettings:
 
 @dataclasses.dataclass(frozen=True)
 class VideoSettings:
-    """How videos become model inputs: frame count, resize bounds, patching, normalisation, disk cache."""
+    """How videos become model inputs: frame count, resize bounds, patching, normalisation, disk cache.
+
+    num_frames: the frames of every video; with `fps` (data.video_fps), the most frames a video gets."""
 
     num_frames: int
     min_pixels: int
@@ -73,13 +76,24 @@ class VideoSettings:
     image_std: tuple[float, ...] = CLIP_STD
     cache_dir: str | None = None
     strict: bool = False
+    fps: float | None = None
     audio: AudioSettings | None = None
     """Set for omni models: each video brings its own audio track."""
 
+    def max_video_tokens(self) -> int:
+        """The most language-model tokens one video can take: its frames in temporal patches, each at most
+        max_pixels / (patch x merge)^2 merged tokens (smart_resize keeps h x w <= max_pixels), plus, for an omni
+        model, the audio tokens of its longest clip and audio_bos/audio_eos."""
+        steps = -(-self.num_frames // self.temporal_patch_size)
+        video = steps * (self.max_pixels // (self.patch_size * self.merge_size) ** 2)
+        if self.audio is None:
+            return video
+        return video + audio_token_count(int(self.audio.max_seconds * MEL_FRAMES_PER_SECOND)) + 2
+
     @staticmethod
     def for_model(model_path: str | Path, vision_config: object, num_frames: int, min_pixels: int, max_pixels: int,
-                  cache_dir: str | None = None, strict: bool = False, audio: AudioSettings | None = None
-                  ) -> VideoSettings:
+                  cache_dir: str | None = None, strict: bool = False, fps: float | None = None,
+                  audio: AudioSettings | None = None) -> VideoSettings:
         """Patch sizes from the model's vision config, mean/std from its (video_)preprocessor_config.json.
 
         Qwen2-VL family processors normalise images and videos alike, so one mean/std serves both."""
@@ -92,7 +106,7 @@ class VideoSettings:
             break
         return VideoSettings(num_frames, min_pixels, max_pixels, vision_config.patch_size,
                              vision_config.spatial_merge_size, vision_config.temporal_patch_size, mean, std,
-                             cache_dir, strict, audio)
+                             cache_dir, strict, fps, audio)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,7 +165,8 @@ def vision_cache_for(cfg: Config, media_config: object, hears_audio: bool = Fals
     path = cfg.worker.actor.model.model_path
     audio = AudioSettings(cfg.data.audio_max_length, cfg.data.missing_audio, path) if hears_audio else None
     settings = VideoSettings.for_model(path, vision, rollout.num_video_frames, cfg.data.min_pixels,
-                                       cfg.data.max_pixels, cfg.data.cache_dir, cfg.data.strict_media, audio)
+                                       cfg.data.max_pixels, cfg.data.cache_dir, cfg.data.strict_media,
+                                       cfg.data.video_fps, audio)
     cache_embeds = rollout.cache_video_embeds
     if hears_audio and cache_embeds:
         # not built yet for videos that bring their audio: vLLM gets the frames and the waveform, the trainer pixels
@@ -159,7 +174,50 @@ def vision_cache_for(cfg: Config, media_config: object, hears_audio: bool = Fals
                        "audio are encoded in every pass")
         cache_embeds = False
     pixels_reused = not cache_embeds or not cfg.worker.actor.model.freeze_vision_tower
-    return VisionCache(settings, cache_embeds=cache_embeds, keep_frames=not cache_embeds, keep_pixels=pixels_reused)
+    return VisionCache(settings, cache_embeds=cache_embeds, keep_frames=not cache_embeds, keep_pixels=pixels_reused,
+                       decode_workers=cfg.data.num_workers)
+
+
+def _item_key(item: MediaRef) -> tuple[str, Modality, str | ImageRef]:
+    """(cache key, modality, reference) of a row's media item (a bare string is a video path)."""
+    modality, ref = ("video", item) if isinstance(item, str) else item
+    return f"{modality}:{ref if modality == 'video' else image_name(ref)}", modality, ref
+
+
+def rollout_max_model_len(cfg: Config, hf_config: object, vision: VisionCache | None) -> int:
+    """The rollout engine's longest prompt + response: worker.rollout.max_model_len, else the prompt and response
+    limits plus, for a vision-language model, the most video tokens a prompt can carry (worker.rollout.limit_videos
+    videos at num_video_frames and data.max_pixels), as Long-RL adds tokens_per_frame x num_video_frames; never
+    more than the model's context."""
+    rollout, data = cfg.worker.rollout, cfg.data
+    if rollout.max_model_len is not None:
+        return rollout.max_model_len
+    text = data.max_prompt_length + data.max_response_length
+    if vision is None:
+        return text
+    context = getattr(getattr(hf_config, "text_config", hf_config), "max_position_embeddings", None)
+    budget = text + rollout.limit_videos * vision.settings.max_video_tokens()
+    return budget if context is None else min(budget, context)
+
+
+def overlong_reason(prompt_ids: Sequence[int], media: Sequence[MediaInput], max_prompt_length: int,
+                    max_model_len: int | None = None, max_response_length: int = 0) -> str | None:
+    """Why a prompt with its decoded media is too long (None: it fits), with Long-RL's and EasyR1's meaning of
+    data.max_prompt_length: it bounds the text and image tokens (EasyR1 and Long-RL both count an image's
+    tokens in the prompt); a video's tokens come on top (Long-RL adds tokens_per_frame x frames to the limit),
+    and the whole prompt + data.max_response_length is bounded by the engine's max_model_len."""
+    images = sum(m.expanded_tokens - 1 for m in media if m.modality == "image")  # the placeholder is in prompt_ids
+    videos = sum(m.expanded_tokens - 1 for m in media if m.modality == "video")  # with an omni video's audio
+    if len(prompt_ids) + images > max_prompt_length:
+        return (f"has {len(prompt_ids) + images} text and image tokens (a video counts as its placeholder), more "
+                f"than data.max_prompt_length={max_prompt_length}")
+    total = len(prompt_ids) + images + videos
+    if max_model_len is not None and total + max_response_length > max_model_len:
+        return (f"has {total} tokens with its video tokens, which with data.max_response_length={max_response_length}"
+                f" exceed the engine's max_model_len={max_model_len} (worker.rollout.max_model_len, by default "
+                f"the prompt and response limits plus the video tokens of worker.rollout.num_video_frames frames "
+                f"at data.max_pixels, at most the model's context)")
+    return None
 
 
 def max_over_ranks(value: int) -> int:
@@ -195,12 +253,14 @@ class VisionCache:
     when the embedding cache is off). `keep_pixels=False` drops an item's pixels once it is
     encoded, for when no pass needs them again (cache on, frozen tower): a 1024-frame 448x448
     video is 2.4 GB of float32 pixels. A pass that does ask for them decodes the item again.
+    `decode_workers` (data.num_workers): threads that decode and preprocess a pass's new items in parallel
+    (decord, PyAV and PIL release the GIL while they work); 0 or 1 decodes them one by one.
     """
 
     def __init__(self, settings: VideoSettings, cache_embeds: bool = True, keep_frames: bool = False,
-                 keep_pixels: bool = True):
+                 keep_pixels: bool = True, decode_workers: int = 0):
         self.settings, self.cache_embeds, self.keep_frames = settings, cache_embeds, keep_frames
-        self.keep_pixels = keep_pixels
+        self.keep_pixels, self.decode_workers = keep_pixels, decode_workers
         self._items: dict[str, MediaInput | None] = {}  # key -> preprocessed item (None: unusable)
         self._refs: dict[str, tuple[Modality, str | ImageRef]] = {}  # key -> what to decode it from again
         self._embeds: dict[tuple[str, str], torch.Tensor] = {}  # (tower, key) -> embeddings on the CPU
@@ -218,22 +278,47 @@ class VisionCache:
 
     def media(self, item: MediaRef) -> MediaInput | None:
         """A row's media item (a video path, or (modality, ref)) preprocessed; None if unusable."""
-        modality, ref = ("video", item) if isinstance(item, str) else item
-        key = f"{modality}:{ref if modality == 'video' else image_name(ref)}"
+        key, modality, ref = _item_key(item)
         if key in self._items:
             return self._items[key]
         start = time.perf_counter()
-        loaded = self._load_video(ref) if modality == "video" else self._load_image(ref)
-        self._items[key], self._refs[key] = loaded, (modality, ref)
-        self._stats[f"{modality}/skipped" if loaded is None else f"{modality}/decoded"] += 1
+        loaded = self._load(modality, ref)
+        self._keep(key, modality, ref, loaded)
         if loaded is not None:
             self._stats[f"{modality}/decode_s"] += time.perf_counter() - start
         return loaded
 
+    def prefetch(self, items: Sequence[MediaRef]) -> None:
+        """Decode and preprocess the items not held yet on `decode_workers` threads; their decode_s is the
+        wall time of the whole batch (what the step waited)."""
+        todo = {}
+        for item in items:
+            key, modality, ref = _item_key(item)
+            if key not in self._items:
+                todo[key] = (modality, ref)
+        if self.decode_workers < 2 or len(todo) < 2:
+            return  # media() decodes them one by one
+        start = time.perf_counter()
+        with ThreadPoolExecutor(min(self.decode_workers, len(todo)), thread_name_prefix="longrl-decode") as pool:
+            loaded = list(pool.map(lambda modality_ref: self._load(*modality_ref), todo.values()))
+        for (key, (modality, ref)), item in zip(todo.items(), loaded):
+            self._keep(key, modality, ref, item)
+        for modality in {m for m, _ in todo.values()}:
+            self._stats[f"{modality}/decode_s"] += time.perf_counter() - start
+
+    def _load(self, modality: Modality, ref: str | ImageRef) -> MediaInput | None:
+        return self._load_video(ref) if modality == "video" else self._load_image(ref)
+
+    def _keep(self, key: str, modality: Modality, ref: str | ImageRef, loaded: MediaInput | None) -> None:
+        self._items[key], self._refs[key] = loaded, (modality, ref)
+        self._stats[f"{modality}/skipped" if loaded is None else f"{modality}/decoded"] += 1
+
     def _load_video(self, path: str) -> MediaInput | None:
         s = self.settings
-        frames = load_video_or_none(path, s.num_frames, cache_dir=s.cache_dir, strict=s.strict,
-                                    frame_factor=s.temporal_patch_size)
+        by_fps = s.fps is not None  # EasyR1's rule: the duration sets the count, num_frames caps it
+        frames = load_video_or_none(path, None if by_fps else s.num_frames, s.fps, cache_dir=s.cache_dir,
+                                    strict=s.strict, frame_factor=s.temporal_patch_size,
+                                    max_frames=s.num_frames if by_fps else None)
         if frames is None:
             return None
         audio: dict[str, object] = {}
@@ -308,6 +393,7 @@ class VisionCache:
         fewer items to encode encodes a dummy video instead, because with FSDP every tower call
         is a collective that all ranks must make.
         """
+        self.prefetch([ref for refs in rows for ref in refs])
         items = [[self.media(ref) for ref in refs] for refs in rows]
         usable = [None if any(v is None for v in vs) else vs for vs in items]
         if mode == "embeds":

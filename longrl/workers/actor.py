@@ -112,10 +112,13 @@ class Actor:
 
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: ActorConfig, algo: AlgorithmConfig,
                  pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP,
-                 ref_model: torch.nn.Module | None = None, max_response_length: int | None = None):
+                 ref_model: torch.nn.Module | None = None, max_response_length: int | None = None, *,
+                 responses_per_prompt: int):
         self.model, self.adapter, self.cfg, self.algo = model, adapter, cfg, algo
+        # cfg.global_batch_size counts prompts: a mini-batch holds their worker.rollout.n responses each
+        self.mini_size = cfg.global_batch_size * responses_per_prompt // dp_size
         self.norm_length = max_response_length  # the constant divisor of loss_avg_mode=seq-mean-token-sum-norm
-        self.pad_id, self.dp_size, self.sp = pad_id, dp_size, sp
+        self.pad_id, self.sp = pad_id, sp
         self.ref_model = ref_model  # read only by the exact (`full`) KL loss
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
 
@@ -126,12 +129,12 @@ class Actor:
                                   self.cfg.share_prompt_prefix)
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
-        """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch."""
+        """PPO epochs over mini-batches of global_batch_size x n / dp responses; one optimizer step per mini-batch."""
         # backward too runs inside the block: gradient checkpointing recomputes attention there
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
                 self.model, self.optimizer, self.lr_scheduler, batch,
-                mini_size=self.cfg.global_batch_size // self.dp_size,
+                mini_size=self.mini_size, schedule_per_call=True,
                 micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
                 micro_loss=lambda micro: self._micro_loss(micro, temperature))

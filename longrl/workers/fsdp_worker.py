@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -21,14 +21,15 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import ADVANTAGES
-from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig, optimizer_steps
+from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.logging.process import process_stats
 from longrl.models.adapter import TextAdapter, adapter_for
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
-                                         vision_cache_for)
+                                         overlong_reason, rollout_max_model_len, vision_cache_for)
 from longrl.parallel.device import device, device_type, init_distributed, param_dtype, torch_dtype
+from longrl.parallel.rank0_init import load_from_rank0
 from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import Actor, response_log_probs
@@ -41,9 +42,27 @@ logger = logging.getLogger(__name__)
 
 def load_sharded(adapter: TextAdapter, path: str, dtype: torch.dtype, cfg: Config, trainable: bool,
                  fsdp: FSDPConfig | None = None, offload: bool = False) -> torch.nn.Module:
-    """Load a Hugging Face model and shard it with FSDP2 over the whole world."""
-    model = adapter.load(path, dtype, cfg.worker.actor.model.trust_remote_code).to(device())
-    return shard(model, adapter, cfg, trainable, fsdp, offload)
+    """Load a Hugging Face model and shard it with FSDP2 over the whole world (`fsdp`: the role's section,
+    default worker.actor's)."""
+    fsdp = fsdp or cfg.worker.actor.fsdp
+    trust = cfg.worker.actor.model.trust_remote_code
+    return init_sharded(lambda empty: adapter.load(path, dtype, trust, empty=empty),
+                        lambda model: shard(model, adapter, cfg, trainable, fsdp, offload), fsdp, offload)
+
+
+def init_sharded(load: Callable[[bool], torch.nn.Module], shard_model: Callable[[torch.nn.Module], torch.nn.Module],
+                 fsdp: FSDPConfig, offload: bool) -> torch.nn.Module:
+    """`load(empty)` sharded by `shard_model` on every rank (a collective). Every rank reads the checkpoint,
+    or with fsdp.enable_rank0_init rank 0 alone does and the others build the model empty on the meta device
+    and receive their shards from it (parallel/rank0_init.py)."""
+    if not fsdp.enable_rank0_init or dist.get_world_size() == 1:
+        return shard_model(load(False).to(device()))
+    source = load(False) if dist.get_rank() == 0 else None  # on the CPU: rank 0 holds one full copy
+    model = shard_model(load(True))
+    offloaded = "offload_policy" in fsdp_policies(fsdp, offload or fsdp.enable_cpu_offload)
+    model.to_empty(device="cpu" if offloaded else device())  # FSDP2's CPU offload keeps the shards on the CPU
+    load_from_rank0(model, source)
+    return model
 
 
 def _offloads(offload: OffloadConfig) -> bool:
@@ -127,21 +146,26 @@ class HybridWorker:
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
-                           optimizer_steps(cfg, cfg.worker.actor, total_steps),
-                           self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length)
+                           total_steps,
+                           self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length,
+                           responses_per_prompt=cfg.worker.rollout.n)
         self.critic = None
         if ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
             critic = cfg.worker.critic
-            value_model = load_value_model(critic.model.model_path or model_cfg.model_path,
-                                           torch_dtype(critic.fsdp.torch_dtype or "fp32"), critic.model.trust_remote_code)
-            value_model = shard(value_model.to(device()), self.adapter, cfg, trainable=True, fsdp=critic.fsdp,
-                                offload=_offloads(critic.offload), model_cfg=critic.model)
+            value_path = critic.model.model_path or model_cfg.model_path
+            value_dtype = torch_dtype(critic.fsdp.torch_dtype or "fp32")
+            value_model = init_sharded(
+                lambda empty: load_value_model(value_path, value_dtype, critic.model.trust_remote_code, empty=empty),
+                lambda model: shard(model, self.adapter, cfg, trainable=True, fsdp=critic.fsdp,
+                                    offload=_offloads(critic.offload), model_cfg=critic.model),
+                critic.fsdp, _offloads(critic.offload))
             self.critic = Critic(value_model, self.adapter, critic, cfg.worker.actor.loss_avg_mode, self.pad_id, dp,
-                                 optimizer_steps(cfg, critic, total_steps), self.sp, cfg.worker.actor.padding_free,
-                                 max_response_length=cfg.data.max_response_length)
-        max_len = cfg.worker.rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length
-        self.vision = vision_cache_for(cfg, self.adapter.media_config(self.hf_config),  # None for text models
-                                       self.adapter.hears_audio)
+                                 total_steps, self.sp, cfg.worker.actor.padding_free,
+                                 max_response_length=cfg.data.max_response_length,
+                                 responses_per_prompt=cfg.worker.rollout.n)
+        media_config = self.adapter.media_config(self.hf_config)
+        self.vision = vision_cache_for(cfg, media_config, self.adapter.hears_audio)  # None for text models
+        self.max_model_len = max_len = rollout_max_model_len(cfg, media_config, self.vision)
         if self.vision is not None and cfg.worker.rollout.name != "vllm":
             raise ValueError(f"worker.rollout.name={cfg.worker.rollout.name!r} cannot take images or videos; "
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
@@ -315,12 +339,12 @@ class HybridWorker:
             where = f"data row {prompts['row'][i]}" if "row" in prompts else f"prompt {i}"
             logger.warning("skipping %s: its %s cannot be used (see the warning above; data.strict_media=true "
                            "makes this an error)", where, describe_media(prompts, i))
-        limit = self.cfg.data.max_prompt_length
+        data = self.cfg.data
         for i, (ids, row) in enumerate(zip(prompts["prompt_ids"], rows)):
-            length = len(ids) + sum(v.expanded_tokens - 1 for v in row or ())
-            if length > limit:
-                message = (f"the prompt with {describe_media(prompts, i)} has {length} tokens with its image and "
-                           f"video tokens, more than data.max_prompt_length={limit}")
+            reason = row and overlong_reason(ids, row, data.max_prompt_length, self.max_model_len,
+                                             data.max_response_length)
+            if reason:
+                message = f"the prompt with {describe_media(prompts, i)} {reason}"
                 if not self.cfg.data.filter_overlong_prompts:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such prompts")

@@ -20,7 +20,8 @@ from longrl.controller.dispatch import Dispatch, verb
 from longrl.models.adapter import TextAdapter
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.ulysses_attention import ulysses_attention
-from longrl.models.vision_cache import describe_media, has_media, max_over_ranks, media_mode, media_refs, vision_cache_for
+from longrl.models.vision_cache import (describe_media, has_media, max_over_ranks, media_mode, media_refs,
+                                         overlong_reason, vision_cache_for)
 from longrl.parallel.device import init_distributed, torch_dtype
 from longrl.parallel.ulysses import SPGroup, init_sp_groups
 from longrl.protocol import Batch
@@ -132,12 +133,10 @@ class SFTWorker:
         rows = self.vision.row_inputs(media_refs(batch), media_mode(purpose, True, tower_trainable=not frozen),
                                       "actor", lambda video: self.adapter.encode(self.model, video),
                                       max_over_ranks)
-        limit = self.cfg.data.max_prompt_length
         for i, (ids, row) in enumerate(zip(batch["prompt_ids"], rows)):
-            length = len(ids) + sum(v.expanded_tokens - 1 for v in row or ())
-            if row is not None and length > limit:
-                message = (f"the prompt with {describe_media(batch, i)} has {length} tokens with its image and video "
-                           f"tokens, more than data.max_prompt_length={limit}")
+            reason = row and overlong_reason(ids, row, self.cfg.data.max_prompt_length)  # video tokens on top
+            if reason:
+                message = f"the prompt with {describe_media(batch, i)} {reason}"
                 if not self.cfg.data.filter_overlong_prompts:
                     raise ValueError(f"{message}; raise the limit, lower worker.rollout.num_video_frames or "
                                      f"data.max_pixels, or set data.filter_overlong_prompts=true to skip such rows")

@@ -30,17 +30,25 @@ def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
 
 def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, batch: Batch, *,
                       mini_size: int, micro_size: int, epochs: int, loss_avg_mode: str, max_grad_norm: float,
-                      micro_loss: MicroLoss) -> dict[str, float]:
+                      micro_loss: MicroLoss, schedule_per_call: bool = False) -> dict[str, float]:
     """`epochs` passes over `batch` in mini-batches of `mini_size` rows, one optimizer step each; mean stats,
-    except `skipped_steps`: how many optimizer steps a non-finite gradient skipped."""
+    except `skipped_steps`: how many optimizer steps a non-finite gradient skipped.
+
+    The LR schedule advances once per optimizer step taken, or with `schedule_per_call` once per call that
+    took any step: the RL actor and critic, whose schedule counts RL steps as in EasyR1 (its workers step the
+    scheduler once per update_actor), so lr_warmup_steps and the cosine length mean RL steps there and here."""
     model.train()
     history: dict[str, list[float]] = {}
     for _ in range(epochs):
         for mini in batch.split(mini_size):
-            stats = _optimizer_step(model, optimizer, lr_scheduler, mini, micro_size, loss_avg_mode, max_grad_norm,
-                                    micro_loss)
-            for key, value in stats.items():
+            lr = lr_scheduler.get_last_lr()[0]  # the rate this step uses
+            stats = _optimizer_step(model, optimizer, None if schedule_per_call else lr_scheduler, mini, micro_size,
+                                    loss_avg_mode, max_grad_norm, micro_loss)
+            for key, value in {**stats, "lr": lr}.items():
                 history.setdefault(key, []).append(value)
+    skipped = history.get("skipped_steps", [])
+    if schedule_per_call and sum(skipped) < len(skipped):  # a call that took a step advances the schedule
+        lr_scheduler.step()
     return {k: sum(v) / (1 if k == "skipped_steps" else len(v)) for k, v in history.items()}
 
 
@@ -68,8 +76,8 @@ def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int
     optimizer.zero_grad(set_to_none=True)
     # each rank's stats are its shares of the global mini-batch: their sum over ranks is the mean
     stats = {k: all_reduce_scalar(v) for k, v in stats.items()}
-    stats.update(grad_norm=grad_norm, lr=lr_scheduler.get_last_lr()[0], skipped_steps=float(not finite))
-    if finite:  # the LR schedule counts the steps taken, not the ones skipped
+    stats.update(grad_norm=grad_norm, skipped_steps=float(not finite))
+    if finite and lr_scheduler is not None:  # the LR schedule counts the steps taken, not the ones skipped
         lr_scheduler.step()
     return stats
 

@@ -31,8 +31,8 @@ def ppo_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def test_registry_holds_ppo_gspo_and_cispo():
-    assert sorted(POLICY_LOSSES) == ["cispo", "gspo", "ppo"]
+def test_registry_holds_ppo_gspo_gspo_token_sapo_and_cispo():
+    assert sorted(POLICY_LOSSES) == ["cispo", "gspo", "gspo_token", "ppo", "sapo"]
 
 
 # ---- aggregation ---------------------------------------------------------------------------------
@@ -206,6 +206,51 @@ def test_gspo_gradient_is_the_sequence_ratio_gradient_spread_over_tokens():
     torch.testing.assert_close(log_probs.grad, torch.tensor([[-0.5, -0.5]]))
 
 
+def test_gspo_token_keeps_each_tokens_advantage_and_ppos_clipping():
+    old = torch.tensor([[-1.0, -2.0]])
+    log_probs = (old + torch.tensor([[LN(2.0), 0.0]])).requires_grad_()
+    advantages = torch.tensor([[1.0, -2.0]])  # per-token credit, which gspo (one advantage per sequence) lacks
+    loss, metrics = compute_policy_loss(log_probs, old, advantages, torch.ones(1, 2), actor_cfg(loss_type="gspo_token"))
+    # s = exp((ln 2 + 0) / 2) = sqrt 2 = 1.41421356 on both tokens. Token 0 (A=+1): max(-1.4142, -1.3) = -1.3,
+    # clipped. Token 1 (A=-2): max(2.8284, 2.6) = 2.8284, under the dual clip 6. Token mean (-1.3 + 2.8284) / 2
+    assert loss.item() == pytest.approx(0.76421356, abs=1e-6)
+    assert (metrics["pg_clipfrac"], metrics["pg_clipfrac_lower"]) == (0.5, 0.0)
+    loss.backward()
+    # token 0 clipped: 0; token 1: d(-A s_t)/d log p_1 = -A s = 2.8284, / 2 tokens = 1.41421356
+    torch.testing.assert_close(log_probs.grad, torch.tensor([[0.0, 1.41421356]]))
+
+
+def test_gspo_token_dual_clips_a_negative_advantage():
+    old = torch.tensor([[-1.0]])
+    log_probs = old + LN(5.0)  # s = 5 (a one-token sequence)
+    loss, metrics = compute_policy_loss(log_probs, old, torch.tensor([[-1.0]]), torch.ones(1, 1),
+                                        actor_cfg(loss_type="gspo_token"))
+    assert loss.item() == pytest.approx(3.0, abs=1e-6)  # min(max(5, 1.3), clip_ratio_dual 3) = 3
+    assert metrics["pg_clipfrac_lower"] == 1.0
+
+
+# ---- sapo ----------------------------------------------------------------------------------------
+def test_sapo_gates_each_ratio_softly_with_the_temperature_of_its_advantages_sign():
+    log_probs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    old = log_probs.detach() - torch.tensor([[LN(1.5), LN(0.5), 0.0]])  # ratios 1.5, 0.5, 1
+    advantages = torch.tensor([[1.0, -1.0, 2.0]])
+    loss, metrics = compute_policy_loss(log_probs, old, advantages, torch.ones(1, 3), actor_cfg(loss_type="sapo"))
+    # -A (4 / tau) sigmoid(tau (r - 1)); tau 1 for A >= 0, 1.05 for A < 0 (EasyR1's defaults):
+    # -1 * 4 * sigmoid(0.5) = -2.48983732 ; +1 * 4 / 1.05 * sigmoid(-0.525) = 1.41593833 ; -2 * 4 * 0.5 = -4
+    assert loss.item() == pytest.approx((-2.48983732 + 1.41593833 - 4.0) / 3, abs=1e-6)
+    assert (metrics["pg_clipfrac"], metrics["pg_clipfrac_lower"]) == (0.0, 0.0)
+    loss.backward()
+    # d/d log p = -A * 4 p (1 - p) * r / 3 tokens, p = sigmoid(tau (r - 1)); on-policy (r = 1) it is -A / 3
+    torch.testing.assert_close(log_probs.grad, torch.tensor([[-0.47000742, 0.15568997, -0.66666667]]))
+
+
+def test_sapo_temperatures_must_be_positive():
+    b = ppo_batch()
+    with pytest.raises(ConfigError, match="worker.actor.tau_positive=0.0 and tau_negative=1.05 must be > 0"):
+        compute_policy_loss(b["log_probs"], b["old_log_probs"], b["advantages"], b["response_mask"],
+                            actor_cfg(loss_type="sapo", tau_positive=0.0))
+
+
 # ---- cispo ---------------------------------------------------------------------------------------
 def test_cispo_weights_log_prob_by_detached_clipped_ratio_and_keeps_every_gradient():
     log_probs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
@@ -226,7 +271,7 @@ def test_cispo_weights_log_prob_by_detached_clipped_ratio_and_keeps_every_gradie
 def test_unknown_loss_type_error_lists_the_valid_names():
     b = ppo_batch()
     with pytest.raises(ConfigError, match=r"worker.actor.loss_type='grpo' is unknown; choose from "
-                                          r"\['cispo', 'gspo', 'ppo'\]"):
+                                          r"\['cispo', 'gspo', 'gspo_token', 'ppo', 'sapo'\]"):
         compute_policy_loss(b["log_probs"], b["old_log_probs"], b["advantages"], b["response_mask"],
                             actor_cfg(loss_type="grpo"))
 

@@ -141,7 +141,13 @@ def test_format_prompt_is_rendered_before_the_chat_template(tmp_path, tokenizer)
     assert dataset(path, tokenizer, format_prompt=str(template))[0]["prompt_text"] == \
         "<|im_start|>user\nQ: What is 3 + 4? A?<|im_end|>\n<|im_start|>assistant\n"
     math = dataset(path, tokenizer, format_prompt="examples/format_prompt/math.jinja")[0]["prompt_text"]
-    assert "What is 3 + 4? First think" in math and "\\boxed{}" in math
+    # EasyR1's examples/format_prompt/math.jinja, word for word
+    assert ("What is 3 + 4? You FIRST think about the reasoning process as an internal monologue and then provide "
+            "the final answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer "
+            "MUST BE put in \\boxed{}.<|im_end|>") in math
+    r1v = dataset(path, tokenizer, format_prompt="examples/format_prompt/r1v.jinja")[0]["prompt_text"]
+    assert ("What is 3 + 4? A conversation between User and Assistant. The user asks a question, and the Assistant "
+            "solves it.") in r1v and "<think> reasoning process here </think><answer> answer here </answer>" in r1v
 
 
 def test_missing_format_prompt_file_names_the_key(tmp_path, tokenizer):

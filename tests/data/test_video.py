@@ -50,8 +50,28 @@ def test_sample_indices_rounds_an_odd_frame_count_up_to_even():
 def test_sample_indices_at_target_fps_uses_the_duration():
     # 100 frames at 25 fps = 4 s; 1 fps -> 4 frames: linspace(0, 99, 4) = 0, 33, 66, 99
     assert V.sample_indices(100, 25.0, fps=1.0).tolist() == [0, 33, 66, 99]
-    # 4 s at 0.3 fps = 1.2 -> round 1 -> at least 2 frames: 0, 99
-    assert V.sample_indices(100, 25.0, fps=0.3).tolist() == [0, 99]
+    # 4 s at 0.3 fps = 1.2 frames -> at least 4 (qwen_vl_utils' FPS_MIN_FRAMES): linspace(0, 99, 4)
+    assert V.sample_indices(100, 25.0, fps=0.3).tolist() == [0, 33, 66, 99]
+
+
+def test_fps_sampling_counts_frames_as_qwen_vl_utils_smart_nframes():
+    # EasyR1 samples data.video_fps through qwen_vl_utils: n = duration x fps, in [4, min(cap, total)], floored
+    # to even. 100 frames at 25 fps (4 s) at 2 fps: 8 frames; at 2.6 fps: 10.4 -> 10
+    assert len(V.sample_indices(100, 25.0, fps=2.0)) == 8
+    assert len(V.sample_indices(100, 25.0, fps=2.6)) == 10
+    # never denser than the source: 10 frames at 8 fps asked for 30 fps -> 10 (not 38)
+    assert V.sample_indices(10, 8.0, fps=30.0).tolist() == list(range(10))
+    # the cap: 60 s at 25 fps at 2 fps is 120 frames; capped at 16, or at qwen_vl_utils' 768 by default
+    assert len(V.sample_indices(1500, 25.0, fps=2.0, max_frames=16)) == 16
+    assert len(V.sample_indices(1500, 25.0, fps=2.0, max_frames=15)) == 14  # floored to even
+    assert len(V.sample_indices(100_000, 25.0, fps=2.0)) == 768
+    # a 3-frame video: at most its own frames, floored to even
+    assert V.sample_indices(3, 8.0, fps=2.0).tolist() == [0, 2]
+
+
+def test_max_frames_needs_fps():
+    with pytest.raises(ValueError, match="max_frames"):
+        V.sample_indices(10, 8.0, num_frames=4, max_frames=8)
 
 
 def test_sample_indices_without_a_target_takes_all_frames_rounded_to_even():

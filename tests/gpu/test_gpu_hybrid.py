@@ -24,7 +24,7 @@ def text_trainer(tiny_qwen2, math_data, tmp_path_factory):
 
     cfg = load_config(["config=configs/cpu_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}",
                        f"data.train_files={math_data['train']}", f"data.val_files={math_data['val']}",
-                       "worker.actor.global_batch_size=16", *ONE_GPU,
+                       "worker.actor.global_batch_size=4", *ONE_GPU,
                        f"trainer.save_checkpoint_path={tmp_path_factory.mktemp('gpu_text')}"])
     trainer = RayTrainer(cfg)
     trainer.start_workers()

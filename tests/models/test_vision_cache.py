@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from types import SimpleNamespace
@@ -14,7 +15,8 @@ from longrl.config import load_config
 from longrl.data.synthetic_video import write_mp4
 from longrl.data.image import ImageError
 from longrl.data.video import VideoError
-from longrl.models.vision_cache import (DUMMY_PATH, VideoSettings, VisionCache, media_mode, reduce_video_stats,
+from longrl.models.vision_cache import (DUMMY_PATH, MediaInput, VideoSettings, VisionCache, media_mode,
+                                         overlong_reason, reduce_video_stats, rollout_max_model_len,
                                          vision_cache_for)
 
 SETTINGS = VideoSettings(num_frames=8, min_pixels=3136, max_pixels=50176)
@@ -133,6 +135,42 @@ def test_a_video_shorter_than_num_frames_is_sampled_up_to_num_frames(clips):
     assert short.grid_thw == (4, 4, 4) and short.num_tokens == 16
 
 
+def test_with_data_video_fps_the_duration_sets_the_frames_and_num_frames_caps_them(clips):
+    # EasyR1's data.video_fps: a (1 s at 8 fps) at 2 fps -> 2 frames, raised to 4; b (2 s) -> 4 frames; at 6 fps
+    # b would get 12 frames, capped by num_frames=8. Timing follows the frames taken.
+    by_fps = VisionCache(dataclasses.replace(SETTINGS, fps=2.0))
+    a, b = by_fps.video(clips["a"]), by_fps.video(clips["b"])
+    assert (a.grid_thw[0], b.grid_thw[0]) == (2, 2)  # 4 frames / temporal patch 2
+    assert (a.second_per_grid_ts, b.second_per_grid_ts) == (0.5, 1.0)  # 4 of 8 frames in 1 s; 4 of 16 in 2 s
+    capped = VisionCache(dataclasses.replace(SETTINGS, fps=6.0)).video(clips["b"])
+    assert capped.grid_thw[0] == 4  # 8 frames
+
+
+def test_with_decode_workers_a_passs_new_videos_are_decoded_on_threads_with_the_same_result(clips, monkeypatch):
+    import threading
+
+    import longrl.models.vision_cache as vc
+
+    threads, real = set(), vc.load_video_or_none
+
+    def recording(*args, **kwargs):  # the real decoder, noting which thread ran it
+        threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vc, "load_video_or_none", recording)
+    rows = [[clips["a"]], [clips["b"], clips["short"]], [clips["a"]]]
+    serial = VisionCache(SETTINGS).row_inputs(rows, "pixels")
+    assert threads == {threading.current_thread().name}
+    threads.clear()
+    cache = VisionCache(SETTINGS, decode_workers=2)
+    parallel = cache.row_inputs(rows, "pixels")
+    assert len(threads) == 2 and all(name.startswith("longrl-decode") for name in threads)
+    assert cache.take_stats()["video/decoded"] == 3  # each unique video once
+    for want, got in zip(serial, parallel):
+        for w, g in zip(want, got):
+            assert (w.path, w.grid_thw) == (g.path, g.grid_thw) and torch.equal(w.pixel_values, g.pixel_values)
+
+
 def test_pixels_and_frames_modes_give_what_the_engines_encode(clips):
     cache = VisionCache(SETTINGS, cache_embeds=False, keep_frames=True)
     [[pixels]] = cache.row_inputs([[clips["wide"]]], "pixels")
@@ -233,6 +271,39 @@ def test_frames_mode_gives_the_engine_the_image_resized_to_its_grid(pictures):
 
 
 # --- construction ---------------------------------------------------------------------------
+def _media(modality: str, tokens: int) -> MediaInput:
+    return MediaInput("x", (1, 1, 1), 1.0, tokens, modality=modality)
+
+
+def test_max_prompt_length_bounds_text_and_image_tokens_and_video_tokens_come_on_top():
+    prompt = list(range(100))  # 100 ids, one of them each media item's placeholder
+    # a 1000-token video over a 100-token prompt fits a 200-token max_prompt_length, as in Long-RL
+    assert overlong_reason(prompt, [_media("video", 1000)], 200, max_model_len=2000, max_response_length=64) is None
+    # an image's tokens count (EasyR1 and Long-RL both expand images inside the limit)
+    assert "has 299 text and image tokens (a video counts as its placeholder), more than " \
+           "data.max_prompt_length=200" in overlong_reason(prompt, [_media("image", 200)], 200)
+    # the whole prompt and the response must fit the engine
+    reason = overlong_reason(prompt, [_media("video", 1000)], 200, max_model_len=1000, max_response_length=64)
+    assert "has 1099 tokens with its video tokens, which with data.max_response_length=64 exceed the engine's " \
+           "max_model_len=1000" in reason
+
+
+def test_the_engine_holds_the_prompt_and_response_limits_plus_the_video_budget_at_most_the_context(tmp_path):
+    hf = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=8192),
+                         vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
+    cfg = load_config([f"worker.actor.model.model_path={tmp_path}", "data.max_prompt_length=512",
+                       "data.max_response_length=32", "worker.rollout.num_video_frames=64", "data.max_pixels=50176"])
+    vision = vision_cache_for(cfg, hf)
+    # 64 frames = 32 temporal steps x at most 50176 / 28^2 = 64 merged tokens = 2048 video tokens
+    assert vision.settings.max_video_tokens() == 2048
+    assert rollout_max_model_len(cfg, hf, vision) == 512 + 32 + 2048
+    assert rollout_max_model_len(cfg, SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=1000)),
+                                 vision) == 1000  # never past the model's context
+    assert rollout_max_model_len(cfg, SimpleNamespace(), None) == 512 + 32  # a text model
+    fixed = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.rollout.max_model_len=4096"])
+    assert rollout_max_model_len(fixed, hf, vision_cache_for(fixed, hf)) == 4096
+
+
 def test_settings_take_patching_from_the_model_and_normalisation_from_its_processor_config(tmp_path):
     (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3,
                                                                          "image_std": [0.25] * 3}))
@@ -248,7 +319,9 @@ def test_vision_cache_for_reads_the_config_and_is_none_for_text_models(tmp_path)
     hf = SimpleNamespace(vision_config=SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2))
     cache = vision_cache_for(cfg, hf)
     assert (cache.settings.num_frames, cache.settings.strict, cache.cache_embeds, cache.keep_frames,
-            cache.keep_pixels) == (32, True, False, True, True)
+            cache.keep_pixels, cache.settings.fps) == (32, True, False, True, True, None)
+    by_fps = load_config([f"worker.actor.model.model_path={tmp_path}", "data.video_fps=2.0", "data.num_workers=3"])
+    assert (vision_cache_for(by_fps, hf).settings.fps, vision_cache_for(by_fps, hf).decode_workers) == (2.0, 3)
     # cache on and a frozen tower: nothing needs the pixels once the video is encoded
     frozen = load_config([f"worker.actor.model.model_path={tmp_path}", "worker.actor.model.freeze_vision_tower=true"])
     assert (vision_cache_for(frozen, hf).keep_frames, vision_cache_for(frozen, hf).keep_pixels) == (False, False)

@@ -55,13 +55,39 @@ def config_of(script: str, *args: str, **env: str) -> dict:
     return json.loads(result.stdout)
 
 
+def _first_argument(script: str) -> list[str]:
+    """What the seed's script takes as $1: the video directory, or (the math script) the data."""
+    return ["/data/videos"] if "_vl_" in script or "omni" in script else ["/data/math.jsonl"]
+
+
 @pytest.mark.parametrize("script", SEED_SCRIPTS)
 def test_seed_script_config_has_only_known_keys_and_takes_overrides(script: str):
-    video = ["/data/videos"] if "_vl_" in script or "omni" in script else []  # video scripts take VIDEO_PATH first, as in the seed
-    cfg = config_of(script, *video, "trainer.max_steps=7", MODEL_PATH="/models/m")
+    cfg = config_of(script, *_first_argument(script), "trainer.max_steps=7", MODEL_PATH="/models/m")
     assert cfg["worker"]["actor"]["model"]["model_path"] == "/models/m"
     assert cfg["trainer"]["max_steps"] == 7  # the user's key=value wins over the script's own keys
     assert cfg["trainer"]["experiment_name"] == script.removesuffix(".sh")
+
+
+@pytest.mark.parametrize("script", SEED_SCRIPTS)
+def test_seed_scripts_default_to_the_seeds_model_id_and_hyper_parameters(script: str):
+    cfg = config_of(script, *_first_argument(script))
+    model = "Qwen/Qwen2.5-VL-3B-Instruct" if "_vl_" in script else "Qwen/Qwen2.5-3B-Instruct"
+    assert cfg["worker"]["actor"]["model"]["model_path"] == model  # as the seed sets MODEL_PATH
+    # Long-RL's examples/config.yaml (configs/long_rl.yaml)
+    rollout, actor = cfg["worker"]["rollout"], cfg["worker"]["actor"]
+    assert (rollout["n"], rollout["top_p"], rollout["tensor_parallel_size"]) == (5, 0.99, 2)
+    assert (actor["optim"]["lr"], actor["fsdp"]["enable_rank0_init"], cfg["algorithm"]["kl_coef"]) == (
+        1e-6, True, 1e-3 if "reinforce" in script else 1e-2)
+    assert (cfg["data"]["max_prompt_length"], cfg["trainer"]["project_name"]) == (2048, "easy_r1")
+    if "1h" not in script:
+        assert (cfg["data"]["rollout_batch_size"], actor["global_batch_size"]) == (512, 128)
+
+
+def test_math_script_trains_and_validates_on_its_first_argument_with_the_r1v_reward():
+    cfg = config_of("qwen2_5_3b_math_grpo.sh", "hiyouga/math12k@train")
+    assert cfg["data"]["train_files"] == cfg["data"]["val_files"] == "hiyouga/math12k@train"
+    assert cfg["worker"]["reward"]["reward_function"] == "examples/reward_function/r1v.py:compute_score"
+    assert (cfg["data"]["max_response_length"], cfg["trainer"]["save_freq"]) == (2048, 100)
 
 
 def test_hour_long_script_samples_3600_frames_with_ulysses_over_8_gpus():
@@ -69,9 +95,8 @@ def test_hour_long_script_samples_3600_frames_with_ulysses_over_8_gpus():
     assert cfg["worker"]["rollout"]["num_video_frames"] == 3600  # the seed overwrote this with $1 (VIDEO_PATH)
     assert cfg["worker"]["actor"]["ulysses_size"] == 8
     assert cfg["data"]["video_dir"] == "/data/videos"
-    # 3600 frames x 60 tokens = 216000 video tokens; + 1024 for the text; + 8192 scheduler headroom
-    assert cfg["data"]["max_prompt_length"] == 217024
-    assert cfg["worker"]["rollout"]["max_num_batched_tokens"] == 224192
+    assert (cfg["data"]["num_workers"], cfg["trainer"]["total_epochs"]) == (1, 1)
+    assert cfg["worker"]["rollout"]["max_num_batched_tokens"] == 256000
     # 60 tokens per frame = 120 tokens per 2-frame 28x28-patch group: 120 x 784 pixels
     assert cfg["data"]["max_pixels"] == 94080
 
@@ -82,19 +107,22 @@ def test_video_script_takes_video_path_from_the_environment():
 
 
 def test_video_variants_set_their_algorithm():
-    dapo = config_of("qwen2_5_vl_3b_video_dapo.sh", "/v", MODEL_PATH="/m")["algorithm"]
-    assert (dapo["adv_estimator"], dapo["online_filtering"], dapo["disable_kl"]) == ("dapo", True, True)
+    dapo = config_of("qwen2_5_vl_3b_video_dapo.sh", "/v", MODEL_PATH="/m")
+    assert (dapo["algorithm"]["adv_estimator"], dapo["algorithm"]["online_filtering"],
+            dapo["algorithm"]["disable_kl"]) == ("grpo", True, True)  # the seed keeps grpo's advantages
+    assert (dapo["data"]["mini_rollout_batch_size"], dapo["worker"]["actor"]["clip_ratio_high"]) == (128, 0.28)
     reinforce = config_of("qwen2_5_vl_3b_video_reinforce.sh", "/v", MODEL_PATH="/m")["algorithm"]
     assert (reinforce["adv_estimator"], reinforce["use_kl_loss"], reinforce["kl_penalty"]) == (
         "reinforce_plus_plus", False, "kl")
 
 
-def test_batch_grows_with_the_nodes_train_multi_nodes_exports():
-    cfg = config_of("qwen2_5_vl_3b_video_grpo.sh", "/v", MODEL_PATH="/m", NNODES="2")
-    # 8 prompts per node x 2 nodes; dp = 2 nodes x 8 GPUs / ulysses 4 = 4, so 16 / 4 = 4 per rank
+def test_the_hour_long_batch_grows_with_the_nodes_train_multi_nodes_exports():
+    cfg = config_of("qwen2_5_vl_3b_video_1h.sh", "/v", MODEL_PATH="/m", NNODES="2")
+    # 8 prompts per node x 2 nodes, as the seed's $((8 * $nnodes))
     assert cfg["trainer"]["nnodes"] == 2
     assert cfg["data"]["rollout_batch_size"] == 16
     assert cfg["worker"]["actor"]["global_batch_size"] == 16
+    assert config_of("qwen2_5_vl_3b_video_grpo.sh", "/v", NNODES="2")["trainer"]["nnodes"] == 2
 
 
 def test_video_script_without_video_path_says_how_to_set_it():
@@ -103,14 +131,14 @@ def test_video_script_without_video_path_says_how_to_set_it():
     assert "set VIDEO_PATH" in result.stderr
 
 
-def test_script_without_model_path_says_how_to_set_it():
+def test_math_script_without_data_path_says_how_to_set_it():
     result = dry_run("qwen2_5_3b_math_grpo.sh")
     assert result.returncode != 0
-    assert "set MODEL_PATH" in result.stderr
+    assert "set DATA_PATH" in result.stderr
 
 
 def test_unknown_key_is_an_error_naming_the_closest_key():
-    result = dry_run("qwen2_5_3b_math_grpo.sh", "trainer.nnode=2", MODEL_PATH="/m")
+    result = dry_run("qwen2_5_3b_math_grpo.sh", "/d.jsonl", "trainer.nnode=2", MODEL_PATH="/m")
     assert result.returncode != 0
     assert "unknown config key 'trainer.nnode'" in result.stderr and "trainer.nnodes" in result.stderr
 

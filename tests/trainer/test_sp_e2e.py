@@ -37,7 +37,7 @@ def trainer(tmp_path_factory):
                        "data.max_prompt_length=1024", "data.max_response_length=8", "data.rollout_batch_size=2",
                        "worker.rollout.n=2", f"worker.rollout.num_video_frames={FRAMES}",
                        "worker.actor.ulysses_size=2", "worker.actor.padding_free=true",
-                       "worker.actor.global_batch_size=4", "worker.actor.micro_batch_size_per_device_for_update=2",
+                       "worker.actor.global_batch_size=2", "worker.actor.micro_batch_size_per_device_for_update=2",
                        "worker.actor.micro_batch_size_per_device_for_experience=4",
                        "trainer.max_steps=2", "trainer.worker_timeout_s=300",
                        f"trainer.save_checkpoint_path={root / 'run'}"])
@@ -102,7 +102,7 @@ def test_ulysses_size_that_does_not_divide_the_heads_is_refused_naming_both(caps
     # 3 ranks, ulysses_size=3: the world splits, but the tiny Qwen2's 4 attention heads do not
     code = main(["config=configs/cpu_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}",
                  f"data.train_files={math_data['train']}", "trainer.n_gpus_per_node=3",
-                 "worker.actor.ulysses_size=3", "data.rollout_batch_size=8", "worker.actor.global_batch_size=16"])
+                 "worker.actor.ulysses_size=3", "data.rollout_batch_size=8", "worker.actor.global_batch_size=4"])
     assert code == 2
     err = capsys.readouterr().err
     assert "worker.actor.ulysses_size=3 must divide the model's num_attention_heads=4" in err

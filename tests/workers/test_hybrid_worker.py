@@ -24,7 +24,7 @@ SAMPLED = SamplingSpec(n=4, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=16)
 @pytest.fixture(scope="module")
 def setup(tiny_qwen2):
     cfg = load_config(["config=configs/cpu_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}",
-                       "worker.actor.optim.lr=0.05", "worker.actor.global_batch_size=8",
+                       "worker.actor.optim.lr=0.05", "worker.actor.global_batch_size=2",
                        "worker.actor.micro_batch_size_per_device_for_update=2"])
     init_ray(None, num_cpus=4)
     group = WorkerGroup(HybridWorker, ResourcePool(1, 2, use_gpu=False), 1,

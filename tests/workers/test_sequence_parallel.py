@@ -116,7 +116,8 @@ def _run_model(name: str, cfg, batch: Batch, rank: int, groups: dict) -> dict[st
     train = _training_columns(batch, out["plain"])
     for sp_size, padding_free in MODES:
         actor_cfg = dataclasses.replace(cfg.worker.actor, padding_free=padding_free)
-        actor = Actor(model, adapter, actor_cfg, cfg.algorithm, 0, WORLD // sp_size, 10, groups[sp_size])
+        actor = Actor(model, adapter, actor_cfg, cfg.algorithm, 0, WORLD // sp_size, 10, groups[sp_size],
+                      responses_per_prompt=1)  # mini-batches of global_batch_size rows: the rows given
         log_probs = actor.log_probs(batch, TEMPERATURE)  # every rank, every row
         ref = response_log_probs(reference, adapter, batch, 0, TEMPERATURE, 2, groups[sp_size], padding_free)
         parts, _ = split_for_ranks(train, WORLD // sp_size, sp_size)
@@ -167,7 +168,7 @@ def _critic_values(cfg, batch: Batch, groups: dict) -> dict[object, torch.Tensor
     model = shard(load_value_model(cfg.worker.actor.model.model_path, torch.float32), TextAdapter(), cfg,
                   trainable=True)
     return {(sp_size, pf): Critic(model, TextAdapter(), cfg.worker.critic, "token", 0, WORLD // sp_size, 10,
-                                  groups[sp_size], pf).values(batch) for sp_size, pf in MODES}
+                                  groups[sp_size], pf, responses_per_prompt=1).values(batch) for sp_size, pf in MODES}
 
 
 def _worker(rank: int, port: int, text_dir: str, vl_dir: str, videos: list[str], prompts: dict,

@@ -10,7 +10,7 @@ from longrl.protocol import Batch
 from longrl.workers.update import minibatch_updates
 
 
-def _run(poison: list[float]):
+def _run(poison: list[float], schedule_per_call: bool = False):
     """SGD(lr=0.1) on w.x, w = [1, 2], schedule lr * 1/(k+1) after k steps; two mini-batches of 2 rows."""
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
@@ -25,7 +25,8 @@ def _run(poison: list[float]):
         return loss, {"loss": loss.item()}
 
     stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_size=2, epochs=1,
-                              loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss)
+                              loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss,
+                              schedule_per_call=schedule_per_call)
     return model.weight.detach()[0].tolist(), scheduler, stats
 
 
@@ -114,3 +115,12 @@ def test_a_nan_on_one_of_two_fsdp_ranks_skips_the_step_on_both_alike(tmp_path):
         optimizer.zero_grad()
         scheduler.step()
     assert torch.allclose(ranks[0]["weight"], model.weight.detach(), atol=1e-6)
+
+
+def test_the_rl_schedule_advances_once_per_call_as_easyr1s_once_per_update():
+    weights, scheduler, stats = _run([1.0, 1.0, 1.0, 1.0], schedule_per_call=True)
+    # both optimizer steps at lr 0.1: w = [1 - 0.05 - 0.05, 2 - 0.05 - 0.05]; then one schedule step
+    assert weights == pytest.approx([0.9, 1.9], abs=1e-6)
+    assert scheduler.last_epoch == 1 and stats["lr"] == pytest.approx(0.1)
+    _, scheduler, _ = _run([math.nan, math.nan, math.nan, math.nan], schedule_per_call=True)
+    assert scheduler.last_epoch == 0  # no step taken: the schedule stays
