@@ -170,8 +170,9 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     def media_config(self, hf_config: object) -> object:
         return self.thinker_config(hf_config)
 
-    def load(self, path: str, dtype: torch.dtype, trust_remote_code: bool = False) -> torch.nn.Module:
-        model = super().load(path, dtype, trust_remote_code)
+    def load(self, path: str, dtype: torch.dtype, trust_remote_code: bool = False,
+             empty: bool = False) -> torch.nn.Module:
+        model = super().load(path, dtype, trust_remote_code, empty)
         model.forward = _keeping_logits(model.forward, model.lm_head)
         return model
 

@@ -71,7 +71,8 @@ def test_seed_script_config_has_only_known_keys_and_takes_overrides(script: str)
 @pytest.mark.parametrize("script", SEED_SCRIPTS)
 def test_seed_scripts_default_to_the_seeds_model_id_and_hyper_parameters(script: str):
     cfg = config_of(script, *_first_argument(script))
-    model = "Qwen/Qwen2.5-VL-3B-Instruct" if "_vl_" in script else "Qwen/Qwen2.5-3B-Instruct"
+    model = ("Qwen/Qwen2.5-VL-3B-Instruct" if "_vl_" in script else "Qwen/Qwen2.5-Omni-3B" if "omni" in script
+             else "Qwen/Qwen2.5-3B-Instruct")
     assert cfg["worker"]["actor"]["model"]["model_path"] == model  # as the seed sets MODEL_PATH
     # Long-RL's examples/config.yaml (configs/long_rl.yaml)
     rollout, actor = cfg["worker"]["rollout"], cfg["worker"]["actor"]
