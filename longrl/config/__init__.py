@@ -602,6 +602,15 @@ def optimizer_steps(cfg: Config, role: TrainedRoleConfig, rl_steps: int) -> int:
     return rl_steps * role.ppo_epochs * (responses // role.global_batch_size)
 
 
+def skips_old_log_probs(cfg: Config) -> bool:
+    """Whether a step can do without the separate old-log-prob pass: the actor's update is on-policy (one PPO epoch
+    of one mini-batch, so the policy has not moved before its only optimizer step, and the update's own forward,
+    detached, gives pi_old, as TRL's GRPOTrainer does) and nothing reads pi_old before the update (the in-reward
+    KL, algorithm.use_kl_loss=false, does)."""
+    kl_in_reward = not cfg.algorithm.disable_kl and not cfg.algorithm.use_kl_loss
+    return optimizer_steps(cfg, cfg.worker.actor, 1) == 1 and not kl_in_reward
+
+
 def dp_size(cfg: Config) -> int:
     """Data-parallel ranks: the world divided by the sequence-parallel degree."""
     return world_size(cfg) // cfg.worker.actor.ulysses_size

@@ -14,10 +14,11 @@ import math
 
 import torch
 
-from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
+from longrl.algorithms import RolloutDrift, aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
 from longrl.models.adapter import TextAdapter
 from longrl.models.ulysses_attention import split_media, sp_response_log_probs, ulysses_attention
+from longrl.parallel.collectives import all_reduce_scalar
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
 from longrl.workers.optim import OPTIMIZERS
@@ -126,18 +127,33 @@ class Actor:
                                   self.cfg.share_prompt_prefix)
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
-        """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch."""
+        """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch.
+
+        Without an `old_log_probs` column the update must be on-policy (config.skips_old_log_probs): one epoch of
+        one mini-batch takes pi_old from its own forward, detached, and reports the rollout/* drift from it."""
+        mini_size = self.cfg.global_batch_size // self.dp_size
+        on_policy = "old_log_probs" not in batch
+        if on_policy and (self.cfg.ppo_epochs != 1 or len(batch) > mini_size):
+            raise ValueError(f"the batch has no old_log_probs, but worker.actor.ppo_epochs={self.cfg.ppo_epochs} "
+                             f"over {len(batch)} rows in mini-batches of {mini_size} per rank takes more than one "
+                             f"optimizer step, so the policy moves before the later ones: compute old_log_probs first")
+        drift = RolloutDrift() if on_policy and "rollout_log_probs" in batch else None
         # backward too runs inside the block: gradient checkpointing recomputes attention there
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
-                self.model, self.optimizer, self.lr_scheduler, batch,
-                mini_size=self.cfg.global_batch_size // self.dp_size,
+                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=mini_size,
                 micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
-                micro_loss=lambda micro: self._micro_loss(micro, temperature))
-        return {f"actor/{k}": v for k, v in stats.items()}
+                micro_loss=lambda micro: self._micro_loss(micro, temperature, drift))
+        metrics = {f"actor/{k}": v for k, v in stats.items()}
+        if drift is not None:  # every rank reports the world's figures (an SP group's ranks count alike rows alike)
+            drift.sums = {k: all_reduce_scalar(v) for k, v in drift.sums.items()}
+            drift.max = all_reduce_scalar(drift.max, "max")
+            metrics.update(drift.metrics())
+        return metrics
 
-    def _micro_loss(self, micro: Batch, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def _micro_loss(self, micro: Batch, temperature: float,
+                    drift: RolloutDrift | None) -> tuple[torch.Tensor, dict[str, float]]:
         mask = micro["response_mask"].float()
         full_kl = self.algo.use_kl_loss and self.algo.kl_penalty == "full" and self.ref_model is not None
         if full_kl:  # the exact KL needs both models' whole distributions at every response position
@@ -151,7 +167,11 @@ class Actor:
                                                                 temperature, self.sp, self.cfg.padding_free,
                                                                 with_entropy=True)
         rollout_lp = micro.tensors.get("rollout_log_probs")
-        loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"], micro["advantages"], mask, self.cfg,
+        # on-policy (see update): pi_old is this very forward, so the ratio is 1 and the gradient that of the PG loss
+        old_log_probs = micro["old_log_probs"] if "old_log_probs" in micro else log_probs.detach()
+        if drift is not None:
+            drift.add(rollout_lp, old_log_probs, mask)
+        loss, stats = compute_policy_loss(log_probs, old_log_probs, micro["advantages"], mask, self.cfg,
                                           rollout_log_probs=rollout_lp, norm_length=self.norm_length)
         if self.cfg.entropy_coef == 0:  # a statistic only
             entropy = entropy.detach()

@@ -129,9 +129,9 @@ def test_metrics_and_generations_of_every_step(resumed_run):
     steps = metric_lines(out)
     required = {"step", "reward/overall", "response_length/mean", "actor/pg_loss", "actor/kl_loss",
                 "actor/grad_norm", "actor/entropy", "actor/lr", "actor/skipped_steps", "trainer/restarts",
-                "timing_s/gen", "timing_s/update", "timing_s/step", "rollout/log_prob_diff_mean",
+                "timing_s/gen", "timing_s/old", "timing_s/update", "timing_s/step", "rollout/log_prob_diff_mean",
                 "rollout/log_prob_diff_max", "rollout/kl_to_old", "timing_s/weight_sync", "perf/weight_sync_mb"}
-    assert all(required <= set(line) for line in steps)
+    assert all(required <= set(line) for line in steps)  # timing_s/old: 2 mini-batches keep the old-log-prob pass
     # the engine (bf16) and the trainer (fp32) score the same weights: close, not equal
     assert all(0 <= line["rollout/log_prob_diff_mean"] <= line["rollout/log_prob_diff_max"] < 5 for line in steps)
     # every rollout after the first streamed the previous update, or after a resume or a restart the restored
