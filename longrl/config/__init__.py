@@ -195,6 +195,11 @@ class TrainedRoleConfig:
     """Responses per forward/backward on one device (gradient accumulation fills the rest)."""
     micro_batch_size_per_device_for_experience: int = 8
     """Responses per forward when computing log-probs (actor) or values (critic)."""
+    dynamic_batching: bool = True
+    """Micro-batches packed to a token budget (the micro-batch size x the longest row's tokens) instead of a fixed
+    count of rows, for the update, the log-prob (actor: also the reference's) or value passes; the loss weighting
+    stays exact, and (actor) the driver orders the rows so the data-parallel ranks get about equal tokens. With
+    worker.actor.share_prompt_prefix the actor and reference keep fixed micro-batches (a prompt's rows together)."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm."""
     ppo_epochs: int = 1
@@ -423,7 +428,6 @@ NOT_YET_BUILT = {
     "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
     "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)", "worker.actor.kl_penalty": "diffusion RL (Flow-GRPO)",
     "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
-    "worker.actor.dynamic_batching": "dynamic batching", "worker.*.max_token_len_per_device": "dynamic batching",
 }
 
 

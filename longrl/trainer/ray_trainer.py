@@ -23,7 +23,7 @@ from tqdm import tqdm
 from longrl.algorithms import (ADVANTAGES, AdvantageInputs, RolloutDrift, apply_kl_to_rewards, compute_advantages,
                                groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager, CheckpointSaveError
-from longrl.config import Config, checkpoint_dir, skips_old_log_probs, to_dict, world_size
+from longrl.config import Config, checkpoint_dir, dp_size, skips_old_log_probs, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
@@ -34,6 +34,7 @@ from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.trainer.faults import SkippedSteps
 from longrl.workers.fsdp_worker import HybridWorker
 from longrl.workers.lifecycle import reduce_engine_stats
+from longrl.workers.micro_batches import balanced_order, row_tokens
 from longrl.workers.rollout import SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -218,6 +219,7 @@ class RayTrainer:
                 greedy = self.workers.generate(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
                 baseline = torch.tensor([s["overall"] for s in ray.get(self.score_async(greedy))])
                 batch["reward_baselines"] = baseline.repeat_interleave(spec.n)
+            batch = self.balance_ranks(batch)
             return batch, self.score_async(batch)
 
         def scored_round(round_: int) -> Batch:
@@ -226,7 +228,14 @@ class RayTrainer:
 
         batch, filter_metrics = fill_with_mixed_groups(scored_round, cfg, spec.n)
         metrics.update(filter_metrics)
-        return batch, None
+        return self.balance_ranks(batch), None
+
+    def balance_ranks(self, batch: Batch) -> Batch:
+        """With dynamic batching, the rows reordered so each data-parallel rank's part holds about equal tokens (the
+        dispatch gives rank k the k-th contiguous part; advantages group rows by uid, not by place)."""
+        if not self.cfg.worker.actor.dynamic_batching:
+            return batch
+        return batch.index(balanced_order(row_tokens(batch), dp_size(self.cfg)))
 
     def next_prompts(self, step: int, round_: int) -> Batch:
         prompts = next(self.loader)

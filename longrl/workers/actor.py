@@ -21,6 +21,7 @@ from longrl.models.ulysses_attention import split_media, sp_response_log_probs, 
 from longrl.parallel.collectives import all_reduce_scalar
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
+from longrl.workers.micro_batches import in_batch_order, micro_batches
 from longrl.workers.optim import OPTIMIZERS
 from longrl.workers.prefix_sharing import shared_prefix_log_probs
 from longrl.workers.update import minibatch_updates
@@ -76,17 +77,20 @@ def response_log_probs_and_entropy(model: torch.nn.Module, adapter: TextAdapter,
 @torch.no_grad()
 def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
                        temperature: float, micro_batch_size: int, sp: SPGroup = NO_SP,
-                       padding_free: bool = False, share_prompt_prefix: bool = False) -> torch.Tensor:
+                       padding_free: bool = False, share_prompt_prefix: bool = False,
+                       dynamic_batching: bool = False) -> torch.Tensor:
     """Log-probs of the response tokens under `model`, micro-batched, zero on padding: [B, R].
-    `share_prompt_prefix`: each unique prompt of a micro-batch runs once (sp=1, padded; see prefix_sharing)."""
+    `share_prompt_prefix`: each unique prompt of a micro-batch runs once (sp=1, padded; see prefix_sharing), in
+    fixed micro-batches; else `dynamic_batching` packs micro-batches to a token budget (see micro_batches)."""
     model.eval()
     if share_prompt_prefix:
         parts = [shared_prefix_log_probs(model, adapter, mb, pad_id, temperature)[0]
                  for mb in batch.split(micro_batch_size)]
         return torch.cat(parts) * batch["response_mask"]
+    micros, rows = micro_batches(batch, micro_batch_size, dynamic_batching, padding_free)
     parts = [response_log_probs_and_entropy(model, adapter, mb, pad_id, temperature, sp, padding_free)[0]
-             for mb in batch.split(micro_batch_size)]
-    return torch.cat(parts) * batch["response_mask"]
+             for mb in micros]
+    return in_batch_order(parts, rows) * batch["response_mask"]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
@@ -124,7 +128,7 @@ class Actor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         return response_log_probs(self.model, self.adapter, batch, self.pad_id, temperature,
                                   self.cfg.micro_batch_size_per_device_for_experience, self.sp, self.cfg.padding_free,
-                                  self.cfg.share_prompt_prefix)
+                                  self.cfg.share_prompt_prefix, self.cfg.dynamic_batching)
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
         """PPO epochs over mini-batches of global_batch_size/dp responses; one optimizer step per mini-batch.
@@ -142,7 +146,7 @@ class Actor:
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
                 self.model, self.optimizer, self.lr_scheduler, batch, mini_size=mini_size,
-                micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+                micro_split=self._micro_split, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
                 micro_loss=lambda micro: self._micro_loss(micro, temperature, drift))
         metrics = {f"actor/{k}": v for k, v in stats.items()}
@@ -151,6 +155,11 @@ class Actor:
             drift.max = all_reduce_scalar(drift.max, "max")
             metrics.update(drift.metrics())
         return metrics
+
+    def _micro_split(self, mini: Batch) -> list[Batch]:
+        # shared prompt prefixes need a prompt's rows together, as the fixed split keeps them
+        dynamic = self.cfg.dynamic_batching and not self.cfg.share_prompt_prefix
+        return micro_batches(mini, self.cfg.micro_batch_size_per_device_for_update, dynamic, self.cfg.padding_free)[0]
 
     def _micro_loss(self, micro: Batch, temperature: float,
                     drift: RolloutDrift | None) -> tuple[torch.Tensor, dict[str, float]]:

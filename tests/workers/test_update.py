@@ -23,7 +23,7 @@ def _run(poison: list[float]):
         loss = (model(micro["x"]).squeeze(-1) * micro["scale"]).mean()
         return loss, {"loss": loss.item()}
 
-    stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_size=2, epochs=1,
+    stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_split=lambda mini: mini.split(2), epochs=1,
                               loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss)
     return model.weight.detach()[0].tolist(), scheduler, stats
 
