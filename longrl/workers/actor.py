@@ -90,7 +90,7 @@ def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batc
     micros, rows = micro_batches(batch, micro_batch_size, dynamic_batching, padding_free)
     parts = [response_log_probs_and_entropy(model, adapter, mb, pad_id, temperature, sp, padding_free)[0]
              for mb in micros]
-    return in_batch_order(parts, rows) * batch["response_mask"]
+    return in_batch_order(parts, rows, batch["responses"].shape[1]) * batch["response_mask"]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):

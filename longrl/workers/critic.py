@@ -52,7 +52,8 @@ class Critic:
         self.model.eval()
         micros, rows = micro_batches(batch, self.cfg.micro_batch_size_per_device_for_experience,
                                      self.cfg.dynamic_batching, self.padding_free)
-        return in_batch_order([self._values(mb) for mb in micros], rows) * batch["response_mask"]
+        values = [self._values(mb) for mb in micros]
+        return in_batch_order(values, rows, batch["responses"].shape[1]) * batch["response_mask"]
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Clipped value regression onto `returns`, in mini-batches of global_batch_size/dp responses."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from longrl.parallel.collectives import all_reduce_scalar
 from longrl.protocol import Batch
@@ -67,18 +68,30 @@ def split_to_count(groups: list[list[int]], lengths: Sequence[int], count: int) 
 
 def micro_batches(batch: Batch, size: int, dynamic: bool, padding_free: bool) -> tuple[list[Batch], list[int]]:
     """The micro-batches of `batch` and the batch rows they hold, in their order: contiguous runs of `size` rows,
-    or (`dynamic`) rows packed to `size` x the longest row's tokens. A collective when dynamic (the count)."""
+    or (`dynamic`) rows packed to `size` x the longest row's tokens, each narrowed to its own longest response (a
+    micro-batch of many short rows must not carry the batch's full width into [b, R, V] logits). A collective
+    when dynamic (the count)."""
     if not dynamic or not len(batch):
         return batch.split(size), list(range(len(batch)))
     lengths = row_tokens(batch)
     groups = token_budget_groups(lengths, size * max(lengths), padded=not padding_free)
     groups = split_to_count(groups, lengths, int(all_reduce_scalar(len(groups), "max")))
-    return [batch.index(g) for g in groups], [i for g in groups for i in g]
+    return [_narrowed(batch.index(g)) for g in groups], [i for g in groups for i in g]
 
 
-def in_batch_order(parts: Sequence[torch.Tensor], rows: Sequence[int]) -> torch.Tensor:
-    """Per-micro-batch outputs back in batch order: `parts` hold rows `rows` (as micro_batches returns them)."""
-    out = torch.cat(list(parts))
+def _narrowed(micro: Batch) -> Batch:
+    """`micro` with its per-token columns ([b, R, ...], the tensors of 2+ dimensions) cut to its longest response."""
+    width = max(1, int(micro["response_mask"].sum(-1).max()))
+    for key, value in list(micro.tensors.items()):
+        if value.dim() >= 2:
+            micro[key] = value[:, :width]
+    return micro
+
+
+def in_batch_order(parts: Sequence[torch.Tensor], rows: Sequence[int], width: int) -> torch.Tensor:
+    """Per-micro-batch outputs ([b_k, R_k], narrowed or not) back in batch order as [B, width], zero-padded:
+    `parts` hold rows `rows` (as micro_batches returns them)."""
+    out = torch.cat([F.pad(part, (0, width - part.shape[1])) for part in parts])
     inverse = torch.empty(len(rows), dtype=torch.long)
     inverse[torch.as_tensor(list(rows), dtype=torch.long)] = torch.arange(len(rows))
     return out[inverse]

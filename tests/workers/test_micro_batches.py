@@ -55,7 +55,10 @@ def test_balanced_order_gives_each_rank_about_equal_tokens():
 def test_in_batch_order_undoes_the_grouping():
     rows = [3, 0, 2, 1]
     parts = [torch.tensor([[30.0], [0.0]]), torch.tensor([[20.0], [10.0]])]
-    assert in_batch_order(parts, rows).squeeze(-1).tolist() == [0.0, 10.0, 20.0, 30.0]
+    assert in_batch_order(parts, rows, 1).squeeze(-1).tolist() == [0.0, 10.0, 20.0, 30.0]
+    # narrowed parts come back zero-padded to the batch's width
+    narrow = [torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([[4.0]])]
+    assert in_batch_order(narrow, [2, 0, 1], 3).tolist() == [[3.0, 0.0, 0.0], [4.0, 0.0, 0.0], [1.0, 2.0, 0.0]]
 
 
 def _batch() -> Batch:
@@ -76,6 +79,8 @@ def test_dynamic_micro_batches_are_fewer_and_hold_every_row_once():
     # budget 2 x 40 = 80 tokens: packed, all 75 tokens in one forward; padded, [40, 9] (80) then 4 rows of <= 8 (32)
     assert [len(m) for m in fixed] == [2, 2, 2] and [len(m) for m in packed] == [6] and sorted(rows) == list(range(6))
     assert [len(m) for m in padded] == [2, 4]
+    # each dynamic micro-batch carries only its longest response's columns: [40, 9] 10, the short rows 3
+    assert [m["responses"].shape[1] for m in padded] == [10, 3] and padded[1]["advantages"].shape == (4, 3)
 
 
 def _actor(tiny_qwen2: Path, dynamic: bool, padding_free: bool, loss_avg_mode: str = "token"):
