@@ -143,7 +143,6 @@ def test_min_lr_ratio_without_a_cosine_schedule_is_refused(tmp_path):
 
 @pytest.mark.parametrize(("arg", "feature"), [
     ("worker.actor.model.lora.rank=64", "LoRA"),
-    ("worker.actor.dynamic_batching=true", "dynamic batching"),
     ("data.vila_model=true", "VILA"),
     ("worker.rollout.num_steps=10", "diffusion RL"),
     ("worker.actor.fsdp.use_orig_params=true", "diffusion RL"),

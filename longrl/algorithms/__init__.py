@@ -16,6 +16,7 @@ from longrl.algorithms.kl import (
     KL_PENALTIES,
     AdaptiveKLController,
     FixedKLController,
+    RolloutDrift,
     apply_kl_to_rewards,
     kl_penalty,
     make_kl_controller,
@@ -32,7 +33,7 @@ from longrl.algorithms.requirements import Requires
 
 __all__ = [
     "ADVANTAGES", "KL_PENALTIES", "POLICY_LOSSES", "AdaptiveKLController", "AdvantageInputs", "FixedKLController",
-    "PolicyLossTerms", "Requires",
+    "PolicyLossTerms", "Requires", "RolloutDrift",
     "aggregate_loss", "apply_kl_to_rewards", "compute_advantages", "compute_policy_loss", "compute_value_loss",
     "groups_to_keep", "kl_penalty", "make_kl_controller", "masked_mean", "masked_whiten",
 ]

@@ -133,3 +133,35 @@ def apply_kl_to_rewards(token_level_scores: Tensor, log_probs: Tensor, ref_log_p
     current_kl = (kl.sum(-1) / mask.sum(-1).clamp(min=1)).mean().item()
     controller.update(current_kl, n_steps=token_level_scores.shape[0])
     return rewards, {"actor/reward_kl_penalty": current_kl, "actor/reward_kl_coef": beta}
+
+
+class RolloutDrift:
+    """How far the engine's log-probs of the sampled tokens are from the trainer's, as sums over valid tokens that
+    add up over micro-batches and ranks: rollout/log_prob_diff_{mean,max} (|log pi_rollout - log pi_old|) and
+    rollout/kl_to_old (the k3 estimate of KL(pi_rollout || pi_old) from the engine's own samples).
+
+    float64: with both sides in fp32 the gap is ~1e-7 and k3 (~ gap^2 / 2) would round to 0 in fp32.
+    """
+
+    def __init__(self) -> None:
+        self.sums = {"abs": 0.0, "k3": 0.0, "tokens": 0.0}
+        self.max = 0.0
+
+    @torch.no_grad()
+    def add(self, rollout_log_probs: Tensor, old_log_probs: Tensor, response_mask: Tensor) -> None:
+        """Count one batch's valid tokens: all `[B, T]`."""
+        mask = response_mask.bool()
+        rollout, old = rollout_log_probs[mask].double(), old_log_probs.detach()[mask].double()
+        diff = (rollout - old).abs()
+        self.sums["abs"] += float(diff.sum())
+        self.sums["k3"] += float(k3(rollout, old).sum())
+        self.sums["tokens"] += float(mask.sum())
+        self.max = max(self.max, float(diff.max())) if diff.numel() else self.max
+
+    def metrics(self) -> dict[str, float]:
+        """The rollout/* metrics; empty when no valid token was counted."""
+        tokens = self.sums["tokens"]
+        if not tokens:
+            return {}
+        return {"rollout/log_prob_diff_mean": self.sums["abs"] / tokens, "rollout/log_prob_diff_max": self.max,
+                "rollout/kl_to_old": self.sums["k3"] / tokens}

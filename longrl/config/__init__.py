@@ -219,6 +219,11 @@ class TrainedRoleConfig:
     global_batch_size x worker.rollout.n / data-parallel size)."""
     micro_batch_size_per_device_for_experience: int = 8
     """Responses per forward when computing log-probs (actor) or values (critic)."""
+    dynamic_batching: bool = True
+    """Micro-batches packed to a token budget (the micro-batch size x the longest row's tokens) instead of a fixed
+    count of rows, for the update, the log-prob (actor: also the reference's) or value passes; the loss weighting
+    stays exact, and (actor) the driver orders the rows so the data-parallel ranks get about equal tokens. With
+    worker.actor.share_prompt_prefix the actor and reference keep fixed micro-batches (a prompt's rows together)."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm."""
     ppo_epochs: int = 1
@@ -455,7 +460,6 @@ NOT_YET_BUILT = {
     "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
     "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)", "worker.actor.kl_penalty": "diffusion RL (Flow-GRPO)",
     "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
-    "worker.actor.dynamic_batching": "dynamic batching", "worker.*.max_token_len_per_device": "dynamic batching",
 }
 
 
@@ -632,6 +636,16 @@ def update_responses(cfg: Config, role: TrainedRoleConfig) -> int:
     worker.rollout.n responses (EasyR1's workers multiply it by n the same way)."""
     return role.global_batch_size * cfg.worker.rollout.n
 
+
+
+def skips_old_log_probs(cfg: Config) -> bool:
+    """Whether a step can do without the separate old-log-prob pass: the actor's update is on-policy (one PPO epoch
+    of one mini-batch, so the policy has not moved before its only optimizer step, and the update's own forward,
+    detached, gives pi_old, as TRL's GRPOTrainer does) and nothing reads pi_old before the update (the in-reward
+    KL, algorithm.use_kl_loss=false, does)."""
+    kl_in_reward = not cfg.algorithm.disable_kl and not cfg.algorithm.use_kl_loss
+    actor = cfg.worker.actor  # global_batch_size counts prompts, as rollout_batch_size does
+    return actor.ppo_epochs == 1 and cfg.data.rollout_batch_size <= actor.global_batch_size and not kl_in_reward
 
 
 def dp_size(cfg: Config) -> int:

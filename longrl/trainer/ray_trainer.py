@@ -20,10 +20,10 @@ import ray
 import torch
 from tqdm import tqdm
 
-from longrl.algorithms import (ADVANTAGES, KL_PENALTIES, AdvantageInputs, apply_kl_to_rewards, compute_advantages,
+from longrl.algorithms import (ADVANTAGES, AdvantageInputs, RolloutDrift, apply_kl_to_rewards, compute_advantages,
                                groups_to_keep, make_kl_controller)
 from longrl.checkpoint.manager import CheckpointManager, CheckpointSaveError
-from longrl.config import Config, checkpoint_dir, to_dict, world_size
+from longrl.config import Config, checkpoint_dir, dp_size, skips_old_log_probs, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
@@ -35,6 +35,7 @@ from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.trainer.faults import SkippedSteps
 from longrl.workers.fsdp_worker import HybridWorker
 from longrl.workers.lifecycle import reduce_engine_stats
+from longrl.workers.micro_batches import balanced_order, row_tokens
 from longrl.workers.rollout import SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -165,14 +166,15 @@ class RayTrainer:
         self.skipped.in_a_row = 0
 
     def step(self, step: int) -> dict[str, float]:
-        """One RL step: generate, score, old/ref log-probs, advantages, update."""
+        """One RL step: generate, score, old (unless the update is on-policy) and ref log-probs, advantages, update."""
         cfg, metrics = self.cfg, {}
         start = time.perf_counter()
         with _timed(metrics, "gen"):
             batch, scores_ref = self.generate_batch(step, metrics)
-        with _timed(metrics, "old"):
-            batch = batch.union(self.workers.log_probs(batch))
-        metrics.update(rollout_drift_metrics(batch))
+        if not skips_old_log_probs(cfg):  # else the update's own forward gives pi_old and the rollout/* drift
+            with _timed(metrics, "old"):
+                batch = batch.union(self.workers.log_probs(batch))
+            metrics.update(rollout_drift_metrics(batch))
         if self.use_critic:
             with _timed(metrics, "values"):
                 batch = batch.union(self.workers.compute_values(batch))
@@ -221,6 +223,7 @@ class RayTrainer:
                 greedy = self.workers.generate(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
                 baseline = torch.tensor([s["overall"] for s in ray.get(self.score_async(greedy))])
                 batch["reward_baselines"] = baseline.repeat_interleave(spec.n)
+            batch = self.balance_ranks(batch)
             return batch, self.score_async(batch)
 
         def scored_round(round_: int) -> Batch:
@@ -229,7 +232,14 @@ class RayTrainer:
 
         batch, filter_metrics = fill_with_mixed_groups(scored_round, cfg, spec.n)
         metrics.update(filter_metrics)
-        return batch, None
+        return self.balance_ranks(batch), None
+
+    def balance_ranks(self, batch: Batch) -> Batch:
+        """With dynamic batching, the rows reordered so each data-parallel rank's part holds about equal tokens (the
+        dispatch gives rank k the k-th contiguous part; advantages group rows by uid, not by place)."""
+        if not self.cfg.worker.actor.dynamic_batching:
+            return batch
+        return batch.index(balanced_order(row_tokens(batch), dp_size(self.cfg)))
 
     def next_prompts(self, step: int, round_: int) -> Batch:
         prompts = next(self.loader)
@@ -357,21 +367,16 @@ def score_column(batch: Batch, key: str) -> torch.Tensor:
 
 
 def rollout_drift_metrics(batch: Batch) -> dict[str, float]:
-    """How far the engine's log-probs of the sampled tokens are from the trainer's (old_log_probs, same weights).
+    """How far the engine's log-probs of the sampled tokens are from the trainer's (old_log_probs, same weights):
+    rollout/log_prob_diff_{mean,max} and rollout/kl_to_old (see RolloutDrift).
 
-    rollout/log_prob_diff_{mean,max}: |log pi_rollout - log pi_old| over valid tokens; rollout/kl_to_old: the k3
-    estimate of KL(pi_rollout || pi_old) from the engine's own samples. Kernels and dtypes make them nonzero;
-    top_p < 1 or top_k > 0 adds vLLM's renormalisation over the kept tokens (the trainer uses the full softmax
-    at the temperature), which is why worker.actor.tis_cap refuses truncated sampling.
+    Kernels and dtypes make them nonzero; top_p < 1 or top_k > 0 adds vLLM's renormalisation over the kept tokens
+    (the trainer uses the full softmax at the temperature), which is why worker.actor.tis_cap refuses truncated
+    sampling.
     """
-    mask = batch["response_mask"].bool()
-    if not mask.any():
-        return {}
-    # float64: with both sides in fp32 the gap is ~1e-7 and k3 (~ gap^2 / 2) would round to 0 in fp32
-    rollout, old = batch["rollout_log_probs"][mask].double(), batch["old_log_probs"][mask].double()
-    diff = (rollout - old).abs()
-    return {"rollout/log_prob_diff_mean": float(diff.mean()), "rollout/log_prob_diff_max": float(diff.max()),
-            "rollout/kl_to_old": float(KL_PENALTIES["low_var_kl"](rollout, old).mean())}
+    drift = RolloutDrift()
+    drift.add(batch["rollout_log_probs"], batch["old_log_probs"], batch["response_mask"])
+    return drift.metrics()
 
 
 def batch_metrics(batch: Batch, max_response_length: int) -> dict[str, float]:

@@ -14,12 +14,14 @@ import math
 
 import torch
 
-from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
+from longrl.algorithms import RolloutDrift, aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
 from longrl.models.adapter import TextAdapter
 from longrl.models.ulysses_attention import split_media, sp_response_log_probs, ulysses_attention
+from longrl.parallel.collectives import all_reduce_scalar
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
+from longrl.workers.micro_batches import in_batch_order, micro_batches
 from longrl.workers.optim import OPTIMIZERS
 from longrl.workers.prefix_sharing import shared_prefix_log_probs
 from longrl.workers.update import minibatch_updates
@@ -75,17 +77,20 @@ def response_log_probs_and_entropy(model: torch.nn.Module, adapter: TextAdapter,
 @torch.no_grad()
 def response_log_probs(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
                        temperature: float, micro_batch_size: int, sp: SPGroup = NO_SP,
-                       padding_free: bool = False, share_prompt_prefix: bool = False) -> torch.Tensor:
+                       padding_free: bool = False, share_prompt_prefix: bool = False,
+                       dynamic_batching: bool = False) -> torch.Tensor:
     """Log-probs of the response tokens under `model`, micro-batched, zero on padding: [B, R].
-    `share_prompt_prefix`: each unique prompt of a micro-batch runs once (sp=1, padded; see prefix_sharing)."""
+    `share_prompt_prefix`: each unique prompt of a micro-batch runs once (sp=1, padded; see prefix_sharing), in
+    fixed micro-batches; else `dynamic_batching` packs micro-batches to a token budget (see micro_batches)."""
     model.eval()
     if share_prompt_prefix:
         parts = [shared_prefix_log_probs(model, adapter, mb, pad_id, temperature)[0]
                  for mb in batch.split(micro_batch_size)]
         return torch.cat(parts) * batch["response_mask"]
+    micros, rows = micro_batches(batch, micro_batch_size, dynamic_batching, padding_free)
     parts = [response_log_probs_and_entropy(model, adapter, mb, pad_id, temperature, sp, padding_free)[0]
-             for mb in batch.split(micro_batch_size)]
-    return torch.cat(parts) * batch["response_mask"]
+             for mb in micros]
+    return in_batch_order(parts, rows, batch["responses"].shape[1]) * batch["response_mask"]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
@@ -126,21 +131,41 @@ class Actor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         return response_log_probs(self.model, self.adapter, batch, self.pad_id, temperature,
                                   self.cfg.micro_batch_size_per_device_for_experience, self.sp, self.cfg.padding_free,
-                                  self.cfg.share_prompt_prefix)
+                                  self.cfg.share_prompt_prefix, self.cfg.dynamic_batching)
 
     def update(self, batch: Batch, temperature: float) -> dict[str, float]:
-        """PPO epochs over mini-batches of global_batch_size x n / dp responses; one optimizer step per mini-batch."""
+        """PPO epochs over mini-batches of global_batch_size x n / dp responses; one optimizer step per mini-batch.
+
+        Without an `old_log_probs` column the update must be on-policy (config.skips_old_log_probs): one epoch of
+        one mini-batch takes pi_old from its own forward, detached, and reports the rollout/* drift from it."""
+        mini_size = self.mini_size
+        on_policy = "old_log_probs" not in batch
+        if on_policy and (self.cfg.ppo_epochs != 1 or len(batch) > mini_size):
+            raise ValueError(f"the batch has no old_log_probs, but worker.actor.ppo_epochs={self.cfg.ppo_epochs} "
+                             f"over {len(batch)} rows in mini-batches of {mini_size} per rank takes more than one "
+                             f"optimizer step, so the policy moves before the later ones: compute old_log_probs first")
+        drift = RolloutDrift() if on_policy and "rollout_log_probs" in batch else None
         # backward too runs inside the block: gradient checkpointing recomputes attention there
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
-                self.model, self.optimizer, self.lr_scheduler, batch,
-                mini_size=self.mini_size, schedule_per_call=True,
-                micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=mini_size, schedule_per_call=True,
+                micro_split=self._micro_split, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
-                micro_loss=lambda micro: self._micro_loss(micro, temperature))
-        return {f"actor/{k}": v for k, v in stats.items()}
+                micro_loss=lambda micro: self._micro_loss(micro, temperature, drift))
+        metrics = {f"actor/{k}": v for k, v in stats.items()}
+        if drift is not None:  # every rank reports the world's figures (an SP group's ranks count alike rows alike)
+            drift.sums = {k: all_reduce_scalar(v) for k, v in drift.sums.items()}
+            drift.max = all_reduce_scalar(drift.max, "max")
+            metrics.update(drift.metrics())
+        return metrics
 
-    def _micro_loss(self, micro: Batch, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def _micro_split(self, mini: Batch) -> list[Batch]:
+        # shared prompt prefixes need a prompt's rows together, as the fixed split keeps them
+        dynamic = self.cfg.dynamic_batching and not self.cfg.share_prompt_prefix
+        return micro_batches(mini, self.cfg.micro_batch_size_per_device_for_update, dynamic, self.cfg.padding_free)[0]
+
+    def _micro_loss(self, micro: Batch, temperature: float,
+                    drift: RolloutDrift | None) -> tuple[torch.Tensor, dict[str, float]]:
         mask = micro["response_mask"].float()
         full_kl = self.algo.use_kl_loss and self.algo.kl_penalty == "full" and self.ref_model is not None
         if full_kl:  # the exact KL needs both models' whole distributions at every response position
@@ -154,7 +179,11 @@ class Actor:
                                                                 temperature, self.sp, self.cfg.padding_free,
                                                                 with_entropy=True)
         rollout_lp = micro.tensors.get("rollout_log_probs")
-        loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"], micro["advantages"], mask, self.cfg,
+        # on-policy (see update): pi_old is this very forward, so the ratio is 1 and the gradient that of the PG loss
+        old_log_probs = micro["old_log_probs"] if "old_log_probs" in micro else log_probs.detach()
+        if drift is not None:
+            drift.add(rollout_lp, old_log_probs, mask)
+        loss, stats = compute_policy_loss(log_probs, old_log_probs, micro["advantages"], mask, self.cfg,
                                           rollout_log_probs=rollout_lp, norm_length=self.norm_length)
         if self.cfg.entropy_coef == 0:  # a statistic only
             entropy = entropy.detach()

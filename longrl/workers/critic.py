@@ -17,6 +17,7 @@ from longrl.models.ulysses_attention import split_media, sp_response_values, uly
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
 from longrl.workers.actor import NO_SP, build_optimizer
+from longrl.workers.micro_batches import in_batch_order, micro_batches
 from longrl.workers.update import minibatch_updates
 
 
@@ -52,8 +53,10 @@ class Critic:
     def values(self, batch: Batch) -> torch.Tensor:
         """V(s_t) for every response token, zero on padding: [B, R]."""
         self.model.eval()
-        parts = [self._values(mb) for mb in batch.split(self.cfg.micro_batch_size_per_device_for_experience)]
-        return torch.cat(parts) * batch["response_mask"]
+        micros, rows = micro_batches(batch, self.cfg.micro_batch_size_per_device_for_experience,
+                                     self.cfg.dynamic_batching, self.padding_free)
+        values = [self._values(mb) for mb in micros]
+        return in_batch_order(values, rows, batch["responses"].shape[1]) * batch["response_mask"]
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Clipped value regression onto `returns`, in mini-batches of global_batch_size x n / dp responses."""
@@ -66,6 +69,8 @@ class Critic:
             stats = minibatch_updates(
                 self.model, self.optimizer, self.lr_scheduler, batch,
                 mini_size=self.mini_size, schedule_per_call=True,
-                micro_size=self.cfg.micro_batch_size_per_device_for_update, epochs=self.cfg.ppo_epochs,
+                micro_split=lambda mini: micro_batches(mini, self.cfg.micro_batch_size_per_device_for_update,
+                                                       self.cfg.dynamic_batching, self.padding_free)[0],
+                epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm, micro_loss=micro_loss)
         return {f"critic/{k}": v for k, v in stats.items()}

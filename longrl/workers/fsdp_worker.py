@@ -232,7 +232,7 @@ class HybridWorker:
             return Batch({"ref_log_probs": response_log_probs(
                 self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
                 actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
-                actor.share_prompt_prefix)})
+                actor.share_prompt_prefix, actor.dynamic_batching)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)

@@ -27,6 +27,7 @@ from longrl.parallel.ulysses import SPGroup, init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import NO_SP, build_optimizer, response_log_probs_and_entropy
 from longrl.workers.fsdp_worker import load_sharded, model_metadata
+from longrl.workers.micro_batches import micro_batches
 from longrl.workers.update import minibatch_updates
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ class SFTWorker:
         with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
             stats = minibatch_updates(
                 self.model, self.optimizer, self.lr_scheduler, batch, mini_size=len(batch),
-                micro_size=actor.micro_batch_size_per_device_for_update, epochs=1, loss_avg_mode="token",
+                micro_split=lambda mini: micro_batches(mini, actor.micro_batch_size_per_device_for_update,
+                                                       actor.dynamic_batching, actor.padding_free)[0],
+                epochs=1, loss_avg_mode="token",
                 max_grad_norm=actor.max_grad_norm,
                 micro_loss=lambda micro: sft_loss(self.model, self.adapter, micro, self.pad_id, self.sp,
                                                   actor.padding_free))

@@ -19,6 +19,7 @@ from longrl.parallel.collectives import all_reduce_scalar, all_reduce_tensor
 from longrl.protocol import Batch
 
 MicroLoss = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
+MicroSplit = Callable[[Batch], list[Batch]]
 
 
 def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
@@ -29,9 +30,10 @@ def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
 
 
 def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, batch: Batch, *,
-                      mini_size: int, micro_size: int, epochs: int, loss_avg_mode: str, max_grad_norm: float,
+                      mini_size: int, micro_split: MicroSplit, epochs: int, loss_avg_mode: str, max_grad_norm: float,
                       micro_loss: MicroLoss, schedule_per_call: bool = False) -> dict[str, float]:
-    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, one optimizer step each; mean stats,
+    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, one optimizer step each, each mini-batch
+    in the micro-batches `micro_split` makes of it (any grouping of its rows: the weighting stays exact); mean stats,
     except `skipped_steps`: how many optimizer steps a non-finite gradient skipped.
 
     The LR schedule advances once per optimizer step taken, or with `schedule_per_call` once per call that
@@ -42,7 +44,7 @@ def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     for _ in range(epochs):
         for mini in batch.split(mini_size):
             lr = lr_scheduler.get_last_lr()[0]  # the rate this step uses
-            stats = _optimizer_step(model, optimizer, None if schedule_per_call else lr_scheduler, mini, micro_size,
+            stats = _optimizer_step(model, optimizer, None if schedule_per_call else lr_scheduler, mini, micro_split,
                                     loss_avg_mode, max_grad_norm, micro_loss)
             for key, value in {**stats, "lr": lr}.items():
                 history.setdefault(key, []).append(value)
@@ -52,12 +54,12 @@ def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     return {k: sum(v) / (1 if k == "skipped_steps" else len(v)) for k, v in history.items()}
 
 
-def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_size: int, loss_avg_mode: str,
+def _optimizer_step(model, optimizer, lr_scheduler, mini: Batch, micro_split: MicroSplit, loss_avg_mode: str,
                     max_grad_norm: float, micro_loss: MicroLoss) -> dict[str, float]:
     world = dist.get_world_size() if dist.is_initialized() else 1
     units = all_reduce_tensor(loss_units(mini, loss_avg_mode))
     stats: dict[str, float] = {}
-    micro_batches = mini.split(micro_size)
+    micro_batches = micro_split(mini)
     for i, micro in enumerate(micro_batches):
         share = float(loss_units(micro, loss_avg_mode) / units)
         if isinstance(model, FSDPModule):  # reduce-scatter gradients only once per mini-batch

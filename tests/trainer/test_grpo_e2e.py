@@ -214,11 +214,11 @@ def test_metrics_and_generations_of_every_step(resumed_run):
     steps = metric_lines(out)
     required = {"step", "reward/overall", "response_length/mean", "actor/pg_loss", "actor/kl_loss",
                 "actor/grad_norm", "actor/entropy", "actor/lr", "actor/skipped_steps", "trainer/restarts",
-                "timing_s/gen", "timing_s/update", "timing_s/step", "rollout/log_prob_diff_mean",
+                "timing_s/gen", "timing_s/old", "timing_s/update", "timing_s/step", "rollout/log_prob_diff_mean",
                 "rollout/log_prob_diff_max", "rollout/kl_to_old", "timing_s/weight_sync", "perf/weight_sync_mb",
                 "perf/rss_mb_driver", "perf/rss_mb_rank0", "perf/rss_mb_rank1", "perf/open_fds_driver",
                 "perf/open_fds_rank0", "perf/open_fds_rank1"}
-    assert all(required <= set(line) for line in steps)
+    assert all(required <= set(line) for line in steps)  # timing_s/old: 2 mini-batches keep the old-log-prob pass
     # each process measured itself: a tiny model's worker holds hundreds of MB (torch, vLLM), the driver less
     assert all(100 < line["perf/rss_mb_rank1"] < 20_000 and 10 < line["perf/open_fds_rank1"] for line in steps)
     # the engine (bf16) and the trainer (fp32) score the same weights: close, not equal

@@ -24,8 +24,8 @@ def _run(poison: list[float], schedule_per_call: bool = False):
         loss = (model(micro["x"]).squeeze(-1) * micro["scale"]).mean()
         return loss, {"loss": loss.item()}
 
-    stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_size=2, epochs=1,
-                              loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss,
+    stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_split=lambda mini: mini.split(2),
+                              epochs=1, loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss,
                               schedule_per_call=schedule_per_call)
     return model.weight.detach()[0].tolist(), scheduler, stats
 
@@ -78,8 +78,8 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
             loss = (model(micro["x"]).sum(-1) * micro["scale"]).mean()
             return loss, {"loss": loss.item()}
 
-        stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_size=1, epochs=1,
-                                  loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss)
+        stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, epochs=1, loss_avg_mode="seq",
+                                  micro_split=lambda mini: mini.split(1), max_grad_norm=10.0, micro_loss=micro_loss)
         weight = model.weight.full_tensor() if isinstance(model.weight, DTensor) else model.weight
         torch.save({"stats": stats, "weight": weight.detach().clone(), "last_epoch": scheduler.last_epoch,
                     "lr": scheduler.get_last_lr()[0]}, f"{out_dir}/rank{rank}.pt")
