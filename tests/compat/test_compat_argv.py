@@ -31,6 +31,11 @@ KNOWN_GAPS = (
     "unknown config key 'data.num_workers'",  # Long-RL's data-loader workers
     "worker.actor.fsdp.enable_rank0_init=true (load on rank 0, broadcast the shards) is not implemented",
     "worker.ref.fsdp.enable_rank0_init=true (load on rank 0, broadcast the shards) is not implemented",
+    # issue #14: Long-RL's diffusion scripts sample 1-2 prompts (and update 1 sample per optimizer step) on 8 GPUs;
+    # here every data-parallel rank needs its own prompts and samples
+    "data.rollout_batch_size=2 must be divisible by the data-parallel size 8",
+    "data.rollout_batch_size=1 must be divisible by the data-parallel size 8",
+    "worker.actor.global_batch_size=1 must be divisible by the data-parallel size 8",
 )
 
 
@@ -125,7 +130,8 @@ def test_the_model_type_of_every_script_has_an_adapter_or_is_named_as_not_built_
     from longrl.trainer.preflight import adapter_problem
 
     if model_type in ("sd3", "wan"):  # diffusers pipelines: a model_index.json, no config.json
-        (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "Pipeline"}))
+        pipeline = {"sd3": "StableDiffusion3Pipeline", "wan": "WanPipeline"}[model_type]
+        (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
     else:
         (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
     problem = adapter_problem(str(tmp_path))
