@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from longrl.algorithms import ADVANTAGES
+from longrl.algorithms import ADVANTAGES, KL_PENALTIES
 from longrl.config import Config, ConfigError, load_config, to_dict
 from longrl.diffusion.pipelines import PIPELINES, pipeline_class
 from longrl.validation import validate
@@ -104,10 +104,13 @@ def diffusion_problems(cfg: Config) -> list[str]:
     """What a diffusion run (a diffusers pipeline as model_path) cannot do with this config: sizes the VAE and the
     transformer's patches do not divide, frame counts the video VAE cannot take, and loop features with no
     diffusion counterpart."""
-    path = cfg.worker.actor.model.model_path
+    path, a = cfg.worker.actor.model.model_path, cfg.algorithm
     if pipeline_class(path) not in PIPELINES:
+        if not a.disable_kl and a.kl_penalty in KL_PENALTIES and KL_PENALTIES.requires(a.kl_penalty).step_means:
+            return [f"algorithm.kl_penalty={a.kl_penalty!r} reads the denoising steps of a diffusion model, but "
+                    f"worker.actor.model.model_path={path!r} is not a diffusers pipeline; use low_var_kl"]
         return []
-    rollout, actor, a = cfg.worker.rollout, cfg.worker.actor, cfg.algorithm
+    rollout, actor = cfg.worker.rollout, cfg.worker.actor
     problems = PIPELINES[pipeline_class(path)]().size_problems(path, rollout)
     if rollout.num_steps < 2:
         problems.append(f"worker.rollout.num_steps={rollout.num_steps}: Flow-GRPO needs at least 2 denoising steps")

@@ -18,3 +18,10 @@ def prompt_file(tmp_path_factory) -> Path:
     path.write_text("a photo of a red cat on a table\na photo of a blue dog on a beach\n"
                     "a photo of a green car on a hill\na photo of a big house on a street\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_wan(tmp_path_factory) -> Path:
+    from longrl.diffusion.tiny import build_wan
+
+    return build_wan(tmp_path_factory.mktemp("tiny_wan") / "wan")
