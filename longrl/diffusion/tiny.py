@@ -77,8 +77,13 @@ def build_sd3(out_dir: str | Path, vae_blocks: int = 4, sample_size: int = 32, l
 
 
 def build_wan(out_dir: str | Path, seed: int = 0) -> Path:
-    """A tiny WanPipeline directory: WanTransformer3DModel (2 heads x 12, patch (1, 2, 2)), AutoencoderKLWan
-    (spatial factor 8, temporal factor 4), FlowMatchEulerDiscreteScheduler(shift=7) and a UMT5 encoder."""
+    """A tiny WanPipeline directory (see wan_pipeline)."""
+    return _save(wan_pipeline(seed), out_dir, "wan")
+
+
+def wan_pipeline(seed: int = 0):
+    """A tiny WanPipeline: WanTransformer3DModel (2 heads x 12, patch (1, 2, 2)), AutoencoderKLWan (spatial factor
+    8, temporal factor 4), FlowMatchEulerDiscreteScheduler(shift=7) and a UMT5 encoder."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -93,9 +98,8 @@ def build_wan(out_dir: str | Path, seed: int = 0) -> Path:
                                         in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
                                         num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
                                         rope_max_seq_len=32)
-    pipe = WanPipeline(tokenizer=tok, text_encoder=encoder, vae=vae,
+    return WanPipeline(tokenizer=tok, text_encoder=encoder, vae=vae,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), transformer=transformer)
-    return _save(pipe, out_dir, "wan")
 
 
 def _save(pipe, out_dir: str | Path, arch: str) -> Path:

@@ -66,3 +66,23 @@ def test_a_window_shares_the_groups_initial_noise_and_stores_only_its_steps(tiny
     assert not torch.equal(first.next_latents[0], second.next_latents[0])  # they differ inside it
     with pytest.raises(KeyError, match="no stored trajectory for samples"):
         actor.log_probs(actor.transformer, Batch(objects={"trajectory": ["b/0"]}))
+
+
+@pytest.mark.parametrize("guidance", [5.0, 1.0], ids=["cfg", "no_cfg"])
+def test_wan_videos_of_9_frames_recompute_their_log_probs_exactly(guidance):
+    # built in memory: diffusers loads a saved Wan transformer only with accelerate installed
+    from longrl.diffusion.pipelines import WanAdapter
+    from longrl.diffusion.tiny import wan_pipeline
+
+    pipe = wan_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    cfg = Config()
+    rollout = dataclasses.replace(cfg.worker.rollout, num_steps=3, height=16, width=16, num_frames=9,
+                                  guidance_scale=guidance)
+    actor = DiffusionActor(pipe, WanAdapter(), pipe.transformer, rollout, cfg.worker.actor, cfg.algorithm, 16, 1)
+    keys = ["v/0", "v/1"]
+    frames, sampled = actor.sample(["a video of a red cat running on a beach"], keys, 2, window=[0, 1],
+                                   shared_noise=False, generator=torch.Generator().manual_seed(0))
+    assert frames.shape == (2, 9, 3, 16, 16) and frames.dtype == torch.uint8
+    recomputed = actor.log_probs(actor.transformer, Batch(objects={"trajectory": keys}))
+    assert (recomputed - sampled).abs().max().item() < 1e-5
