@@ -121,11 +121,15 @@ class DiffusionWorker:
     # ---- checkpoints ------------------------------------------------------------------------
     @verb(Dispatch.ALL)
     def save_checkpoint(self, step_dir: str) -> None:
-        """Sharded transformer + optimizer + scheduler + RNG into step_dir/actor (collective)."""
+        """Sharded transformer + optimizer + scheduler + RNG into step_dir/actor (collective), and the base pipeline's
+        path, which the merger combines with the shards into a pipeline directory."""
+        from longrl.checkpoint.merger import save_diffusion_base
         from longrl.checkpoint.sharded import save_train_state
 
         optimizer = None if self.cfg.trainer.save_model_only else self.actor.optimizer
         save_train_state(Path(step_dir) / "actor", self.actor.transformer, optimizer, self.actor.lr_scheduler)
+        if self.rank == 0:
+            save_diffusion_base(Path(step_dir) / "actor", self.cfg.worker.actor.model.model_path)
         dist.barrier()
 
     @verb(Dispatch.ALL)

@@ -86,3 +86,24 @@ def test_wan_videos_of_9_frames_recompute_their_log_probs_exactly(guidance):
     assert frames.shape == (2, 9, 3, 16, 16) and frames.dtype == torch.uint8
     recomputed = actor.log_probs(actor.transformer, Batch(objects={"trajectory": keys}))
     assert (recomputed - sampled).abs().max().item() < 1e-5
+
+
+def test_a_trained_checkpoint_merges_into_a_pipeline_directory_that_loads_and_samples(tiny_sd3, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from longrl.checkpoint.merger import merge, save_diffusion_base
+    from longrl.checkpoint.sharded import save_train_state
+
+    actor = make_actor(tiny_sd3, 1.0)
+    with torch.no_grad():
+        for p in actor.transformer.parameters():
+            p.add_(0.01)  # stands in for training: the merged weights must be these, not the base's
+    save_train_state(tmp_path / "actor", actor.transformer, actor.optimizer, actor.lr_scheduler)
+    save_diffusion_base(tmp_path / "actor", str(tiny_sd3))
+    target = merge(tmp_path / "actor", tmp_path / "merged")
+    pipe = DiffusionPipeline.from_pretrained(str(target))
+    for (name, merged), trained in zip(pipe.transformer.state_dict().items(), actor.transformer.state_dict().values()):
+        assert torch.equal(merged, trained), name
+    images = pipe(prompt="a photo of a red cat", height=32, width=32, num_inference_steps=2, guidance_scale=1.0,
+                  max_sequence_length=16, output_type="pt").images
+    assert images.shape == (1, 3, 32, 32)
