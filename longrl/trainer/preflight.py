@@ -103,7 +103,8 @@ def adapter_problem(model_path: str) -> str | None:
 def diffusion_problems(cfg: Config) -> list[str]:
     """What a diffusion run (a diffusers pipeline as model_path) cannot do with this config: sizes the VAE and the
     transformer's patches do not divide, frame counts the video VAE cannot take, and loop features with no
-    diffusion counterpart."""
+    diffusion counterpart. (validate already makes data.rollout_batch_size a multiple of the data-parallel size, which
+    keeps each sample's log-prob and update passes on the worker that sampled it and holds its latents.)"""
     path, a = cfg.worker.actor.model.model_path, cfg.algorithm
     if pipeline_class(path) not in PIPELINES:
         if not a.disable_kl and a.kl_penalty in KL_PENALTIES and KL_PENALTIES.requires(a.kl_penalty).step_means:
@@ -126,10 +127,6 @@ def diffusion_problems(cfg: Config) -> list[str]:
     if ADVANTAGES.requires(a.adv_estimator).critic or ADVANTAGES.requires(a.adv_estimator).greedy_baseline:
         problems.append(f"algorithm.adv_estimator={a.adv_estimator!r} needs a critic or a greedy rollout, which "
                         f"diffusion models do not have; use grpo (Flow-GRPO), rloo or reinforce_plus_plus")
-    if cfg.data.rollout_batch_size % (cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node):
-        problems.append(f"data.rollout_batch_size={cfg.data.rollout_batch_size} must be a multiple of the "
-                        f"{cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node} workers: each sample's latents stay "
-                        f"on the worker that sampled it")
     return problems
 
 

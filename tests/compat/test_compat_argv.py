@@ -48,7 +48,7 @@ def _problems(error: str) -> list[str]:
 # Families without a tiny builder in longrl use the closest one that exists; the family test below fails
 # for them, so a pass with a stand-in is never mistaken for support of the family.
 STAND_IN = {
-    "qwen2": "qwen2", "qwen2_5": "qwen2", "qwen3": "qwen3", "diffusion": "qwen2",
+    "qwen2": "qwen2", "qwen2_5": "qwen2", "qwen3": "qwen3", "diffusion": "sd3",
     "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen2_5_vl", "vila": "qwen2_5_vl", "qwen2_5_omni": "qwen2_5_vl",
     "other": "qwen2_5_vl",
 }
@@ -59,13 +59,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Stand-ins whose head counts and position limit are those of the scripts' 3B-7B models (16 query heads,
     32k positions), so Ulysses sizes up to 8 and 2k+20k-token sequences are judged as on the real models;
     the session's tiny_qwen2 (4 heads, 2k positions) would refuse them for the stand-in's sake."""
+    from longrl.diffusion.tiny import build_sd3
     from longrl.models.tiny import build_qwen2, build_qwen3
     from longrl.models.tiny_vl import build_qwen2_5_vl
 
     root = tmp_path_factory.mktemp("compat_models")
     return {"qwen2": build_qwen2(root / "qwen2", hidden_size=512, max_position_embeddings=32768),
             "qwen3": build_qwen3(root / "qwen3", hidden_size=512, max_position_embeddings=32768),
-            "qwen2_5_vl": build_qwen2_5_vl(root / "qwen2_5_vl", hidden_size=512, max_position_embeddings=32768)}
+            "qwen2_5_vl": build_qwen2_5_vl(root / "qwen2_5_vl", hidden_size=512, max_position_embeddings=32768),
+            "sd3": build_sd3(root / "sd3")}
 
 
 def _command_line(script: Script, workdir: Path, models: dict[str, Path], data: dict[str, Path]) -> list[str]:

@@ -39,8 +39,8 @@ def test_loop_features_without_a_diffusion_counterpart_are_named(tiny_sd3, promp
     with pytest.raises(ConfigError) as error:
         checked_config(sd3_args(tiny_sd3, prompt_file, "algorithm.adv_estimator=gae", "data.rollout_batch_size=3",
                                 "worker.rollout.sde_window_size=10", "algorithm.use_kl_loss=false"))
-    for expected in ("algorithm.adv_estimator='gae' needs a critic", "data.rollout_batch_size=3 must be a multiple of "
-                     "the 2 workers", "sde_window_size=10 must be in [1, num_steps=10)",
+    for expected in ("algorithm.adv_estimator='gae' needs a critic", "data.rollout_batch_size=3 must be divisible by the "
+                     "data-parallel size 2", "sde_window_size=10 must be in [1, num_steps=10)",
                      "algorithm.kl_penalty='flow_grpo' compares the step means"):
         assert expected in str(error.value)
 
