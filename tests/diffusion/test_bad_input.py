@@ -88,3 +88,8 @@ def test_the_flow_grpo_kl_on_a_language_model_is_named(tiny_qwen2, prompt_file):
     with pytest.raises(ConfigError, match="kl_penalty='flow_grpo' reads the denoising steps of a diffusion model"):
         checked_config(["config=configs/cpu_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}",
                         "algorithm.kl_penalty=flow_grpo"])
+
+
+def test_the_cpu_wan_config_passes_the_preflight(tiny_wan):
+    cfg = checked_config(["config=configs/cpu_wan.yaml", f"worker.actor.model.model_path={tiny_wan}"])
+    assert (cfg.worker.rollout.num_frames, cfg.worker.rollout.resolution) == (9, 16)

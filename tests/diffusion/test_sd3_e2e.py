@@ -23,7 +23,7 @@ def run(tiny_sd3: Path, out: Path, *overrides: str) -> subprocess.CompletedProce
 
 def test_sd3_grpo_steps_on_two_workers_then_resumes(tiny_sd3, tmp_path):
     out = tmp_path / "run"
-    run(tiny_sd3, out, "trainer.max_steps=2", "worker.rollout.guidance_scale=4.5")
+    run(tiny_sd3, out, "trainer.max_steps=2")
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]
     for m in lines:
@@ -32,7 +32,7 @@ def test_sd3_grpo_steps_on_two_workers_then_resumes(tiny_sd3, tmp_path):
         assert m["actor/pg_clipfrac"] == 0.0
         assert m["response_length/mean"] == 3  # 4 steps: every one but the last is noisy and trained
         assert "actor/kl_loss" in m and m["reward/overall"] < 0
-    run(tiny_sd3, out, "trainer.max_steps=3", "worker.rollout.guidance_scale=4.5")  # resumes at step 2
+    run(tiny_sd3, out, "trainer.max_steps=3")  # resumes at step 2
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3]
     assert (out / "global_step_3").is_dir()
