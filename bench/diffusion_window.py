@@ -1,6 +1,6 @@
 """Flow-GRPO on a tiny SD3 with the JPEG-compressibility reward: full trajectory vs the Fast window, side by side.
 
-    python bench/diffusion_window.py [--budget 150] [--steps 10] [--window 2] [--seed 1]
+    python bench/diffusion_window.py [--budget 120] [--steps 10] [--window 2] [--seed 1]
 
 Two one-worker RayTrainers in one Ray cluster take turns, one RL step each (`RayTrainer.step`: the same loop as
 every model family), so both see the same machine load. Each variant trains until its own summed step time
@@ -35,7 +35,8 @@ def make_trainer(model: Path, args: argparse.Namespace, name: str, *overrides: s
                        "worker.actor.micro_batch_size_per_device_for_update=16",
                        "worker.actor.micro_batch_size_per_device_for_experience=16", "algorithm.disable_kl=true",
                        f"worker.rollout.num_steps={args.steps}", f"worker.rollout.seed={args.seed}",
-                       "trainer.save_freq=-1", "trainer.max_steps=1000", f"trainer.experiment_name={name}", *overrides])
+                       "trainer.save_freq=-1", "trainer.max_steps=1000", f"trainer.experiment_name={name}",
+                       f"trainer.save_checkpoint_path={model.parent / name}", *overrides])
     trainer = RayTrainer(cfg)
     trainer.start_workers()
     return trainer
@@ -50,7 +51,7 @@ def summary(name: str, rewards: list[float], times: list[float]) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget", type=float, default=150.0, help="seconds of step time per variant")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds of step time per variant")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     parser.add_argument("--window", type=int, default=2, help="SDE window of the Fast variant")
     parser.add_argument("--seed", type=int, default=1)
