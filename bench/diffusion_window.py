@@ -49,12 +49,30 @@ def summary(name: str, rewards: list[float], times: list[float]) -> dict[str, fl
             "last5": last, "gain": last - first, "noise": noise, "final": rewards[-1]}
 
 
+def plot(rewards: dict[str, list[float]], times: dict[str, list[float]], path: str) -> None:
+    """Mean reward per step against the variant's cumulative step time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in rewards:
+        ax.plot(np.cumsum(times[name]), rewards[name], marker=".", label=name)
+    ax.set_xlabel("seconds of step time")
+    ax.set_ylabel("reward (-JPEG kB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=120.0, help="seconds of step time per variant")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     parser.add_argument("--window", type=int, default=2, help="SDE window of the Fast variant")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--plot", default=None, help="also write reward vs seconds of step time to this PNG")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     model = build_sd3(Path(tempfile.mkdtemp()) / "sd3", vae_blocks=1, sample_size=32)
@@ -82,6 +100,8 @@ def main() -> None:
     print(f"window reaches the full run's last-5 mean ({full_final:.3f}) after {rows[1]['s_to_full_final']:.0f} s of "
           f"step time (full: {sum(times['full']):.0f} s)")
     print(json.dumps({"rows": rows, "rewards": rewards, "times": times}))
+    if args.plot:
+        plot(rewards, times, args.plot)
     for trainer in variants.values():
         trainer.shutdown()
 
