@@ -174,6 +174,9 @@ def _algorithm_problems(cfg: Config) -> list[str]:
         if needs.greedy_baseline and a.online_filtering:
             problems.append(f"{what} needs the score of a greedy response per prompt, which the trainer runs only "
                             f"without online filtering; set algorithm.online_filtering=false or choose another estimator")
+        if needs.step_means and not a.disable_kl and not a.use_kl_loss:
+            problems.append(f"{what} compares the step means of the policy and the reference at the update: it works "
+                            f"as a KL loss only; set algorithm.use_kl_loss=true")
         if needs.whole_distribution and not a.disable_kl and (not a.use_kl_loss or actor.ulysses_size > 1):
             problems.append(f"{what} (exact KL over the vocabulary) works as a KL loss on whole "
                             f"sequences only: it needs both models' full distributions at the update "

@@ -144,7 +144,8 @@ def test_min_lr_ratio_without_a_cosine_schedule_is_refused(tmp_path):
 @pytest.mark.parametrize(("arg", "feature"), [
     ("worker.actor.model.lora.rank=64", "LoRA"),
     ("data.vila_model=true", "VILA"),
-    ("worker.rollout.num_steps=10", "diffusion RL"),
+    ("worker.rollout.kl_reward=0.0", "diffusion RL"),
+    ("data.diffusion=true", "diffusion RL"),
     ("worker.actor.fsdp.use_orig_params=true", "diffusion RL"),
 ])
 def test_keys_of_features_not_built_yet_name_the_feature(arg, feature):
@@ -166,9 +167,19 @@ def test_an_optional_logger_whose_package_is_missing_is_named_before_any_worker(
         validate(cfg)
 
 
-def test_a_value_of_a_feature_not_built_yet_names_the_feature():
-    with pytest.raises(ConfigError, match="algorithm.kl_penalty='flow_grpo' belongs to diffusion RL"):
-        load_config(["algorithm.kl_penalty=flow_grpo"])
+def test_a_value_of_a_feature_not_built_yet_names_the_feature(monkeypatch):
+    import longrl.config as config
+
+    monkeypatch.setitem(config.NOT_YET_BUILT_VALUES, ("algorithm.kl_penalty", "k4"), "a future KL")
+    with pytest.raises(ConfigError, match="algorithm.kl_penalty='k4' belongs to a future KL"):
+        load_config(["algorithm.kl_penalty=k4"])
+
+
+def test_the_diffusion_keys_of_long_rl_load():
+    cfg = load_config(["algorithm.kl_penalty=flow_grpo", "worker.rollout.num_steps=4", "worker.rollout.resolution=64",
+                       "worker.rollout.sde_window_range=[0,2]", "worker.rollout.guidance_scale=1.0"])
+    assert (cfg.algorithm.kl_penalty, cfg.worker.rollout.num_steps, cfg.worker.rollout.resolution) == ("flow_grpo", 4, 64)
+    assert cfg.worker.rollout.sde_window_range == (0, 2)
 
 
 def schema_leaves(cls: type, prefix: str = "") -> dict[str, object]:

@@ -74,6 +74,20 @@ def full(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
     return torch.where(p > 0, p * (log_probs - ref_log_probs), 0.0).sum(-1)
 
 
+@KL_PENALTIES.register("flow_grpo", requires=Requires(step_means=True))
+def flow_grpo(scaled_means: Tensor, ref_scaled_means: Tensor) -> Tensor:
+    """Flow-GRPO's KL of each denoising step to the reference (https://arxiv.org/abs/2505.05470), `[B, T]`.
+
+    Inputs are each step's Gaussian mean divided by the step's noise scale s, flattened: `[B, T, D]`. Both
+    policies' steps share the variance, so the KL is closed-form: mean_D (mu - mu_ref)^2 / (2 s^2) (flow_grpo's
+    variance s^2, not s^2 * -dt; Long-RL's port drops the 1/s^2 and so weighs late steps far too little).
+    """
+    if scaled_means.ndim != 3:
+        raise ValueError(f"algorithm.kl_penalty='flow_grpo' needs step means of shape [B, T, D] (a diffusion "
+                         f"model's), got {tuple(scaled_means.shape)}")
+    return 0.5 * ((scaled_means - ref_scaled_means) ** 2).mean(-1)
+
+
 class KLController(Protocol):
     value: float
 

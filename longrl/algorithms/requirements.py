@@ -27,6 +27,8 @@ class Requires:
     """worker.actor.clip_ratio_low/high above this never clip what the loss clips (it is meant for smaller ones)."""
     whole_distribution: bool = False
     """Needs both models' whole vocabulary distributions at the update (a KL loss on whole sequences)."""
+    step_means: bool = False
+    """Reads the Gaussian means of a diffusion model's denoising steps (the KL loss of Flow-GRPO), not log-probs."""
     why: str = ""
     """The reason behind loss_avg_mode / max_clip_ratio, quoted by validate's messages."""
 

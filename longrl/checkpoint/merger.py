@@ -10,6 +10,7 @@ CLI: `python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import warnings
@@ -88,10 +89,37 @@ def _copy_metadata(hf_dir: Path, target: Path) -> None:
             shutil.copy2(path, target / path.name)
 
 
+DIFFUSION_BASE = "diffusion_base.json"
+"""Beside a diffusion actor's shards: the pipeline directory it started from (its frozen parts are not copied)."""
+
+
+def save_diffusion_base(actor_dir: Path, model_path: str) -> None:
+    """Record the pipeline directory a diffusion actor started from (rank 0, at every save)."""
+    (actor_dir / DIFFUSION_BASE).write_text(json.dumps({"model_path": str(Path(model_path).resolve())}))
+
+
+def merge_pipeline(local_dir: Path, target: Path) -> Path:
+    """A diffusers pipeline directory: the base pipeline with the trained transformer's weights."""
+    from diffusers import DiffusionPipeline
+
+    base = json.loads((local_dir / DIFFUSION_BASE).read_text())["model_path"]
+    pipe = DiffusionPipeline.from_pretrained(base, dtype=torch.float32)
+    result = pipe.transformer.load_state_dict(load_model_weights(local_dir / MODEL_OPTIM_DIR), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{local_dir} does not match the transformer of {base}: missing {result.missing_keys[:10]}, "
+                         f"unexpected {result.unexpected_keys[:10]}")
+    pipe.save_pretrained(str(target))
+    logger.info("merged %s into the pipeline directory %s", local_dir, target)
+    return target
+
+
 def merge(local_dir: str | Path, target_dir: str | Path | None = None) -> Path:
-    """Write a from_pretrained-loadable model + tokenizer for `local_dir` (global_step_N/actor); returns the dir."""
+    """Write a from_pretrained-loadable model + tokenizer for `local_dir` (global_step_N/actor), or for a diffusion
+    actor a DiffusionPipeline directory; returns the dir."""
     local_dir = Path(local_dir)
     hf_dir = local_dir / HF_DIR
+    if (local_dir / DIFFUSION_BASE).is_file():
+        return merge_pipeline(local_dir, Path(target_dir) if target_dir is not None else hf_dir)
     if not (hf_dir / "config.json").is_file():
         raise FileNotFoundError(f"{hf_dir / 'config.json'} is missing: --local_dir must be a global_step_N/actor "
                                 f"directory saved with save_hf_metadata")

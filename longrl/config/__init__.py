@@ -335,6 +335,28 @@ class RolloutConfig:
     """Encode each video once per step and reuse the embeddings (VisionCache)."""
     val_override_config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"temperature": 0.0, "n": 1})
     """Sampling overrides during validation."""
+    num_steps: int = 10
+    """Diffusion models: denoising steps per sample (Flow-GRPO samples with 10 for training)."""
+    guidance_scale: float = 4.5
+    """Diffusion models: classifier-free guidance scale in sampling and training; 1 = no CFG (one forward)."""
+    resolution: int | None = None
+    """Diffusion models: square outputs of this size in pixels; sets height and width (Long-RL's key)."""
+    height: int = 512
+    """Diffusion models: output height in pixels (a multiple of the VAE factor times the patch size)."""
+    width: int = 512
+    """Diffusion models: output width in pixels (a multiple of the VAE factor times the patch size)."""
+    num_frames: int = 17
+    """Video diffusion models (Wan): frames per video, of the form 4k+1 (the VAE compresses time 4x)."""
+    noise_level: float = 0.7
+    """Diffusion models: the SDE noise level a; the step's noise scale is a * sqrt(sigma / (1 - sigma))."""
+    sde_window_size: int | None = None
+    """Diffusion models: noisy (SDE) and trained steps per sample; the others are ODE steps and the group shares
+    its initial noise (Flow-GRPO-Fast, MixGRPO). None = full-trajectory Flow-GRPO: every step but the last."""
+    sde_window_range: tuple[int, int] | None = None
+    """Diffusion models: [lo, hi), the steps where the window may start; None = anywhere it fits."""
+    sde_window_schedule: Literal["random", "sliding"] = "random"
+    """Diffusion models: random = a start drawn per RL step (Flow-GRPO-Fast); sliding = the start moves one step
+    per RL step and wraps around (MixGRPO)."""
 
 
 @dataclasses.dataclass
@@ -453,10 +475,9 @@ NOT_YET_BUILT = {
     "worker.rollout.tokens_per_frame": "VILA/NVILA/LongVILA models",
     "worker.rollout.num_chunk_seq": "VILA/NVILA/LongVILA models",
     "worker.rollout.max_frames_vllm": "VILA/NVILA/LongVILA models",
-    "*.diffusion": "diffusion RL (Flow-GRPO)", "*.guidance_scale": "diffusion RL (Flow-GRPO)",
-    "worker.rollout.resolution": "diffusion RL (Flow-GRPO)", "worker.rollout.num_steps": "diffusion RL (Flow-GRPO)",
-    "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)", "worker.rollout.num_frames": "diffusion RL (Flow-GRPO)",
-    "worker.rollout.height": "diffusion RL (Flow-GRPO)", "worker.rollout.width": "diffusion RL (Flow-GRPO)",
+    # (a diffusion model is recognised from its directory, and guidance is set once, in worker.rollout)
+    "*.diffusion": "diffusion RL (Flow-GRPO)", "worker.actor.guidance_scale": "diffusion RL (Flow-GRPO)",
+    "worker.ref.guidance_scale": "diffusion RL (Flow-GRPO)", "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)",
     "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
     "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)", "worker.actor.kl_penalty": "diffusion RL (Flow-GRPO)",
     "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
@@ -464,7 +485,7 @@ NOT_YET_BUILT = {
 
 
 # Values of existing keys that name such a feature.
-NOT_YET_BUILT_VALUES = {("algorithm.kl_penalty", "flow_grpo"): "diffusion RL (Flow-GRPO)"}
+NOT_YET_BUILT_VALUES: dict[tuple[str, str], str] = {}
 
 
 def _unknown_key_error(key: str) -> ConfigError:

@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from longrl.algorithms import ADVANTAGES, KL_PENALTIES
 from longrl.config import Config, ConfigError, load_config, to_dict
+from longrl.diffusion.pipelines import PIPELINES, pipeline_class
 from longrl.validation import validate
 
 
@@ -82,9 +84,10 @@ def adapter_problem(model_path: str) -> str | None:
     from longrl.models.adapter import ADAPTERS
 
     key = f"worker.actor.model.model_path={model_path!r}"
-    if Path(model_path, "model_index.json").is_file():
-        return (f"{key} is a diffusers pipeline: it belongs to diffusion RL (Flow-GRPO), which longrl does not "
-                f"implement yet")
+    pipeline = pipeline_class(model_path)
+    if pipeline is not None:
+        return None if pipeline in PIPELINES else (f"{key} is a diffusers {pipeline}, which has no adapter; "
+                                                   f"supported: {sorted(PIPELINES)}")
     try:
         with open(f"{model_path}/config.json") as f:
             model_type = json.load(f).get("model_type")
@@ -118,18 +121,48 @@ def omni_problem(cfg: Config) -> str | None:
     return None
 
 
+def diffusion_problems(cfg: Config) -> list[str]:
+    """What a diffusion run (a diffusers pipeline as model_path) cannot do with this config: sizes the VAE and the
+    transformer's patches do not divide, frame counts the video VAE cannot take, and loop features with no
+    diffusion counterpart. (validate already makes data.rollout_batch_size a multiple of the data-parallel size, which
+    keeps each sample's log-prob and update passes on the worker that sampled it and holds its latents.)"""
+    path, a = cfg.worker.actor.model.model_path, cfg.algorithm
+    if pipeline_class(path) not in PIPELINES:
+        if not a.disable_kl and a.kl_penalty in KL_PENALTIES and KL_PENALTIES.requires(a.kl_penalty).step_means:
+            return [f"algorithm.kl_penalty={a.kl_penalty!r} reads the denoising steps of a diffusion model, but "
+                    f"worker.actor.model.model_path={path!r} is not a diffusers pipeline; use low_var_kl"]
+        return []
+    rollout, actor = cfg.worker.rollout, cfg.worker.actor
+    problems = PIPELINES[pipeline_class(path)]().size_problems(path, rollout)
+    if rollout.num_steps < 2:
+        problems.append(f"worker.rollout.num_steps={rollout.num_steps}: Flow-GRPO needs at least 2 denoising steps")
+    if rollout.sde_window_size is not None and not 1 <= rollout.sde_window_size < rollout.num_steps:
+        problems.append(f"worker.rollout.sde_window_size={rollout.sde_window_size} must be in [1, num_steps="
+                        f"{rollout.num_steps}); null trains the whole trajectory")
+    if rollout.noise_level <= 0:
+        problems.append(f"worker.rollout.noise_level={rollout.noise_level} must be > 0: without noise the SDE steps "
+                        f"have no density to train")
+    if actor.ulysses_size != 1:
+        problems.append(f"worker.actor.ulysses_size={actor.ulysses_size}: diffusion transformers are not sequence-"
+                        f"parallel here; set it to 1")
+    if ADVANTAGES.requires(a.adv_estimator).critic or ADVANTAGES.requires(a.adv_estimator).greedy_baseline:
+        problems.append(f"algorithm.adv_estimator={a.adv_estimator!r} needs a critic or a greedy rollout, which "
+                        f"diffusion models do not have; use grpo (Flow-GRPO), rloo or reinforce_plus_plus")
+    return problems
+
+
 def checked_config(args: list[str]) -> Config:
     """Load `args`, resolve hub ids to local directories, validate against the model; raises one ConfigError
     listing every problem."""
     cfg = with_local_models(load_config(args))
     path = cfg.worker.actor.model.model_path
-    extra = adapter_problem(path) or omni_problem(cfg)
+    extra = [p for p in (adapter_problem(path), omni_problem(cfg)) if p] + diffusion_problems(cfg)
     try:
         validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
     except ConfigError as e:
-        raise ConfigError(f"{e}\n  - {extra}" if extra else str(e)) from None
+        raise ConfigError("\n  - ".join([str(e), *extra])) from None
     if extra:
-        raise ConfigError(f"invalid configuration:\n  - {extra}")
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(extra))
     return cfg
 
 

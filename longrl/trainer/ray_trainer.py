@@ -25,7 +25,7 @@ from longrl.algorithms import (ADVANTAGES, AdvantageInputs, RolloutDrift, apply_
 from longrl.checkpoint.manager import CheckpointManager, CheckpointSaveError
 from longrl.config import Config, checkpoint_dir, dp_size, skips_old_log_probs, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
-from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
+from longrl.data.dataset import PromptLoader, validation_batches
 from longrl.logging import Tracker, reduce_metrics
 from longrl.logging.process import process_metrics, process_stats
 from longrl.models.vision_cache import reduce_video_stats
@@ -33,7 +33,7 @@ from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
 from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.trainer.faults import SkippedSteps
-from longrl.workers.fsdp_worker import HybridWorker
+from longrl.trainer.kinds import worker_kind
 from longrl.workers.lifecycle import reduce_engine_stats
 from longrl.workers.micro_batches import balanced_order, row_tokens
 from longrl.workers.rollout import SamplingSpec
@@ -43,18 +43,10 @@ logger = logging.getLogger(__name__)
 
 class RayTrainer:
     def __init__(self, cfg: Config):
-        from transformers import AutoTokenizer
-
         self.cfg = cfg
-        model = cfg.worker.actor.model
-        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
-        self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
-        self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files") \
-            if cfg.data.val_files else None
-        limits = {"images": cfg.worker.rollout.limit_images, "videos": cfg.worker.rollout.limit_videos}
-        for data, key in ((self.train_set, "data.train_files"), (self.val_set, "data.val_files")):
-            if data is not None:
-                check_media(data, model.model_path, limits, key)
+        # language or diffusion (from the model directory): the data rows, the worker class, the reward's inputs
+        self.kind = worker_kind(cfg)
+        self.train_set, self.val_set = self.kind.train_set, self.kind.val_set
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.fresh_start()
         self.needs = ADVANTAGES.requires(cfg.algorithm.adv_estimator)  # a critic to train, a greedy baseline
@@ -92,7 +84,7 @@ class RayTrainer:
                "TOKENIZERS_PARALLELISM": "false",
                # glibc malloc maps and unmaps the KV cache at every decode step without these (DESIGN.md)
                "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
-        self.workers = WorkerGroup(HybridWorker, self.pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
+        self.workers = WorkerGroup(self.kind.worker_class(), self.pool, cfg.worker.actor.ulysses_size, env, args=(cfg,),
                                    call_timeout_s=cfg.trainer.worker_timeout_s)
         self.worker_info = self.workers.setup(self.total_steps)
         for info in self.worker_info:
@@ -247,21 +239,16 @@ class RayTrainer:
         prompts.meta["step"] = step * 1000 + round_
         return prompts
 
-    def decode_responses(self, batch: Batch) -> list[str]:
-        lengths = batch["response_mask"].sum(-1).tolist()
-        return self.tokenizer.batch_decode([r[:n] for r, n in zip(batch["responses"].tolist(), lengths)],
-                                           skip_special_tokens=self.reward_cfg.skip_special_tokens)
+    @property
+    def tokenizer(self):
+        """The language kind's tokenizer."""
+        return self.kind.tokenizer
 
     def score_async(self, batch: Batch) -> ray.ObjectRef:
-        """Start scoring the responses in a Ray task; `attach_scores` collects it."""
-        texts = self.decode_responses(batch)
-        extra_keys = [k for k in ("problem_type", "problem") if k in batch]
-        inputs = [{"response": t, "response_length": int(n), "ground_truth": gt,
-                   **{k: batch[k][i] for k in extra_keys}}
-                  for i, (t, n, gt) in enumerate(zip(texts, batch["response_mask"].sum(-1).tolist(),
-                                                     batch["ground_truth"]))]
+        """Start scoring the responses (texts, or decoded images and videos) in a Ray task; `attach_scores`
+        collects it."""
         return ray.remote(score_responses).options(num_cpus=0).remote(
-            self.reward_cfg, inputs, self.cfg.data.max_response_length)
+            self.reward_cfg, self.kind.reward_inputs(batch), self.cfg.data.max_response_length)
 
     def attach_scores(self, batch: Batch, scores_ref: ray.ObjectRef) -> Batch:
         """Per-sample score dicts -> `scores` objects, `token_level_scores` ([B, R], score on the last token)."""
@@ -292,8 +279,9 @@ class RayTrainer:
             lengths.extend(batch["response_mask"].sum(-1).tolist())
             wanted = cfg.trainer.val_generations_to_log - len(samples)
             if wanted > 0:
-                texts = self.decode_responses(batch)
-                samples += [(p, r, s["overall"]) for p, r, s in zip(batch["prompt_text"], texts, batch_scores)][:wanted]
+                texts = self.kind.describe(batch)
+                samples += [(p, r, s["overall"]) for p, r, s in zip(batch[self.kind.prompt_column], texts,
+                                                                    batch_scores)][:wanted]
         if samples:
             self.tracker.log_generations(samples, step)
         out = {f"val/{key.removeprefix('reward/')}": v for key, v in reward_metrics(scores).items()}

@@ -60,9 +60,9 @@ def test_full_kl_on_per_token_log_probs_explains_the_shape_it_needs():
 
 
 def test_unknown_estimator_error_lists_the_valid_names():
-    assert sorted(KL_PENALTIES) == ["abs", "full", "kl", "low_var_kl", "mse"]
+    assert sorted(KL_PENALTIES) == ["abs", "flow_grpo", "full", "kl", "low_var_kl", "mse"]
     with pytest.raises(ConfigError, match=r"algorithm.kl_penalty='k3' is unknown; choose from "
-                                          r"\['abs', 'full', 'kl', 'low_var_kl', 'mse'\]"):
+                                          r"\['abs', 'flow_grpo', 'full', 'kl', 'low_var_kl', 'mse'\]"):
         kl_penalty(LOG_PROBS, REF_LOG_PROBS, "k3")
 
 
@@ -125,3 +125,14 @@ def test_kl_in_reward_updates_an_adaptive_controller_after_using_its_current_val
     assert metrics["actor/reward_kl_coef"] == 0.1
     # error clip(0.06666667 / 0.1 - 1 = -0.333) = -0.2, n_steps = 2 responses: 0.1 * (1 - 0.2 * 2 / 10) = 0.096
     assert ctrl.value == pytest.approx(0.096, abs=1e-9)
+
+
+def test_flow_grpo_kl_is_the_closed_form_gaussian_kl_over_the_step_means():
+    from longrl.algorithms import kl_penalty
+
+    # means scaled by s: (1, 3) vs (0, 1) -> 0.5 * mean(1, 4) = 1.25; identical means -> 0
+    scaled = torch.tensor([[[1.0, 3.0], [2.0, 2.0]]])
+    ref = torch.tensor([[[0.0, 1.0], [2.0, 2.0]]])
+    assert kl_penalty(scaled, ref, "flow_grpo").tolist() == [[1.25, 0.0]]
+    with pytest.raises(ValueError, match=r"flow_grpo' needs step means of shape \[B, T, D\]"):
+        kl_penalty(scaled[..., 0], ref[..., 0], "flow_grpo")

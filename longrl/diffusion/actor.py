@@ -1,0 +1,170 @@
+"""Flow-GRPO on one rank: sample trajectories with per-step log-probs, recompute them, and the PPO update.
+
+Shapes: B samples on this rank, T = trained (noisy) steps per sample, the sequence axis of the batch; latents are
+`[C, H, W]` (images) or `[C, F, H, W]` (videos) per sample. Trajectories (latents before and after each trained
+step, the conditioning) stay on the worker that sampled them, keyed by a per-sample `trajectory` id; the driver
+gets the decoded pixels and `[B, T]` log-probs only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
+from longrl.config import ActorConfig, AlgorithmConfig, RolloutConfig
+from longrl.diffusion.pipelines import Cond, DiffusionAdapter
+from longrl.diffusion.sde import StepOutput, ode_step, sde_step
+from longrl.protocol import Batch
+from longrl.workers.update import minibatch_updates
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """One sample's trained steps: latents before and after each `[T, ...]`, the step indices `[T]`, and its
+    conditioning (one row of each Cond tensor)."""
+
+    latents: Tensor
+    next_latents: Tensor
+    steps: Tensor
+    cond: Cond
+
+
+def sigmas_of(scheduler, num_steps: int) -> Tensor:
+    """The `num_steps + 1` sigmas from 1 (noise) to 0 of the pipeline's flow-matching scheduler, set once per
+    sampling (Long-RL's port reset it to the 1000-step grid inside every step, so its dt was 100x too small)."""
+    scheduler.set_timesteps(num_steps, device="cpu")
+    return scheduler.sigmas.float().clone()
+
+
+class DiffusionActor:
+    """Sampling with log-probs, log-prob recomputation and the clipped-ratio update of one transformer."""
+
+    def __init__(self, pipe, adapter: DiffusionAdapter, transformer: torch.nn.Module, rollout: RolloutConfig,
+                 actor: ActorConfig, algo: AlgorithmConfig, max_prompt_length: int, dp_size: int,
+                 optimizer=None, lr_scheduler=None, ref: torch.nn.Module | None = None):
+        self.pipe, self.adapter, self.transformer, self.ref = pipe, adapter, transformer, ref
+        self.rollout, self.cfg, self.algo = rollout, actor, algo
+        self.max_prompt_length, self.dp_size = max_prompt_length, dp_size
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.sigmas = sigmas_of(pipe.scheduler, rollout.num_steps)
+        self.timestep_scale = float(pipe.scheduler.config.num_train_timesteps)  # the transformer's t = sigma x 1000
+        self.trajectories: dict[str, Trajectory] = {}
+
+    @property
+    def guided(self) -> bool:
+        return self.rollout.guidance_scale != 1.0
+
+    def _velocity(self, model: torch.nn.Module, latents: Tensor, steps: Tensor, cond: Cond) -> Tensor:
+        timesteps = self.sigmas[steps].to(latents.device) * self.timestep_scale
+        return self.adapter.velocity(model, latents, timesteps, cond, self.rollout.guidance_scale)
+
+    # ---- sampling ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, prompts: list[str], keys: list[str], n: int, window: list[int], shared_noise: bool,
+               generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """n samples per prompt (rows prompt-major), SDE on the `window` steps and ODE elsewhere; stores each
+        sample's trajectory under `keys[row]`. Returns the decoded pixels (uint8) and log-probs `[B, T]`."""
+        self.transformer.eval()
+        device = next(self.transformer.parameters()).device
+        cond = {k: v.repeat_interleave(n, 0) for k, v in
+                self.adapter.encode(self.pipe, prompts, self.max_prompt_length, self.guided).items()}
+        shape = self.adapter.latent_shape(self.pipe, self.rollout)
+        rows = len(prompts) * n
+        # Flow-GRPO-Fast: a group shares its initial noise (and so its ODE prefix) and differs inside the window
+        noise = torch.randn((len(prompts) if shared_noise else rows, *shape), generator=generator)
+        x = (noise.repeat_interleave(n, 0) if shared_noise else noise).to(device)
+        before, after, log_probs = [], [], []
+        for i in range(self.rollout.num_steps):
+            steps = torch.full((rows,), i, dtype=torch.long)
+            v = self._velocity(self.transformer, x, steps, cond)
+            if i in window:
+                out = sde_step(x, v, self.sigmas.to(device), steps.to(device), self.rollout.noise_level,
+                               generator=generator)
+                before.append(x)
+                after.append(out.next_latents)
+                log_probs.append(out.log_prob)
+                x = out.next_latents
+            else:
+                x = ode_step(x, v, self.sigmas.to(device), i)
+        stacked_before, stacked_after = torch.stack(before, 1), torch.stack(after, 1)  # [B, T, ...]
+        steps = torch.tensor(window, dtype=torch.long)
+        for row, key in enumerate(keys):
+            self.trajectories[key] = Trajectory(stacked_before[row], stacked_after[row], steps,
+                                                {k: v[row] for k, v in cond.items()})
+        return self.adapter.decode(self.pipe, x), torch.stack(log_probs, 1).float().cpu()
+
+    def forget(self) -> None:
+        """Drop the stored trajectories (the step is over)."""
+        self.trajectories.clear()
+
+    # ---- log-probs --------------------------------------------------------------------------
+    def _stored(self, keys) -> list[Trajectory]:
+        missing = [k for k in keys if k not in self.trajectories]
+        if missing:
+            raise KeyError(f"no stored trajectory for samples {missing[:3]} on this worker: log-probs and updates must "
+                           f"reach the worker that sampled them (data.rollout_batch_size a multiple of the "
+                           f"data-parallel size), within the same RL step")
+        return [self.trajectories[k] for k in keys]
+
+    def step_outputs(self, model: torch.nn.Module, keys) -> tuple[StepOutput, int]:
+        """The SDE step outputs of `model` on the stored trained steps of `keys`: log_prob `[b*T]`, mean, std; T."""
+        trajectories = self._stored(keys)
+        t = len(trajectories[0].steps)
+        latents = torch.cat([tr.latents for tr in trajectories])
+        next_latents = torch.cat([tr.next_latents for tr in trajectories])
+        steps = torch.cat([tr.steps for tr in trajectories])
+        cond = {k: torch.stack([tr.cond[k] for tr in trajectories]).repeat_interleave(t, 0)
+                for k in trajectories[0].cond}
+        v = self._velocity(model, latents, steps, cond)
+        return sde_step(latents, v, self.sigmas.to(latents.device), steps.to(latents.device), self.rollout.noise_level,
+                        next_latents=next_latents), t
+
+    @torch.no_grad()
+    def log_probs(self, model: torch.nn.Module, batch: Batch) -> Tensor:
+        """Log-probs `[B, T]` of the stored trained steps under `model` (the actor or the reference), micro-batched."""
+        model.eval()
+        parts = []
+        for micro in batch.split(self.cfg.micro_batch_size_per_device_for_experience):
+            out, t = self.step_outputs(model, micro["trajectory"])
+            parts.append(out.log_prob.view(-1, t).float().cpu())
+        return torch.cat(parts)
+
+    # ---- update -----------------------------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, float]:
+        """PPO epochs over mini-batches of global_batch_size/dp samples, one optimizer step each; actor/* metrics."""
+        stats = minibatch_updates(self.transformer, self.optimizer, self.lr_scheduler, batch,
+                                  mini_size=self.cfg.global_batch_size // self.dp_size,
+                                  micro_size=self.cfg.micro_batch_size_per_device_for_update,
+                                  epochs=self.cfg.ppo_epochs, loss_avg_mode=self.cfg.loss_avg_mode,
+                                  max_grad_norm=self.cfg.max_grad_norm, micro_loss=self._micro_loss)
+        return {f"actor/{k}": v for k, v in stats.items()}
+
+    def _micro_loss(self, micro: Batch) -> tuple[Tensor, dict[str, float]]:
+        out, t = self.step_outputs(self.transformer, micro["trajectory"])
+        device = out.log_prob.device
+        log_probs = out.log_prob.view(-1, t)
+        mask = micro["response_mask"].to(device).float()
+        loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"].to(device), micro["advantages"].to(device),
+                                          mask, self.cfg)
+        per_step_kl = self._kl_to_reference(micro, out, log_probs, t)
+        if per_step_kl is not None:
+            kl = aggregate_loss(per_step_kl, mask, self.cfg.loss_avg_mode)
+            loss = loss + self.algo.kl_coef * kl
+            stats.update(kl_loss=kl.item(), kl_coef=self.algo.kl_coef)
+        return loss, stats
+
+    def _kl_to_reference(self, micro: Batch, out: StepOutput, log_probs: Tensor, t: int) -> Tensor | None:
+        """Per-step KL `[b, T]` for the KL loss; flow_grpo's closed form reads both models' step means."""
+        if not self.algo.use_kl_loss or self.ref is None:
+            return None
+        if self.algo.kl_penalty != "flow_grpo":
+            return kl_penalty(log_probs, micro["ref_log_probs"].to(log_probs.device), self.algo.kl_penalty)
+        with torch.no_grad():
+            ref_out, _ = self.step_outputs(self.ref, micro["trajectory"])
+        rows = log_probs.shape[0]
+        scale = out.std.view(-1, 1)  # the same s for both models at a step
+        return kl_penalty((out.mean.flatten(1) / scale).view(rows, t, -1),
+                          (ref_out.mean.flatten(1) / scale).view(rows, t, -1), "flow_grpo")

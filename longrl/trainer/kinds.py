@@ -1,0 +1,117 @@
+"""Worker kinds: what the one RL loop needs to know about a model family's data, workers and rewards.
+
+The kind is chosen from the model directory, not from a flag: a diffusers pipeline (model_index.json) trains with
+the diffusion worker, any other checkpoint with the hybrid language-model worker. Each kind gives the loop its data
+rows, the Ray worker class (both expose the same verbs), the reward function's per-sample inputs and a short text
+per sample for the logged generations. Everything else in `RayTrainer.step` is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from longrl.config import Config
+from longrl.data.dataset import RLDataset, check_media
+from longrl.data.prompts import load_prompts
+from longrl.protocol import Batch
+from longrl.registry import Registry
+
+
+class WorkerKind(Protocol):
+    train_set: Sequence[dict[str, Any]]
+    val_set: Sequence[dict[str, Any]] | None
+    prompt_column: str
+    """The batch column holding each prompt's text (for the logged generations)."""
+
+    def worker_class(self) -> type:
+        """The Ray worker class (imported when chosen: the diffusion worker needs the optional diffusers)."""
+
+    def reward_inputs(self, batch: Batch) -> list[dict[str, Any]]:
+        """Per sample, what the reward function receives."""
+
+    def describe(self, batch: Batch) -> list[str]:
+        """Per sample, the text shown in the logged generations."""
+
+
+WORKER_KINDS: Registry[Callable[[Config], WorkerKind]] = Registry("worker kind (from worker.actor.model.model_path)")
+
+
+def worker_kind(cfg: Config) -> WorkerKind:
+    """The kind of worker.actor.model.model_path: `diffusion` for a diffusers pipeline directory, else `language`."""
+    is_pipeline = Path(cfg.worker.actor.model.model_path, "model_index.json").is_file()
+    return WORKER_KINDS["diffusion" if is_pipeline else "language"](cfg)
+
+
+@WORKER_KINDS.register("language")
+class LanguageKind:
+    """Language and vision-language models: tokenised prompts, text responses decoded for the reward."""
+
+    prompt_column = "prompt_text"
+
+    def __init__(self, cfg: Config):
+        from transformers import AutoTokenizer
+
+        model = cfg.worker.actor.model
+        self.reward_cfg = cfg.worker.reward
+        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
+        self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
+        self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files") \
+            if cfg.data.val_files else None
+        limits = {"images": cfg.worker.rollout.limit_images, "videos": cfg.worker.rollout.limit_videos}
+        for data, key in ((self.train_set, "data.train_files"), (self.val_set, "data.val_files")):
+            if data is not None:
+                check_media(data, model.model_path, limits, key)
+
+    def worker_class(self) -> type:
+        from longrl.workers.fsdp_worker import HybridWorker
+
+        return HybridWorker
+
+    def describe(self, batch: Batch) -> list[str]:
+        lengths = batch["response_mask"].sum(-1).tolist()
+        return self.tokenizer.batch_decode([r[:n] for r, n in zip(batch["responses"].tolist(), lengths)],
+                                           skip_special_tokens=self.reward_cfg.skip_special_tokens)
+
+    def reward_inputs(self, batch: Batch) -> list[dict[str, Any]]:
+        texts = self.describe(batch)
+        extra_keys = [k for k in ("problem_type", "problem") if k in batch]
+        return [{"response": t, "response_length": int(n), "ground_truth": gt, **{k: batch[k][i] for k in extra_keys}}
+                for i, (t, n, gt) in enumerate(zip(texts, batch["response_mask"].sum(-1).tolist(),
+                                                   batch["ground_truth"]))]
+
+
+@WORKER_KINDS.register("diffusion")
+class DiffusionKind:
+    """Diffusers pipelines (SD3 images, Wan videos): prompt files in, decoded images or frames to the reward."""
+
+    prompt_column = "prompt"
+
+    def __init__(self, cfg: Config):
+        self.train_set = load_prompts(cfg.data.train_files, cfg.data)
+        self.val_set = load_prompts(cfg.data.val_files, cfg.data, "data.val_files") if cfg.data.val_files else None
+
+    def worker_class(self) -> type:
+        from longrl.diffusion.worker import DiffusionWorker
+
+        return DiffusionWorker
+
+    def describe(self, batch: Batch) -> list[str]:
+        what = "video" if batch["decoded"].ndim == 5 else "image"
+        return [f"<{what} {'x'.join(map(str, batch['decoded'].shape[1:]))}> {p}" for p in batch["prompt"]]
+
+    def reward_inputs(self, batch: Batch) -> list[dict[str, Any]]:
+        pixels = batch["decoded"].numpy()
+        inputs = []
+        for i, (prompt, metadata) in enumerate(zip(batch["prompt"], batch["metadata"])):
+            sample = {"prompt": prompt, "metadata": metadata, "ground_truth": metadata.get("answer")}
+            if pixels.ndim == 5:  # [B, F, 3, H, W]
+                sample["frames"] = [Image.fromarray(np.ascontiguousarray(f.transpose(1, 2, 0))) for f in pixels[i]]
+            else:
+                sample["image"] = Image.fromarray(np.ascontiguousarray(pixels[i].transpose(1, 2, 0)))
+            inputs.append(sample)
+        return inputs
