@@ -36,7 +36,7 @@ from longrl.trainer.ray_trainer import RayTrainer
 
 def make_trainer(model: Path, args: argparse.Namespace, name: str, *overrides: str) -> RayTrainer:
     cfg = load_config(["config=configs/cpu_sd3.yaml", f"worker.actor.model.model_path={model}",
-                       "trainer.n_gpus_per_node=1", "worker.rollout.n=8", "worker.actor.global_batch_size=32",
+                       "trainer.n_gpus_per_node=1", "worker.rollout.n=8", "worker.actor.global_batch_size=4",
                        "worker.actor.micro_batch_size_per_device_for_update=16",
                        "worker.actor.micro_batch_size_per_device_for_experience=16", "algorithm.disable_kl=true",
                        f"worker.rollout.num_steps={args.steps}", f"worker.rollout.seed={args.seed}",

@@ -32,7 +32,7 @@ exec "$PYTHON" -m longrl.trainer.main \
     algorithm.kl_coef=0.04 \
     worker.actor.model.model_path="$MODEL_PATH" \
     worker.actor.model.enable_gradient_checkpointing=true \
-    worker.actor.global_batch_size=$((12 * N_GPUS_PER_NODE)) \
+    worker.actor.global_batch_size=$((N_GPUS_PER_NODE / 2)) \
     worker.actor.micro_batch_size_per_device_for_update=4 \
     worker.actor.micro_batch_size_per_device_for_experience=8 \
     worker.actor.clip_ratio_low=1e-4 \

@@ -26,7 +26,7 @@ exec "$PYTHON" -m longrl.trainer.main \
     algorithm.kl_coef=0.01 \
     worker.actor.model.model_path="$MODEL_PATH" \
     worker.actor.model.enable_gradient_checkpointing=true \
-    worker.actor.global_batch_size=$((4 * N_GPUS_PER_NODE)) \
+    worker.actor.global_batch_size="$N_GPUS_PER_NODE" \
     worker.actor.micro_batch_size_per_device_for_update=1 \
     worker.actor.micro_batch_size_per_device_for_experience=2 \
     worker.actor.clip_ratio_low=1e-4 \

@@ -13,12 +13,12 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from longrl.algorithms import aggregate_loss, compute_policy_loss, kl_penalty
+from longrl.algorithms import RolloutDrift, aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, RolloutConfig
 from longrl.diffusion.pipelines import Cond, DiffusionAdapter
 from longrl.diffusion.sde import StepOutput, ode_step, sde_step
 from longrl.protocol import Batch
-from longrl.workers.update import minibatch_updates
+from longrl.workers.update import minibatch_updates, on_policy_drift, world_drift_metrics
 
 
 @dataclasses.dataclass
@@ -134,21 +134,29 @@ class DiffusionActor:
 
     # ---- update -----------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
-        """PPO epochs over mini-batches of global_batch_size/dp samples, one optimizer step each; actor/* metrics."""
-        stats = minibatch_updates(self.transformer, self.optimizer, self.lr_scheduler, batch,
-                                  mini_size=self.cfg.global_batch_size // self.dp_size,
-                                  micro_size=self.cfg.micro_batch_size_per_device_for_update,
+        """PPO epochs over mini-batches of global_batch_size x n / dp samples (global_batch_size counts prompts), one
+        optimizer step each, the LR schedule advancing once per RL step; actor/* and rollout/* metrics. Without
+        `old_log_probs` (an on-policy update, config.skips_old_log_probs) pi_old is the update's own forward."""
+        mini_size = self.cfg.global_batch_size * self.rollout.n // self.dp_size
+        drift = on_policy_drift(batch, mini_size, self.cfg.ppo_epochs)
+        micro_size = self.cfg.micro_batch_size_per_device_for_update
+        stats = minibatch_updates(self.transformer, self.optimizer, self.lr_scheduler, batch, mini_size=mini_size,
+                                  schedule_per_call=True, micro_split=lambda mini: mini.split(micro_size),
                                   epochs=self.cfg.ppo_epochs, loss_avg_mode=self.cfg.loss_avg_mode,
-                                  max_grad_norm=self.cfg.max_grad_norm, micro_loss=self._micro_loss)
-        return {f"actor/{k}": v for k, v in stats.items()}
+                                  max_grad_norm=self.cfg.max_grad_norm,
+                                  micro_loss=lambda micro: self._micro_loss(micro, drift))
+        return {**{f"actor/{k}": v for k, v in stats.items()}, **world_drift_metrics(drift)}
 
-    def _micro_loss(self, micro: Batch) -> tuple[Tensor, dict[str, float]]:
+    def _micro_loss(self, micro: Batch, drift: RolloutDrift | None) -> tuple[Tensor, dict[str, float]]:
         out, t = self.step_outputs(self.transformer, micro["trajectory"])
         device = out.log_prob.device
         log_probs = out.log_prob.view(-1, t)
         mask = micro["response_mask"].to(device).float()
-        loss, stats = compute_policy_loss(log_probs, micro["old_log_probs"].to(device), micro["advantages"].to(device),
-                                          mask, self.cfg)
+        # on-policy (see update): pi_old is this very forward, so the ratio is 1 and the gradient that of the PG loss
+        old_log_probs = micro["old_log_probs"].to(device) if "old_log_probs" in micro else log_probs.detach()
+        if drift is not None:
+            drift.add(micro["rollout_log_probs"].to(device), old_log_probs, mask)
+        loss, stats = compute_policy_loss(log_probs, old_log_probs, micro["advantages"].to(device), mask, self.cfg)
         per_step_kl = self._kl_to_reference(micro, out, log_probs, t)
         if per_step_kl is not None:
             kl = aggregate_loss(per_step_kl, mask, self.cfg.loss_avg_mode)

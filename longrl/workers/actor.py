@@ -18,13 +18,12 @@ from longrl.algorithms import RolloutDrift, aggregate_loss, compute_policy_loss,
 from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
 from longrl.models.adapter import TextAdapter
 from longrl.models.ulysses_attention import split_media, sp_response_log_probs, ulysses_attention
-from longrl.parallel.collectives import all_reduce_scalar
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
 from longrl.workers.micro_batches import in_batch_order, micro_batches
 from longrl.workers.optim import OPTIMIZERS
 from longrl.workers.prefix_sharing import shared_prefix_log_probs
-from longrl.workers.update import minibatch_updates
+from longrl.workers.update import minibatch_updates, on_policy_drift, world_drift_metrics
 
 
 def response_logits(model: torch.nn.Module, adapter: TextAdapter, batch: Batch, pad_id: int,
@@ -138,26 +137,16 @@ class Actor:
 
         Without an `old_log_probs` column the update must be on-policy (config.skips_old_log_probs): one epoch of
         one mini-batch takes pi_old from its own forward, detached, and reports the rollout/* drift from it."""
-        mini_size = self.mini_size
-        on_policy = "old_log_probs" not in batch
-        if on_policy and (self.cfg.ppo_epochs != 1 or len(batch) > mini_size):
-            raise ValueError(f"the batch has no old_log_probs, but worker.actor.ppo_epochs={self.cfg.ppo_epochs} "
-                             f"over {len(batch)} rows in mini-batches of {mini_size} per rank takes more than one "
-                             f"optimizer step, so the policy moves before the later ones: compute old_log_probs first")
-        drift = RolloutDrift() if on_policy and "rollout_log_probs" in batch else None
+        drift = on_policy_drift(batch, self.mini_size, self.cfg.ppo_epochs)
         # backward too runs inside the block: gradient checkpointing recomputes attention there
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
-                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=mini_size, schedule_per_call=True,
+                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=self.mini_size, schedule_per_call=True,
                 micro_split=self._micro_split, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
                 micro_loss=lambda micro: self._micro_loss(micro, temperature, drift))
-        metrics = {f"actor/{k}": v for k, v in stats.items()}
-        if drift is not None:  # every rank reports the world's figures (an SP group's ranks count alike rows alike)
-            drift.sums = {k: all_reduce_scalar(v) for k, v in drift.sums.items()}
-            drift.max = all_reduce_scalar(drift.max, "max")
-            metrics.update(drift.metrics())
-        return metrics
+        # an SP group's ranks count alike rows alike: the world's figures stay the ratios they should be
+        return {**{f"actor/{k}": v for k, v in stats.items()}, **world_drift_metrics(drift)}
 
     def _micro_split(self, mini: Batch) -> list[Batch]:
         # shared prompt prefixes need a prompt's rows together, as the fixed split keeps them

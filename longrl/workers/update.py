@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from longrl.algorithms import RolloutDrift
 from longrl.parallel.collectives import all_reduce_scalar, all_reduce_tensor
 from longrl.protocol import Batch
 
@@ -27,6 +28,28 @@ def loss_units(batch: Batch, loss_avg_mode: str) -> torch.Tensor:
     if loss_avg_mode == "token":
         return batch["response_mask"].sum().float()
     return torch.tensor(float(len(batch)))
+
+
+def on_policy_drift(batch: Batch, mini_size: int, epochs: int) -> RolloutDrift | None:
+    """For an update whose batch has no `old_log_probs` (on-policy, config.skips_old_log_probs: its own forward,
+    detached, is pi_old): check that it takes a single optimizer step, and return the RolloutDrift its micro losses
+    fill from that forward (None with old_log_probs, whose pass reported the drift, or without rollout log-probs)."""
+    if "old_log_probs" in batch:
+        return None
+    if epochs != 1 or len(batch) > mini_size:
+        raise ValueError(f"the batch has no old_log_probs, but ppo_epochs={epochs} over {len(batch)} rows in "
+                         f"mini-batches of {mini_size} per rank takes more than one optimizer step, so the policy "
+                         f"moves before the later ones: compute old_log_probs first")
+    return RolloutDrift() if "rollout_log_probs" in batch else None
+
+
+def world_drift_metrics(drift: RolloutDrift | None) -> dict[str, float]:
+    """The rollout/* metrics of `drift` summed over all ranks (every rank reports the world's figures)."""
+    if drift is None:
+        return {}
+    drift.sums = {k: all_reduce_scalar(v) for k, v in drift.sums.items()}
+    drift.max = all_reduce_scalar(drift.max, "max")
+    return drift.metrics()
 
 
 def minibatch_updates(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_scheduler, batch: Batch, *,

@@ -31,7 +31,8 @@ KNOWN_GAPS = (
     # here every data-parallel rank needs its own prompts and samples
     "data.rollout_batch_size=2 must be divisible by the data-parallel size 8",
     "data.rollout_batch_size=1 must be divisible by the data-parallel size 8",
-    "worker.actor.global_batch_size=1 must be divisible by the data-parallel size 8",
+    "worker.actor.global_batch_size x worker.rollout.n = 1 x 5 = 5 responses per optimizer step must be divisible",
+    "worker.actor.global_batch_size x worker.rollout.n = 1 x 2 = 2 responses per optimizer step must be divisible",
 )
 
 

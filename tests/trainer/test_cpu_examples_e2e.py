@@ -23,10 +23,12 @@ ONE_STEP = ["trainer.max_steps=1", "trainer.save_freq=-1", "trainer.val_freq=-1"
             "trainer.worker_timeout_s=600"]
 COVERED_THERE = {"qwen2_math_reinforce", "qwen2_math_rloo", "qwen2_math_remax", "qwen2_math_gspo",
                  "qwen2_math_drgrpo", "qwen2_math_ppo",
-                 "qwen2_math_sft"}  # the first stage of qwen2_math_sft_then_grpo, run whole below
+                 "qwen2_math_sft",  # the first stage of qwen2_math_sft_then_grpo, run whole below
+                 "qwen2_5_omni_grpo",  # tests/trainer/test_omni_grpo.py
+                 "sd3_tiny_grpo"}  # tests/diffusion/test_sd3_e2e.py
 # Run here, in this order: the SFT model of sft_then_grpo is the one the default dapo run starts from.
 RUN_HERE = ["qwen2_math_grpo", "qwen2_math_sft_then_grpo", "qwen2_math_dapo", "qwen2_5_vl_image_grpo",
-            "qwen2_5_vl_video_grpo"]
+            "qwen2_5_vl_video_grpo", "wan_tiny_grpo"]
 
 
 def test_every_cpu_example_is_run_by_a_test():
