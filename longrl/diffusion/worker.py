@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from longrl.config import Config, optimizer_steps
+from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.diffusion.actor import DiffusionActor
 from longrl.diffusion.pipelines import adapter_for
@@ -68,8 +68,8 @@ class DiffusionWorker:
             ref = type(transformer).from_pretrained(path, subfolder="transformer", dtype=torch.float32).to(device())
             ref = shard_transformer(ref, self.adapter.blocks(ref), trainable=False)
         shard_transformer(transformer, self.adapter.blocks(transformer), trainable=True)
-        optimizer, lr_scheduler = build_optimizer(transformer, cfg.worker.actor.optim,
-                                                  optimizer_steps(cfg, cfg.worker.actor, total_steps))
+        # the LR schedule counts RL steps, as the language actor's
+        optimizer, lr_scheduler = build_optimizer(transformer, cfg.worker.actor.optim, total_steps)
         self.actor = DiffusionActor(pipe, self.adapter, transformer, cfg.worker.rollout, cfg.worker.actor,
                                     cfg.algorithm, cfg.data.max_prompt_length, self.world, optimizer, lr_scheduler, ref)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": type(pipe).__name__}

@@ -20,6 +20,7 @@ from longrl.data.dataset import RLDataset, check_media
 from longrl.data.prompts import load_prompts
 from longrl.protocol import Batch
 from longrl.registry import Registry
+from longrl.workers.micro_batches import row_tokens
 
 
 class WorkerKind(Protocol):
@@ -36,6 +37,10 @@ class WorkerKind(Protocol):
 
     def describe(self, batch: Batch) -> list[str]:
         """Per sample, the text shown in the logged generations."""
+
+    def row_costs(self, batch: Batch) -> list[int] | None:
+        """Per sample, the work it costs a rank (for balancing the ranks under dynamic batching); None when the
+        samples must stay on the ranks that made them."""
 
 
 WORKER_KINDS: Registry[Callable[[Config], WorkerKind]] = Registry("worker kind (from worker.actor.model.model_path)")
@@ -72,6 +77,9 @@ class LanguageKind:
 
         return HybridWorker
 
+    def row_costs(self, batch: Batch) -> list[int]:
+        return row_tokens(batch)
+
     def describe(self, batch: Batch) -> list[str]:
         lengths = batch["response_mask"].sum(-1).tolist()
         return self.tokenizer.batch_decode([r[:n] for r, n in zip(batch["responses"].tolist(), lengths)],
@@ -99,6 +107,9 @@ class DiffusionKind:
         from longrl.diffusion.worker import DiffusionWorker
 
         return DiffusionWorker
+
+    def row_costs(self, batch: Batch) -> None:
+        return None  # each sample's latents stay on the worker that sampled it
 
     def describe(self, batch: Batch) -> list[str]:
         what = "video" if batch["decoded"].ndim == 5 else "image"

@@ -35,7 +35,7 @@ from longrl.rewards import resolve_reward_spec, score_responses
 from longrl.trainer.faults import SkippedSteps
 from longrl.trainer.kinds import worker_kind
 from longrl.workers.lifecycle import reduce_engine_stats
-from longrl.workers.micro_batches import balanced_order, row_tokens
+from longrl.workers.micro_batches import balanced_order
 from longrl.workers.rollout import SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -229,9 +229,8 @@ class RayTrainer:
     def balance_ranks(self, batch: Batch) -> Batch:
         """With dynamic batching, the rows reordered so each data-parallel rank's part holds about equal tokens (the
         dispatch gives rank k the k-th contiguous part; advantages group rows by uid, not by place)."""
-        if not self.cfg.worker.actor.dynamic_batching:
-            return batch
-        return batch.index(balanced_order(row_tokens(batch), dp_size(self.cfg)))
+        costs = self.kind.row_costs(batch) if self.cfg.worker.actor.dynamic_batching else None
+        return batch if costs is None else batch.index(balanced_order(costs, dp_size(self.cfg)))
 
     def next_prompts(self, step: int, round_: int) -> Batch:
         prompts = next(self.loader)
