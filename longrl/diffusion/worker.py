@@ -25,6 +25,7 @@ from longrl.controller.dispatch import Dispatch, verb
 from longrl.diffusion.actor import DiffusionActor
 from longrl.diffusion.pipelines import adapter_for
 from longrl.diffusion.sde import sde_window
+from longrl.logging.process import process_stats
 from longrl.parallel.device import device, device_type, init_distributed
 from longrl.protocol import Batch
 from longrl.workers.actor import build_optimizer
@@ -149,6 +150,11 @@ class DiffusionWorker:
     def engine_stats(self) -> dict[str, float]:
         """No separate rollout engine: the sampler is the trained transformer itself (nothing to sync)."""
         return {}
+
+    @verb(Dispatch.ALL)
+    def process_stats(self) -> dict[str, float]:
+        """This worker process's resident memory and open file descriptors (logging/process.py)."""
+        return process_stats()
 
 
 def _node_id() -> str:
