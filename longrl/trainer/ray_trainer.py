@@ -27,6 +27,7 @@ from longrl.config import Config, checkpoint_dir, to_dict, world_size
 from longrl.controller.worker_group import ResourcePool, WorkerError, WorkerGroup, init_cluster
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, validation_batches
 from longrl.logging import Tracker, reduce_metrics
+from longrl.models.adapter import media_of
 from longrl.models.vision_cache import reduce_video_stats
 from longrl.parallel.device import DEVICE_ENV
 from longrl.protocol import Batch
@@ -52,7 +53,7 @@ class RayTrainer:
         limits = {"images": cfg.worker.rollout.limit_images, "videos": cfg.worker.rollout.limit_videos}
         for data, key in ((self.train_set, "data.train_files"), (self.val_set, "data.val_files")):
             if data is not None:
-                check_media(data, model.model_path, limits, key)
+                check_media(data, model.model_path, limits, key, media_of(model.model_path))
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.total_epochs * len(self.train_set) // cfg.data.rollout_batch_size
         self.fresh_start()
         self.needs = ADVANTAGES.requires(cfg.algorithm.adv_estimator)  # a critic to train, a greedy baseline
