@@ -68,6 +68,10 @@ class TextAdapter:
         """The vision encoder (None for text models)."""
         return None
 
+    def media_token_ids(self, model_config: object) -> frozenset[int]:
+        """Token ids that stand for media in a prompt (none for text models): a response must not hold them."""
+        return frozenset()
+
 
 def _has_flash_attn() -> bool:
     try:

@@ -153,6 +153,9 @@ class Qwen2_5_VLAdapter(TextAdapter):
         vision = model_config.vision_config
         return mrope_positions(tokens, token_ids, media, vision.spatial_merge_size, vision.tokens_per_second)
 
+    def media_token_ids(self, model_config: object) -> frozenset[int]:
+        return frozenset({model_config.image_token_id, model_config.video_token_id})
+
     def strip_media(self, model_config: object, prompt_ids: Sequence[int]) -> list[int]:
         """The prompt without its image and video parts (`<|vision_start|><|image_pad|><|vision_end|>`, ...)."""
         drop = {model_config.image_token_id, model_config.video_token_id, model_config.vision_start_token_id,
