@@ -7,7 +7,7 @@ Stages (each a real run of the CLIs a user would run, 2 Ray workers on CPU):
             colour of each quarter of every 14x14 patch, a random-init language model (hidden 128, 2 layers)
   2. data   "How many shapes are in the image?" on 56x56 scenes of 1-6 shapes, one per 14x14 cell
             (longrl.data.synthetic_image; 4 image tokens of 2x2 cells each)
-  3. sft    a short CoT-SFT (4 passes over 256 rows, 32 steps) that teaches the answer format
+  3. sft    a short CoT-SFT (8 passes over 256 rows, 64 steps) that teaches the answer format
             `<think>I count N shapes.</think><answer>N</answer>` and little of the counting
   4. grpo   GRPO from the merged SFT model on the same task (r1v reward: 0.5 format + 0.5 accuracy)
 
@@ -33,7 +33,7 @@ COMMON = ["data.image_key=images", "data.format_prompt=null", "data.max_prompt_l
 SFT = ["config=configs/sft_video.yaml", "data.sft_response_template=<think>I count {{ answer }} shapes.</think>"
        "<answer>{{ answer }}</answer>", "worker.actor.global_batch_size=32",
        "worker.actor.micro_batch_size_per_device_for_update=16", "worker.actor.micro_batch_size_per_device_for_experience=32",
-       "worker.actor.optim.lr=2e-3", "worker.actor.optim.lr_warmup_steps=2", "trainer.total_epochs=4",
+       "worker.actor.optim.lr=3e-3", "worker.actor.optim.lr_warmup_steps=2", "trainer.total_epochs=8",
        "trainer.val_freq=-1"]
 GRPO = ["config=configs/cpu_video.yaml", "data.rollout_batch_size=16", "worker.rollout.n=8",
         "worker.actor.global_batch_size=64", "worker.actor.micro_batch_size_per_device_for_update=32",
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds["sft"] = run_stage("SFT", python_cmd("-m", "longrl.trainer.sft", *SFT, *COMMON, *data,
                                                      f"worker.actor.model.model_path={model}",
                                                      f"trainer.save_checkpoint_path={out / 'sft'}"),
-                                   out / "logs" / "sft.log", 4 * args.n_train // 32, metric_steps(out / "sft"))
+                                   out / "logs" / "sft.log", 8 * args.n_train // 32, metric_steps(out / "sft"))
     grpo = out / "grpo"
     seconds["grpo"] = run_stage("GRPO", python_cmd("-m", "longrl.trainer.main", *GRPO, *COMMON, *data,
                                                    f"worker.actor.model.model_path={merged(out / 'sft')}",
