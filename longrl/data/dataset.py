@@ -349,10 +349,11 @@ class RLDataset(torch.utils.data.Dataset):
 
 
 def check_media(dataset: RLDataset, model_path: str, limits: dict[str, int] | None = None,
-                key: str = "data.train_files") -> None:
+                key: str = "data.train_files", media: Sequence[str] | None = None) -> None:
     """Refuse, before any worker starts, images or videos the model or the rollout engine cannot take.
 
-    `limits`: the engine's items per prompt by column ({"images": worker.rollout.limit_images, ...}).
+    `limits`: the engine's items per prompt by column ({"images": worker.rollout.limit_images, ...});
+    `media`: the kinds ("image", "video") the model's adapter takes (longrl.models.adapter.media_of).
     """
     import json
 
@@ -370,6 +371,10 @@ def check_media(dataset: RLDataset, model_path: str, limits: dict[str, int] | No
             problems.append(f"{key} has {rows} rows with {column} but worker.actor.model.model_path={model_path!r} is "
                             f"a text-only model (its config.json has no vision_config): its {column} would be "
                             f"dropped; use a vision-language model, or point {option} at a field the rows lack")
+        elif media is not None and column[:-1] not in media:
+            problems.append(f"{key} has {rows} rows with {column} but longrl feeds the model of "
+                            f"worker.actor.model.model_path={model_path!r} {' and '.join(media) or 'no'} inputs "
+                            f"only; use a model that takes {column}, or point {option} at a field the rows lack")
         limit_key = f"worker.rollout.limit_{column}"
         if limits is not None and most > limits[column]:
             problems.append(f"{key} has a row with {most} {column} but {limit_key}={limits[column]}: the "

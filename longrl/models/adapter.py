@@ -30,6 +30,8 @@ class TextAdapter:
     """Causal language models (Qwen2, Qwen2.5, Qwen3, Llama, ...): token ids in, logits out."""
 
     auto_class = "AutoModelForCausalLM"
+    media: tuple[str, ...] = ()
+    """The media kinds ("image", "video") the adapter feeds the model; data with others is refused at validation."""
     fsdp_forward_methods: tuple[str, ...] = ()
     """Methods besides `forward` that run the root module's parameters (FSDP must gather them)."""
     hears_audio = False
@@ -76,6 +78,10 @@ class TextAdapter:
         """The vision encoder (None for text models)."""
         return None
 
+    def media_token_ids(self, model_config: object) -> frozenset[int]:
+        """Token ids that stand for media in a prompt (none for text models): a response must not hold them."""
+        return frozenset()
+
 
 def load_pretrained(cls: type, path: str | Path, empty: bool = False, **kwargs: object) -> torch.nn.Module:
     """`cls.from_pretrained(path, **kwargs)`, or with `empty` the model of the same config built on the meta
@@ -114,3 +120,15 @@ ADAPTERS.register("llama")(TextAdapter)
 def adapter_for(model_type: str) -> TextAdapter:
     """The adapter instance for a Hugging Face `model_type`."""
     return ADAPTERS[model_type]()
+
+
+def media_of(model_path: str | Path) -> tuple[str, ...] | None:
+    """The media kinds the adapter of the model at `model_path` takes; None when its config.json is missing or
+    its model_type has no adapter (validation reports those itself)."""
+    import json
+
+    try:
+        model_type = json.loads(Path(model_path, "config.json").read_text()).get("model_type")
+    except OSError:
+        return None
+    return ADAPTERS[model_type].media if model_type in ADAPTERS else None

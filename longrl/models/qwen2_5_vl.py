@@ -94,6 +94,7 @@ class Qwen2_5_VLAdapter(TextAdapter):
     """
 
     auto_class = "Qwen2_5_VLForConditionalGeneration"
+    media = ("image", "video")
     fsdp_forward_methods = ("get_video_features", "get_image_features")
 
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
@@ -128,14 +129,32 @@ class Qwen2_5_VLAdapter(TextAdapter):
         full = gather_sequence(padded, sp, dim=0)
         return torch.cat([full[r * width: r * width + n] for r, n in enumerate(rows)])
 
-    @staticmethod
-    def _encode(model: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: tuple[int, int, int],
+    def _encode(self, model: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: tuple[int, int, int],
                 modality: str = "video") -> torch.Tensor:
         device = next(model.parameters()).device
         features = model.get_image_features if modality == "image" else model.get_video_features
         with torch.no_grad():
             out = features(pixel_values.to(device), torch.tensor([grid_thw], device=device))
-        return out.pooler_output[0]
+        return self.tower_embeddings(out)
+
+    def tower_embeddings(self, output: object) -> torch.Tensor:
+        """One item's embeddings, as cached and as vLLM takes them, from the tower's output ([num_tokens, hidden])."""
+        return output.pooler_output[0]
+
+    def encoder_output(self, model_config: object, embeds: tuple[torch.Tensor, ...]) -> object:
+        """What the model's forward takes in `mm_encoder_outputs` for one modality's cached embeddings."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=embeds)
+
+    def positions(self, model_config: object, tokens: Sequence[int], token_ids: Mapping[str, int],
+                  media: Sequence[MediaInput]) -> torch.Tensor:
+        """M-RoPE positions [3, len(tokens)] of an expanded sequence, as vLLM computes them."""
+        vision = model_config.vision_config
+        return mrope_positions(tokens, token_ids, media, vision.spatial_merge_size, vision.tokens_per_second)
+
+    def media_token_ids(self, model_config: object) -> frozenset[int]:
+        return frozenset({model_config.image_token_id, model_config.video_token_id})
 
     def strip_media(self, model_config: object, prompt_ids: Sequence[int]) -> list[int]:
         """The prompt without its image and video parts (`<|vision_start|><|image_pad|><|vision_end|>`, ...)."""
@@ -151,7 +170,6 @@ class Qwen2_5_VLAdapter(TextAdapter):
         (cached embeddings) or `pixel_values` + `image_grid_thw` / `pixel_values_videos` + `video_grid_thw`.
         """
         cfg = model.config
-        merge, tps = cfg.vision_config.spatial_merge_size, cfg.vision_config.tokens_per_second
         token_ids = {"image": cfg.image_token_id, "video": cfg.video_token_id}
         rows = list(batch[MEDIA_INPUTS]) if MEDIA_INPUTS in batch else [[] for _ in range(len(batch))]
         sequences, prompt_lens, positions, ordered = [], [], [], []
@@ -163,7 +181,7 @@ class Qwen2_5_VLAdapter(TextAdapter):
             expanded = expand_media_tokens(seq, token_ids, media)
             sequences.append(expanded)
             prompt_lens.append(len(prompt) + sum(m.num_tokens - 1 for m in media))
-            positions.append(mrope_positions(expanded, token_ids, media, merge, tps))
+            positions.append(self.positions(cfg, expanded, token_ids, media))
             ordered.extend(media)
         width = max(len(s) for s in sequences)
         ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -177,8 +195,22 @@ class Qwen2_5_VLAdapter(TextAdapter):
             ids, mask, pos, ordered = _with_padding_video(ids, mask, pos, cfg)
         inputs: dict[str, object] = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
-        inputs.update(_media_inputs(ordered, device))
+        inputs.update(self._media_inputs(cfg, ordered, device))
         return inputs, torch.tensor(prompt_lens)
+
+    def _media_inputs(self, model_config: object, media: list[MediaInput], device: torch.device) -> dict[str, object]:
+        """Cached embeddings as `mm_encoder_outputs`, or pixels for the tower to encode in the forward.
+
+        `media` in the order of their placeholders in the batch: the model scatters each modality's
+        embeddings onto that modality's placeholders in order."""
+        if not media:
+            return {}
+        if all(m.embeds is not None for m in media):
+            by_modality = {name: tuple(m.embeds.to(device) for m in media if m.modality == name)
+                           for name in ("image", "video")}
+            return {"mm_encoder_outputs": {name: self.encoder_output(model_config, embeds)
+                                           for name, embeds in by_modality.items() if embeds}}
+        return _pixel_inputs(media, device)
 
 
 def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
@@ -200,23 +232,11 @@ def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
     return ids, mask, torch.cat([pos, slot[None].expand(3, -1, -1)], 2), [dummy]
 
 
-def _media_inputs(media: list[MediaInput], device: torch.device) -> dict[str, object]:
-    """Cached embeddings as `mm_encoder_outputs`, or pixels for the tower to encode in the forward.
-
-    `media` in the order of their placeholders in the batch: the model scatters each modality's
-    embeddings onto that modality's placeholders in order."""
-    if not media:
-        return {}
+def _pixel_inputs(media: list[MediaInput], device: torch.device) -> dict[str, object]:
+    """Pixels and grids of every image and video (in placeholder order), for the tower to encode in the forward."""
     images = [m for m in media if m.modality == "image"]
     videos = [m for m in media if m.modality == "video"]
-    with_embeds = [m.embeds is not None for m in media]
-    if all(with_embeds):
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        outputs = {name: BaseModelOutputWithPooling(pooler_output=tuple(m.embeds.to(device) for m in items))
-                   for name, items in (("image", images), ("video", videos)) if items}
-        return {"mm_encoder_outputs": outputs}
-    if any(with_embeds) or any(m.pixel_values is None for m in media):
+    if any(m.embeds is not None for m in media) or any(m.pixel_values is None for m in media):
         raise AssertionError("a pass gives every image and video as embeddings, or every one as pixels")
     inputs: dict[str, object] = {}
     if images:

@@ -18,6 +18,7 @@ from PIL import Image
 from longrl.config import Config
 from longrl.data.dataset import RLDataset, check_media
 from longrl.data.prompts import load_prompts
+from longrl.models.adapter import media_of
 from longrl.protocol import Batch
 from longrl.registry import Registry
 from longrl.workers.micro_batches import row_tokens
@@ -70,7 +71,7 @@ class LanguageKind:
         limits = {"images": cfg.worker.rollout.limit_images, "videos": cfg.worker.rollout.limit_videos}
         for data, key in ((self.train_set, "data.train_files"), (self.val_set, "data.val_files")):
             if data is not None:
-                check_media(data, model.model_path, limits, key)
+                check_media(data, model.model_path, limits, key, media_of(model.model_path))
 
     def worker_class(self) -> type:
         from longrl.workers.fsdp_worker import HybridWorker

@@ -74,7 +74,7 @@ def model_max_positions(model_path: str) -> int | None:
 # Model families of Long-RL/EasyR1 scripts that longrl does not have yet, by model_type, with the feature.
 NOT_YET_BUILT_MODELS = {
     "llava_llama": "VILA/NVILA/LongVILA models", "vila": "VILA/NVILA/LongVILA models",
-    "qwen3_vl": "Qwen3-VL models", "qwen3_vl_moe": "Qwen3-VL models",
+    "qwen3_vl_moe": "Qwen3-VL MoE models",
     "glm4v": "GLM-4.1V models",
 }
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from longrl.config import Config, ConfigError, checkpoint_dir, dp_size, load_config, to_dict, world_size
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, rows_to_batch
 from longrl.eval.answers import reference_answer
+from longrl.models.adapter import media_of
 from longrl.protocol import Batch
 
 logger = logging.getLogger(__name__)
@@ -150,12 +151,12 @@ class SFTTrainer:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
         train = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
-        check_media(train, model.model_path)  # SFT needs no rollout engine: only the model's own limits
+        check_media(train, model.model_path, media=media_of(model.model_path))  # SFT needs no rollout engine: only the model's own limits
         self.train_items = with_targets(train, cfg, self.tokenizer)
         self.val_items = None
         if cfg.data.val_files:
             val = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files")
-            check_media(val, model.model_path, key="data.val_files")
+            check_media(val, model.model_path, key="data.val_files", media=media_of(model.model_path))
             self.val_items = with_targets(val, cfg, self.tokenizer, "data.val_files")
         rows = cfg.worker.actor.global_batch_size
         self.loader = PromptLoader(self.train_items, rows, cfg.data.shuffle, cfg.data.seed)

@@ -129,3 +129,16 @@ class Qwen2VLVideoProcessor(VideoProcessorMixin):
                             "video_grid_thw": np.asarray(grids, np.int64)}, tensor_type=return_tensors)
         out["video_metadata"] = metas
         return out
+
+
+class Qwen3VLVideoProcessor(Qwen2VLVideoProcessor):
+    """Qwen3-VL's defaults (16-pixel patches, mean/std 0.5) on the same numpy/PIL code.
+
+    Serves vLLM's Qwen3-VL processor, which builds a video processor even for image-only prompts;
+    longrl feeds Qwen3-VL images only (videos are refused at validation, see
+    longrl/models/qwen3_vl.py)."""
+
+    size = {"shortest_edge": 128 * 32 * 32, "longest_edge": 32 * 32 * 768}
+    image_mean = [0.5, 0.5, 0.5]
+    image_std = [0.5, 0.5, 0.5]
+    patch_size = 16

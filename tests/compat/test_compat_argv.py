@@ -46,7 +46,7 @@ def _problems(error: str) -> list[str]:
 # for them, so a pass with a stand-in is never mistaken for support of the family.
 STAND_IN = {
     "qwen2": "qwen2", "qwen2_5": "qwen2", "qwen3": "qwen3", "diffusion": "sd3",
-    "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen2_5_vl", "vila": "qwen2_5_vl", "qwen2_5_omni": "qwen2_5_omni",
+    "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "vila": "qwen2_5_vl", "qwen2_5_omni": "qwen2_5_omni",
     "other": "qwen2_5_vl",
 }
 
@@ -59,13 +59,14 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from longrl.diffusion.tiny import build_sd3
     from longrl.models.tiny import build_qwen2, build_qwen3
     from longrl.models.tiny_omni import build_qwen2_5_omni
-    from longrl.models.tiny_vl import build_qwen2_5_vl
+    from longrl.models.tiny_vl import build_qwen2_5_vl, build_qwen3_vl
 
     root = tmp_path_factory.mktemp("compat_models")
     return {"qwen2": build_qwen2(root / "qwen2", hidden_size=512, max_position_embeddings=32768),
             "qwen3": build_qwen3(root / "qwen3", hidden_size=512, max_position_embeddings=32768),
             "qwen2_5_vl": build_qwen2_5_vl(root / "qwen2_5_vl", hidden_size=512, max_position_embeddings=32768),
             "qwen2_5_omni": build_qwen2_5_omni(root / "qwen2_5_omni", hidden_size=512, max_position_embeddings=32768),
+            "qwen3_vl": build_qwen3_vl(root / "qwen3_vl", hidden_size=512, max_position_embeddings=32768),
             "sd3": build_sd3(root / "sd3")}
 
 

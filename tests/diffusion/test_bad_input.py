@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from longrl.config import ConfigError, DataConfig, Config, RewardConfig
+from longrl.config import ConfigError, DataConfig, RewardConfig
 from longrl.data.prompts import load_prompts
 from longrl.protocol import Batch
 from longrl.rewards import RewardError, score_responses

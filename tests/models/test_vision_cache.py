@@ -220,7 +220,9 @@ def pictures(tmp_path_factory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("pictures")
     Image.new("RGB", (56, 84), (255, 0, 0)).save(d / "red.png")  # 84x56 -> grid (1, 6, 4): 6 tokens
     (d / "zero.png").write_bytes(b"")
-    return {"red": str(d / "red.png"), "zero": str(d / "zero.png"), "missing": str(d / "missing.png")}
+    (d / "truncated.png").write_bytes((d / "red.png").read_bytes()[:60])  # the header, then the data cut off
+    return {"red": str(d / "red.png"), "zero": str(d / "zero.png"), "missing": str(d / "missing.png"),
+            "truncated": str(d / "truncated.png")}
 
 
 def test_an_image_shared_by_rows_and_beside_a_video_is_encoded_once_and_counted_under_image(clips, pictures):
@@ -250,19 +252,24 @@ def test_an_embedded_image_and_a_file_image_of_the_same_name_are_different_items
     assert embedded.grid_thw == (1, 4, 4) and cache.image(pictures["red"]).grid_thw == (1, 6, 4)
 
 
-@pytest.mark.parametrize("kind", ["zero", "missing"])
-def test_an_unusable_image_skips_its_rows_counted_in_image_skipped(kind, pictures):
+@pytest.mark.parametrize("kind", ["zero", "missing", "truncated"])
+def test_an_unusable_image_skips_its_rows_counted_in_image_skipped_with_a_warning_naming_it(kind, pictures, caplog):
     cache = VisionCache(SETTINGS)
-    got = cache.row_inputs([[("image", pictures["red"])], [("image", pictures[kind])], [("image", pictures[kind])]],
-                           "pixels")
+    with caplog.at_level(logging.WARNING, logger="longrl.models.vision_cache"):
+        got = cache.row_inputs([[("image", pictures["red"])], [("image", pictures[kind])], [("image", pictures[kind])]],
+                               "pixels")
     assert got[0][0].pixel_values.shape == (24, 1176) and got[1] is None and got[2] is None
     assert cache.take_stats()["image/skipped"] == 1.0  # counted once per step, like a video
+    assert [pictures[kind] in r.getMessage() and "data.strict_media=false" in r.getMessage()
+            for r in caplog.records] == [True]
 
 
-def test_with_strict_media_an_unusable_image_is_an_error_naming_the_file(pictures):
+@pytest.mark.parametrize("kind, reason", [("zero", "file is empty"), ("missing", "file not found"),
+                                          ("truncated", "truncated or corrupt")])
+def test_with_strict_media_an_unusable_image_is_an_error_naming_the_file(kind, reason, pictures):
     cache = VisionCache(VideoSettings(8, 3136, 50176, strict=True))
-    with pytest.raises(ImageError, match="zero.png: file is empty .*data.strict_media=true"):
-        cache.row_inputs([[("image", pictures["zero"])]], "pixels")
+    with pytest.raises(ImageError, match=f"{kind}.png: {reason}.*data.strict_media=true"):
+        cache.row_inputs([[("image", pictures[kind])]], "pixels")
 
 
 def test_frames_mode_gives_the_engine_the_image_resized_to_its_grid(pictures):

@@ -45,7 +45,7 @@ def run(*cmd: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_video_sft_checkpoint_merges_and_evaluates_with_a_broken_video_named(tmp_path):
+def test_video_and_image_sft_merges_evaluates_and_image_grpo_starts_from_it(tmp_path):
     from longrl.data.synthetic_video import generate_split
     from longrl.models.tiny_vl import build_qwen2_5_vl
 
@@ -79,3 +79,20 @@ def test_video_sft_checkpoint_merges_and_evaluates_with_a_broken_video_named(tmp
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert (results["num_questions"], results["num_scored"], results["num_failed"]) == (6, 5, 1)
     assert results["failed"][0]["id"] == "test-broken" and "test-broken.mp4" in results["failed"][0]["error"]
+    # GRPO on CLEVR-style scenes from the merged SFT model: the CPU image example, 2 steps
+    from longrl.data.synthetic import write_clevr_dataset
+
+    clevr = write_clevr_dataset(tmp_path / "clevr", n_train=8, n_val=2)["train"].parent
+    grpo = tmp_path / "grpo"
+    proc = subprocess.run(["bash", "examples/cpu/qwen2_5_vl_image_grpo.sh", "trainer.max_steps=2",
+                           "trainer.worker_timeout_s=300", f"trainer.save_checkpoint_path={grpo}", "trainer.save_freq=-1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RAY_DEDUP_LOGS": "1", "PYTHON": sys.executable, "MODEL_PATH": str(merged),
+                               "DATA_DIR": str(clevr)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert f'"model_path": "{merged}"' in proc.stdout  # the effective config: RL starts from the SFT model
+    steps = [json.loads(line) for line in (grpo / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in steps] == [1, 2]
+    # 4 one-image prompts a step (rollout_batch_size=4), each decoded once and encoded
+    assert all(line["image/decoded"] == 4 and line["image/encoded"] >= 4 and 0 <= line["reward/overall"] <= 1
+               for line in steps)

@@ -218,13 +218,29 @@ def test_a_prompt_with_a_broken_image_gets_empty_responses_and_is_counted(traine
     assert rollout["response_mask"][4:].sum() == 0 and summed_stats(trainer)["image/skipped"] == 1.0
 
 
-def test_grpo_runs_three_steps_on_videos_and_images(trainer):
+def test_grpo_runs_three_steps_on_videos_and_images_and_a_resume_repeats_the_image_step_exactly(trainer):
     skipped = 0.0
     for step in (1, 2, 3):
+        trainer.step_count = step
         metrics = trainer.step(step)
         # every step encodes its own media (the cache lives one step); step 3 draws the image rows
         assert metrics["image/encoded" if step == 3 else "video/encoded"] > 0
         skipped += metrics.get("video/skipped", 0.0)  # the driver reduces every rank's video/* counters
         assert all(math.isfinite(metrics[k]) for k in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm"))
         assert metrics["response_length/max"] > 0
+        if step == 2:
+            trainer.save()
     assert skipped == 1.0  # the broken row was drawn once (12 rows, 4 per step, no shuffle) and skipped
+    straight = trainer.workers.full_weights()[0]
+    # resume from step 2 in the same workers and run step 3 (the image prompts) again: the checkpoint must hold
+    # everything the step depends on (weights, optimizer, scheduler, RNGs, data position), the engine must get
+    # the restored weights and the vision cache nothing stale, or the weights differ from the straight run's
+    trainer.fresh_start()
+    trainer.resume(trainer.checkpoints.latest())
+    assert trainer.step_count == 2
+    again = trainer.step(3)
+    assert again["image/encoded"] == metrics["image/encoded"] and again["reward/overall"] == metrics["reward/overall"]
+    resumed = trainer.workers.full_weights()[0]
+    assert resumed.keys() == straight.keys()
+    worst = max((resumed[k] - straight[k]).abs().max().item() for k in straight)
+    assert worst < 1e-6, f"step 3 after resuming from step 2 differs from step 3 straight by {worst}"
