@@ -1,17 +1,8 @@
 #!/usr/bin/env bash
 # DAPO (arXiv:2503.14476): clip-higher, token-mean loss, no KL, dynamic sampling, overlong shaping.
 # The tiny CPU math setup of qwen2_math_grpo.sh with this algorithm; extra key=value arguments override.
-# Dynamic sampling keeps only groups whose answers score differently, and a random-init model answers every
-# question wrong (every group alike): without MODEL_PATH, the run starts from the CoT-SFT model of
-# qwen2_math_sft.sh (trained once, into $SFT_OUT), which answers some right and some wrong.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [[ -z ${MODEL_PATH:-} ]]; then
-    SFT_OUT=${SFT_OUT:-runs/qwen2_math_dapo_sft}
-    [ -f "$SFT_OUT/model/config.json" ] || OUT=$SFT_OUT bash examples/cpu/qwen2_math_sft.sh
-    export MODEL_PATH=$SFT_OUT/model
-fi
-exec bash examples/cpu/qwen2_math_grpo.sh \
+exec bash "$(dirname "$0")/qwen2_math_grpo.sh" \
     algorithm.adv_estimator=dapo \
     algorithm.disable_kl=true \
     algorithm.use_kl_loss=false \

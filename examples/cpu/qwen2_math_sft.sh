@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CoT-SFT of a tiny random-init Qwen2 on the synthetic arithmetic set (configs/sft_math.yaml), 2 Ray workers
-# on CPU, merged into a Hugging Face model at $OUT/model. The first stage of qwen2_math_sft_then_grpo.sh, and
-# the start of qwen2_math_dapo.sh. Extra key=value arguments override the SFT config.
+# on CPU, merged into a Hugging Face model at $OUT/model: the first stage of qwen2_math_sft_then_grpo.sh.
+# Extra key=value arguments override the SFT config.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
