@@ -156,7 +156,11 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     audio towers stay in the root unit (see Qwen2_5_VLAdapter for why)."""
 
     auto_class = "Qwen2_5OmniThinkerForConditionalGeneration"
-    fsdp_forward_methods = ("get_video_features", "get_image_features", "get_audio_features")
+    fsdp_forward_methods = ()
+    """None: the thinker's forward calls its own get_*_features on the root module, and a method registered
+    with FSDP reshards the root's parameters when it returns, in the middle of that forward ("mixed torch.Tensor
+    and DTensor" at the final norm, seen in the 2-worker run). The towers run only inside forward here (no
+    embedding cache for omni models yet)."""
     hears_audio = True
     checkpoint_prefix = "thinker."
     """vLLM's Omni model maps `thinker.model.*` / `thinker.lm_head.*` / `thinker.visual.*` to its modules; the
