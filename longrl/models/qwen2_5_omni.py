@@ -156,7 +156,11 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     audio towers stay in the root unit (see Qwen2_5_VLAdapter for why)."""
 
     auto_class = "Qwen2_5OmniThinkerForConditionalGeneration"
-    fsdp_forward_methods = ("get_video_features", "get_image_features", "get_audio_features")
+    fsdp_forward_methods = ()
+    """None: the thinker's forward calls its own get_*_features on the root module, and a method registered
+    with FSDP reshards the root's parameters when it returns, in the middle of that forward ("mixed torch.Tensor
+    and DTensor" at the final norm, seen in the 2-worker run). The towers run only inside forward here (no
+    embedding cache for omni models yet)."""
     hears_audio = True
     checkpoint_prefix = "thinker."
     """vLLM's Omni model maps `thinker.model.*` / `thinker.lm_head.*` / `thinker.visual.*` to its modules; the
@@ -174,6 +178,7 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
              empty: bool = False) -> torch.nn.Module:
         model = super().load(path, dtype, trust_remote_code, empty)
         model.forward = _keeping_logits(model.forward, model.lm_head)
+        model.get_placeholder_mask = _placeholders_from(model.get_placeholder_mask)
         return model
 
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
@@ -209,7 +214,9 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
                 media = in_prompt_order(prompt, {"image": ids["image"], "video": ids["video"]}, media)
             except ValueError as exc:
                 raise ValueError(f"row {i}: {exc}") from None
-            expanded = expand_omni_tokens(seq, ids, media, merge, tps, cfg.seconds_per_chunk)
+            # only the prompt's placeholders are media: a sampled response may hold those ids too (vLLM embeds
+            # them as text), see _placeholders_from
+            expanded = expand_omni_tokens(prompt, ids, media, merge, tps, cfg.seconds_per_chunk) + list(seq[len(prompt):])
             sequences.append(expanded)
             prompt_lens.append(len(prompt) + sum(m.expanded_tokens - 1 for m in media))
             positions.append(omni_mrope_positions(expanded, ids, media, merge, tps, cfg.seconds_per_chunk))
@@ -224,6 +231,12 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
             pos[:, i, : len(seq)] = p
         inputs: dict[str, object] = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
+        media_ids = set(token_ids(cfg).values())
+        if any(t in media_ids for seq, n in zip(sequences, prompt_lens) for t in seq[n:]):
+            prompt_only = input_ids.clone()
+            for i, n in enumerate(prompt_lens):
+                prompt_only[i, n:] = pad_id
+            inputs["placeholder_ids"] = prompt_only.to(device)
         inputs.update(_pixel_inputs(ordered, device))
         inputs.update(_audio_inputs([m for m in ordered if m.audio_tokens], device))
         return inputs, torch.tensor(prompt_lens)
@@ -233,17 +246,40 @@ def _keeping_logits(forward, head: torch.nn.Module):
     """The thinker's forward with `logits_to_keep` (positions whose logits are wanted), which transformers' Omni
     thinker lacks (it would pass it on to the text model and run the LM head everywhere): the head's input is cut
     to those positions, as other causal LMs do, so the log-prob passes skip the prompt's positions."""
-    def with_keep(*args, logits_to_keep: int | torch.Tensor | None = None, **kwargs):
-        if logits_to_keep is None or (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-            return forward(*args, **kwargs)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        handle = head.register_forward_pre_hook(lambda module, inputs: (inputs[0][:, keep],))
+    def with_keep(*args, logits_to_keep: int | torch.Tensor | None = None,
+                  placeholder_ids: torch.Tensor | None = None, **kwargs):
+        if placeholder_ids is not None and placeholder_ids.shape != kwargs["input_ids"].shape:
+            raise NotImplementedError("a response holding a media token id, with packed or sequence-parallel rows: "
+                                      "set worker.actor.padding_free=false and worker.actor.ulysses_size=1")
+        handle = None
+        if logits_to_keep is not None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            handle = head.register_forward_pre_hook(lambda module, inputs: (inputs[0][:, keep],))
+        _PLACEHOLDER_IDS[0] = placeholder_ids
         try:
             return forward(*args, **kwargs)
         finally:
-            handle.remove()
+            _PLACEHOLDER_IDS[0] = None
+            if handle is not None:
+                handle.remove()
 
     return with_keep
+
+
+_PLACEHOLDER_IDS: list[torch.Tensor | None] = [None]
+"""The ids the current forward finds its media placeholders in (set around a forward by _keeping_logits)."""
+
+
+def _placeholders_from(get_placeholder_mask):
+    """The thinker's placeholder masks taken from the prompt-only ids when a forward got `placeholder_ids`.
+
+    Why: transformers' thinker scatters the media features onto every position whose id is a media token,
+    response included; a sampled response may contain such an id, which vLLM embedded as the plain token."""
+    def masks(input_ids, inputs_embeds, *args, **kwargs):
+        ids = _PLACEHOLDER_IDS[0] if _PLACEHOLDER_IDS[0] is not None else input_ids
+        return get_placeholder_mask(ids, inputs_embeds, *args, **kwargs)
+
+    return masks
 
 
 def _tokens_per_second(vision_config: object) -> float:

@@ -328,3 +328,34 @@ def test_a_merged_checkpoint_puts_the_thinker_back_under_its_prefix(tiny, tmp_pa
                                                                                output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert torch.equal(thinker.state_dict()["audio_tower.conv1.weight"], weights["audio_tower.conv1.weight"])
+
+
+def test_media_token_ids_sampled_in_a_response_are_text_as_in_vllm(tiny):
+    """A response that holds <|VIDEO|>/<|AUDIO|> ids (a tiny random model samples them) is scored with those
+    tokens' plain embeddings, as vLLM embeds generated tokens; the prompt's placeholders alone get the media."""
+    from longrl.models.qwen2_5_omni import token_ids
+    from longrl.models.qwen2_5_vl import MEDIA_INPUTS
+    from longrl.protocol import Batch
+    from longrl.workers.actor import response_log_probs
+
+    ids = token_ids(tiny.model.config)
+    response = torch.tensor([[5, ids["video"], ids["audio"], 7, ids["audio_bos"]]])
+    batch = Batch({"responses": response, "response_mask": torch.ones_like(response)},
+                  {"prompt_ids": [tiny.prompt], "videos": [[tiny.videos["tone"]]]})
+    with_media = _with_media(tiny, batch)
+    ours = response_log_probs(tiny.model, tiny.adapter, with_media, 0, 1.0, 1)[0]
+    # by hand: the prompt's placeholders get the towers' outputs, every other position its token embedding
+    inputs, prompt_len = tiny.adapter.model_inputs(tiny.model, with_media, 0, torch.device("cpu"))
+    m, seq = tiny.model, inputs["input_ids"][0]
+    with torch.no_grad():
+        embeds = m.get_input_embeddings()(seq)[None].clone()
+        video = m.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output[0]
+        audio = m.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
+        in_prompt = torch.arange(len(seq)) < int(prompt_len[0])
+        embeds[0, (seq == ids["video"]) & in_prompt] = video
+        embeds[0, (seq == ids["audio"]) & in_prompt] = audio
+        hidden = m.model(inputs_embeds=embeds, position_ids=inputs["position_ids"]).last_hidden_state
+        log_probs = torch.log_softmax(m.lm_head(hidden)[0].float(), -1)
+    n = int(prompt_len[0])
+    expected = log_probs[n - 1: n - 1 + response.shape[1]].gather(-1, response[0][:, None])[:, 0]
+    assert (ours - expected).abs().max() < 1e-5

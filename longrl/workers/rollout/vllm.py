@@ -42,6 +42,11 @@ class VLLMRollout:
             # an omni model's videos bring their audio (one clip per video).
             limits = {"image": cfg.limit_images, "video": cfg.limit_videos, "audio": cfg.limit_videos}
             kwargs.update(enable_mm_embeds=True, limit_mm_per_prompt={k: limits[k] for k in media})
+            if "audio" in media:
+                # vLLM 0.32's processor cache keeps a video and its audio as separate items: when one is cached and
+                # the other not, the processor sees a video without audio and raises "Video doesn't have audio
+                # track with `audio_in_video=True`" (seen in the 2-worker GRPO run). Omni requests skip that cache.
+                kwargs.update(mm_processor_cache_gb=0)
             _load_video_plugin()
         with torch.random.fork_rng():
             self.llm = LLM(model=model_path, dtype=vllm_dtype(cfg.dtype), max_model_len=max_model_len,
