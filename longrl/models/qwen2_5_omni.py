@@ -184,6 +184,11 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
         return list(model.model.layers)
 
+    def media_token_ids(self, model_config: object) -> frozenset[int]:
+        """None to cut at: model_inputs expands only the prompt's placeholders and takes media ids sampled into a
+        response as text, as vLLM embeds them."""
+        return frozenset()
+
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
         return model.visual
 
