@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from longrl.data.media import MediaError, check_media_file
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -31,16 +33,14 @@ MIN_SECONDS = 0.05
 MISSING_AUDIO = ("skip", "silence")
 
 
-class AudioError(Exception):
+class AudioError(MediaError):
     """Audio that cannot be used: names the file and the reason."""
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(str(path), reason)  # both in args, so the error pickles across Ray
-        self.path = str(path)
-        self.reason = reason
+    kind = "audio"
 
-    def __str__(self) -> str:
-        return f"audio of {self.path}: {self.reason}"
+    @property
+    def path(self) -> str:
+        return self.name
 
 
 class NoAudioTrack(AudioError):
@@ -88,8 +88,7 @@ def decode_audio(path: str | os.PathLike, max_seconds: float | None = None) -> A
     import av
 
     path = str(path)
-    if not os.path.isfile(path):
-        raise AudioError(path, "file not found; check data.video_dir / data.audio_dir and the data set's paths")
+    check_media_file(path, AudioError, "data.video_dir")
     limit = None if max_seconds is None else int(round(max_seconds * SAMPLE_RATE))
     chunks: list[np.ndarray] = []
     kept = 0
