@@ -36,7 +36,7 @@ SFT = ["config=configs/sft_video.yaml", "data.sft_response_template=<think>I cou
        "worker.actor.optim.lr=3e-3", "worker.actor.optim.lr_warmup_steps=2", "trainer.total_epochs=8",
        "trainer.val_freq=-1"]
 GRPO = ["config=configs/cpu_video.yaml", "data.rollout_batch_size=16", "worker.rollout.n=8",
-        "worker.actor.global_batch_size=64", "worker.actor.micro_batch_size_per_device_for_update=32",
+        "worker.actor.global_batch_size=8", "worker.actor.micro_batch_size_per_device_for_update=32",
         "worker.actor.micro_batch_size_per_device_for_experience=64", "worker.actor.optim.lr=3e-4",
         "algorithm.kl_coef=1e-2", "worker.rollout.limit_images=1", "worker.rollout.limit_videos=0",
         "trainer.save_freq=-1", "trainer.val_freq=-1", "trainer.worker_timeout_s=600"]
