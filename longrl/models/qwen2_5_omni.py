@@ -177,6 +177,9 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
     def load(self, path: str, dtype: torch.dtype, trust_remote_code: bool = False,
              empty: bool = False) -> torch.nn.Module:
         model = super().load(path, dtype, trust_remote_code, empty)
+        # transformers defines it but never uses it in a forward: it would get no gradient, so AdamW would keep no
+        # state for it and a resumed optimizer (which has state for every trained parameter) would look for one
+        model.audio_tower.audio_bos_eos_token.requires_grad_(False)
         model.forward = _keeping_logits(model.forward, model.lm_head)
         model.get_placeholder_mask = _placeholders_from(model.get_placeholder_mask)
         return model
