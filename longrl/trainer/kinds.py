@@ -19,6 +19,7 @@ from longrl.config import Config
 from longrl.data.dataset import RLDataset, check_media
 from longrl.data.prompts import load_prompts
 from longrl.models.adapter import media_of
+from longrl.models.vision_cache import has_media
 from longrl.protocol import Batch
 from longrl.registry import Registry
 from longrl.workers.micro_batches import row_tokens
@@ -78,8 +79,9 @@ class LanguageKind:
 
         return HybridWorker
 
-    def row_costs(self, batch: Batch) -> list[int]:
-        return row_tokens(batch)
+    def row_costs(self, batch: Batch) -> list[int] | None:
+        # rows with images or videos stay on the rank whose VisionCache decoded and encoded their media this step
+        return None if has_media(batch) else row_tokens(batch)
 
     def describe(self, batch: Batch) -> list[str]:
         lengths = batch["response_mask"].sum(-1).tolist()
