@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from longrl.models.adapter import ADAPTERS, sequences_of
-from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter, in_prompt_order
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter, in_prompt_order, padded_mrope_rows
 from longrl.models.vision_cache import MediaInput
 from longrl.protocol import Batch
 
@@ -229,14 +229,7 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
             prompt_lens.append(len(prompt) + sum(m.expanded_tokens - 1 for m in media))
             positions.append(omni_mrope_positions(expanded, ids, media, merge, tps, cfg.seconds_per_chunk))
             ordered.extend(media)
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        pos = torch.zeros((3, len(sequences), width), dtype=torch.long)
-        for i, (seq, p) in enumerate(zip(sequences, positions)):
-            input_ids[i, : len(seq)] = torch.tensor(seq)
-            mask[i, : len(seq)] = 1
-            pos[:, i, : len(seq)] = p
+        input_ids, mask, pos = padded_mrope_rows(sequences, positions, pad_id)
         inputs: dict[str, object] = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
         media_ids = set(token_ids(cfg).values())

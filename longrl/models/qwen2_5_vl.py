@@ -183,14 +183,7 @@ class Qwen2_5_VLAdapter(TextAdapter):
             prompt_lens.append(len(prompt) + sum(m.num_tokens - 1 for m in media))
             positions.append(self.positions(cfg, expanded, token_ids, media))
             ordered.extend(media)
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        pos = torch.zeros((3, len(sequences), width), dtype=torch.long)
-        for i, (seq, p) in enumerate(zip(sequences, positions)):
-            ids[i, : len(seq)] = torch.tensor(seq)
-            mask[i, : len(seq)] = 1
-            pos[:, i, : len(seq)] = p
+        ids, mask, pos = padded_mrope_rows(sequences, positions, pad_id)
         if not ordered and torch.is_grad_enabled() and any(p.requires_grad for p in model.model.visual.parameters()):
             ids, mask, pos, ordered = _with_padding_video(ids, mask, pos, cfg)
         inputs: dict[str, object] = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
@@ -211,6 +204,21 @@ class Qwen2_5_VLAdapter(TextAdapter):
             return {"mm_encoder_outputs": {name: self.encoder_output(model_config, embeds)
                                            for name, embeds in by_modality.items() if embeds}}
         return _pixel_inputs(media, device)
+
+
+def padded_mrope_rows(sequences: Sequence[Sequence[int]], positions: Sequence[torch.Tensor],
+                      pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input_ids and attention_mask [b, L] and M-RoPE position_ids [3, b, L] of expanded sequences
+    with their [3, len] positions (padding: pad_id, mask 0, position 0)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    pos = torch.zeros((3, len(sequences), width), dtype=torch.long)
+    for i, (seq, p) in enumerate(zip(sequences, positions)):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        pos[:, i, : len(seq)] = p
+    return ids, mask, pos
 
 
 def _with_padding_video(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
