@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 
+import pytest
 import torch
 
 from longrl import demo
-from longrl.demo_report import write_report
+from longrl.demo_report import (
+    paired_margin,
+    plateau,
+    seeds_summary,
+    wilson,
+    write_report,
+)
 
 
 def test_the_sft_target_concludes_with_the_option_the_reasoning_names():
@@ -40,20 +49,107 @@ def test_the_colour_tower_reports_colour_per_quarter_and_nothing_for_black(tmp_p
     assert lit == [p * 24 + f for p in range(4) for f in range(8)]
 
 
-def test_the_report_has_the_before_after_table_the_verdict_and_the_curves(tmp_path):
-    base = {"baseline_most_common_answer": "A", "baseline_accuracy": 0.25, "format_accuracy": 1.0,
-            "answer_rate": 1.0, "num_scored": 200}
-    for name, acc in (("sft", 0.31), ("grpo", 0.47)):
-        (tmp_path / f"eval_{name}").mkdir()
-        (tmp_path / f"eval_{name}" / "results.json").write_text(json.dumps(
-            {**base, "accuracy": acc, "accuracy_by_category": {"count": acc}}))
+def _eval(out, name: str, correct: list[bool], by_category: dict[str, float]) -> None:
+    """An eval_<name> directory as eval/eval.py writes it: results.json and per-question generations."""
+    (out / f"eval_{name}").mkdir(parents=True)
+    (out / f"eval_{name}" / "results.json").write_text(json.dumps(
+        {"baseline_most_common_answer": "A", "baseline_accuracy": 0.25, "format_accuracy": 1.0, "answer_rate": 1.0,
+         "num_scored": len(correct), "accuracy": sum(correct) / len(correct), "accuracy_by_category": by_category}))
+    (out / f"eval_{name}" / "generations.jsonl").write_text("".join(
+        json.dumps({"id": f"test-{i:05d}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+
+
+def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099)):
+    n = 200
+    _eval(tmp_path, "sft", [i < 62 for i in range(n)], {"count": 0.31, "order": 0.35})
+    _eval(tmp_path, "grpo", [i < 120 for i in range(n)], {"count": 0.6, "order": 0.3})
+    _eval(tmp_path, "sft_control", [i < 70 for i in range(n)], {"count": 0.35, "order": 0.36})
     (tmp_path / "grpo").mkdir()
     (tmp_path / "grpo" / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "reward/overall": 0.5 + s / 10, "reward/accuracy": s / 10,
+        json.dumps({"step": s, "reward/overall": 0.5 + s / 10, "reward/accuracy": s / 10, "val/accuracy": s / 10,
                     "response_length/mean": 80.0, "actor/kl_loss": 0.01 * s}) + "\n" for s in (1, 2, 3)))
-    report = write_report(tmp_path, {"sft": 300.0}).read_text()
-    assert "| after CoT-SFT | 31.0% | 100.0% | 100.0% | 31.0% |" in report
-    assert "| after GRPO (from the SFT model) | 47.0% |" in report
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": 50 * (i + 1), "actor/sft_loss": v, "val/sft_loss": v}) + "\n"
+        for i, v in enumerate(sft_val_losses)))
+    return tmp_path
+
+
+def test_the_report_has_every_row_with_its_interval_the_margins_the_goals_and_the_curves(tmp_path):
+    report = write_report(_demo_out(tmp_path), {"sft": 300.0}).read_text()
+    assert "| after CoT-SFT | 31.0% [25.0, 37.7] | 100.0% | 100.0% | 31.0% | 35.0% |" in report
+    assert "| after GRPO (from the SFT model) | 60.0% [53.1, 66.5] |" in report
+    assert "| control: more SFT instead of GRPO (same number of trained responses) | 35.0% [28.7, 41.8] |" in report
+    assert "| always answer 'A' (baseline) | 25.0% [19.5, 31.4] |" in report
     assert "- SFT vs always 'A': +6.0 points" in report
-    assert "- GRPO vs SFT: +16.0 points on 200 held-out questions" in report
+    # paired: GRPO answers a superset of the control's questions correctly (50 more of 200)
+    assert "- GRPO vs the control: +25.0 points [95% interval +19.0, +31.0] on 200 held-out questions" in report
+    assert "- goal, GRPO >= control + 10 points: met (+25.0)" in report
+    assert "- goal, no category below its SFT value: NOT met: order (30.0% < 35.0%)" in report
+    assert "- SFT plateau check: val/sft_loss went 0.1000 -> 0.0990 (-1.0%) from step 100 to 150: plateaued" in report
+    assert "Why the control matters" in report
     assert (tmp_path / "curves.png").stat().st_size > 0 and "![GRPO curves](curves.png)" in report
+
+
+def test_the_plateau_check_fails_while_the_held_out_loss_still_falls(tmp_path):
+    found = plateau(_demo_out(tmp_path, (0.2, 0.1, 0.08)) / "sft" / "metrics.jsonl")
+    assert found["change"] == pytest.approx(-0.2) and not found["plateaued"]
+    assert "still falling by more than 5%" in write_report(tmp_path, {}).read_text()
+    assert plateau(tmp_path / "missing.jsonl") is None
+
+
+def test_wilson_intervals_and_paired_margins():
+    lo, hi = wilson(100, 200)
+    assert (round(100 * lo, 1), round(100 * hi, 1)) == (43.1, 56.9)
+    assert wilson(0, 50)[0] == 0.0 and 0.0 < wilson(0, 50)[1] < 0.08
+    with pytest.raises(ValueError, match="n=0"):
+        wilson(0, 0)
+    same = {f"q{i}": i % 2 == 0 for i in range(100)}
+    assert paired_margin(same, same) == (0.0, 0.0, 0.0)  # identical answers: no margin and no doubt
+    flipped = {k: not v for k, v in same.items()}  # 50% vs 50% but every answer differs: wide interval
+    d, lo, hi = paired_margin(same, flipped)
+    assert d == 0.0 and lo < -15 and hi > 15
+    with pytest.raises(ValueError, match="share no question"):
+        paired_margin({"a": True}, {"b": True})
+
+
+def test_the_seed_summary_gives_each_margin_per_seed_with_mean_and_spread(tmp_path):
+    for seed, grpo in ((0, 120), (1, 100)):
+        out = tmp_path / f"seed_{seed}"
+        _eval(out, "sft", [i < 60 for i in range(200)], {"count": 0.3})
+        _eval(out, "grpo", [i < grpo for i in range(200)], {"count": grpo / 200})
+        _eval(out, "sft_control", [i < 70 for i in range(200)], {"count": 0.35})
+    lines = seeds_summary({0: tmp_path / "seed_0", 1: tmp_path / "seed_1"})
+    assert lines[0].startswith("| seed | sft accuracy | grpo accuracy | sft_control accuracy | GRPO vs SFT (points) "
+                               "| GRPO vs the control (points) | control vs SFT (points) |")
+    assert lines[2] == "| 0 | 30.0 | 60.0 | 35.0 | 30.0 | 25.0 | 5.0 |"
+    assert lines[3] == "| 1 | 30.0 | 50.0 | 35.0 | 20.0 | 15.0 | 5.0 |"
+    assert lines[4] == "| mean | 30.0 | 55.0 | 35.0 | 25.0 | 20.0 | 5.0 |"
+    assert lines[5] == f"| std | 0.0 | {math.sqrt(50):.1f} | 0.0 | {math.sqrt(50):.1f} | {math.sqrt(50):.1f} | 0.0 |"
+    assert lines[6] == "| min..max | 30.0..30.0 | 50.0..60.0 | 35.0..35.0 | 20.0..30.0 | 15.0..25.0 | 5.0..5.0 |"
+
+
+def test_val_is_drawn_like_test_and_is_large_enough_to_track_it(tmp_path):
+    """The demo's val and test splits: the same Task and generator (always-correct reasoning, categories and
+    letters balanced alike), distinct videos; only train has the teacher's near misses."""
+    paths = demo.write_data(tmp_path, frames=16, size=28, n_train=15, n_val=12, n_test=12, fps=8.0, seed=3)
+    rows = {split: [json.loads(line) for line in p.read_text().splitlines()] for split, p in paths.items()}
+    for split in ("val", "test"):
+        assert collections.Counter(r["category"] for r in rows[split]) == {c: 4 for c in demo.TASK.categories}
+        assert collections.Counter(r["answer"] for r in rows[split]) == {f"<answer>{x}</answer>": 3 for x in "ABCD"}
+        assert all("teacher_correct" not in r and f"<answer>{r['options']['ABCD'.index(r['answer'][8])][3:]}"
+                   == f"<answer>{r['concluded']}" for r in rows[split])
+    assert {r["problem"] for r in rows["val"]} != {r["problem"] for r in rows["test"]}
+    assert sum(r.get("teacher_correct") is False for r in rows["train"]) == round(demo.TASK.teacher_error * 15)  # 3 of 5 a category
+    # the docstring's claim: a binomial standard error of at most 5 points at 50% accuracy
+    assert 100 * math.sqrt(0.25 / demo.DATA["n_val"]) <= 5.0
+
+
+def test_the_teacher_is_wrong_on_most_train_rows_so_imitation_prefers_the_near_miss():
+    assert demo.TASK.teacher_error > 0.5
+
+
+def test_seeds_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--seeds", "0"])
+    assert "--seeds=0: must be at least 1" in capsys.readouterr().err
