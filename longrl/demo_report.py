@@ -68,15 +68,31 @@ def _results(out: Path) -> dict[str, dict]:
         if file.is_file():
             found[name] = json.loads(file.read_text())
             found[name]["per_question"] = _per_question(out / f"eval_{name}" / "generations.jsonl")
+            found[name]["near_miss_rate"] = near_miss_rate(out / f"eval_{name}" / "generations.jsonl",
+                                                           out / "data" / "test.jsonl")
     return found
 
 
 def _per_question(generations: Path) -> dict[str, bool]:
     """question id -> answered correctly (empty when the per-question file is missing)."""
-    if not generations.is_file():
-        return {}
-    rows = [json.loads(line) for line in generations.read_text().splitlines() if line.strip()]
-    return {row["id"]: bool(row["correct"]) for row in rows}
+    return {row["id"]: bool(row["correct"]) for row in _jsonl(generations)}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    """The rows of a jsonl file; none when it does not exist."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def near_miss_rate(generations: Path, test: Path) -> float | None:
+    """Share of the test questions a model answered with the teacher's near miss (the test rows' `near_miss`
+    letter); None when the test rows do not name one."""
+    near = {row["problem_id"]: row.get("near_miss") for row in _jsonl(test)}
+    answers = _jsonl(generations)
+    if not answers or not near or None in near.values():
+        return None
+    return sum(near.get(row["id"]) == row["prediction"] for row in answers) / len(answers)
 
 
 def _curves(metrics: Path, png: Path, wanted: list[str]) -> Path | None:
@@ -97,18 +113,20 @@ def _with_interval(accuracy: float, n: int) -> str:
 
 def results_table(results: dict[str, dict]) -> list[str]:
     """Markdown rows: the most-common-answer baseline, then one row per evaluated model, accuracy with its
-    95% interval."""
+    95% interval, and how often it answered the teacher's near miss."""
     categories = sorted({c for r in results.values() for c in r["accuracy_by_category"]})
-    head = ["model", "accuracy [95% interval]", "format", "answered", *categories]
+    head = ["model", "accuracy [95% interval]", "format", "answered", "near miss", *categories]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     first = next(iter(results.values()))
     lines.append(f"| always answer {first['baseline_most_common_answer']!r} (baseline) | "
-                 f"{_with_interval(first['baseline_accuracy'], first['num_scored'])} | | |" + " |" * len(categories))
+                 f"{_with_interval(first['baseline_accuracy'], first['num_scored'])} | | | |" + " |" * len(categories))
     for name, title in ROWS:
         if name in results:
             r = results[name]
+            near = r.get("near_miss_rate")
             cells = [title, _with_interval(r["accuracy"], r["num_scored"]), _pct(r["format_accuracy"]),
-                     _pct(r["answer_rate"]), *(_pct(r["accuracy_by_category"].get(c, 0.0)) for c in categories)]
+                     _pct(r["answer_rate"]), "" if near is None else _pct(near),
+                     *(_pct(r["accuracy_by_category"].get(c, 0.0)) for c in categories)]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -163,7 +181,8 @@ EXPLANATION = (
     "way. Why the control matters: GRPO also trains longer than SFT did, so a gain over SFT alone could be "
     "nothing but more training; only a gain over the control is what the reward adds. The teacher concludes "
     "with a near miss on most training rows, so imitation, however long, learns the near miss: the plateau "
-    "check and the control show that more SFT does not close the gap, and the GRPO row shows the reward does."
+    "check and the control show that more SFT does not close the gap, and the GRPO row shows the reward does. "
+    "*near miss* is the share of questions answered with the teacher's mistake rather than the truth."
 )
 
 

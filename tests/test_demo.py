@@ -56,7 +56,8 @@ def _eval(out, name: str, correct: list[bool], by_category: dict[str, float]) ->
         {"baseline_most_common_answer": "A", "baseline_accuracy": 0.25, "format_accuracy": 1.0, "answer_rate": 1.0,
          "num_scored": len(correct), "accuracy": sum(correct) / len(correct), "accuracy_by_category": by_category}))
     (out / f"eval_{name}" / "generations.jsonl").write_text("".join(
-        json.dumps({"id": f"test-{i:05d}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+        json.dumps({"id": f"test-{i:05d}", "correct": c, "prediction": "A" if c else "B"}) + "\n"
+        for i, c in enumerate(correct)))
 
 
 def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099)):
@@ -64,6 +65,10 @@ def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099)):
     _eval(tmp_path, "sft", [i < 62 for i in range(n)], {"count": 0.31, "order": 0.35})
     _eval(tmp_path, "grpo", [i < 120 for i in range(n)], {"count": 0.6, "order": 0.3})
     _eval(tmp_path, "sft_control", [i < 70 for i in range(n)], {"count": 0.35, "order": 0.36})
+    (tmp_path / "data").mkdir()  # every wrong answer above is the near miss
+    (tmp_path / "data" / "test.jsonl").write_text("".join(
+        json.dumps({"problem_id": f"test-{i:05d}", "answer": "<answer>A</answer>", "near_miss": "B"}) + "\n"
+        for i in range(n)))
     (tmp_path / "grpo").mkdir()
     (tmp_path / "grpo" / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "reward/overall": 0.5 + s / 10, "reward/accuracy": s / 10, "val/accuracy": s / 10,
@@ -77,10 +82,11 @@ def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099)):
 
 def test_the_report_has_every_row_with_its_interval_the_margins_the_goals_and_the_curves(tmp_path):
     report = write_report(_demo_out(tmp_path), {"sft": 300.0}).read_text()
-    assert "| after CoT-SFT | 31.0% [25.0, 37.7] | 100.0% | 100.0% | 31.0% | 35.0% |" in report
-    assert "| after GRPO (from the SFT model) | 60.0% [53.1, 66.5] |" in report
-    assert "| control: more SFT instead of GRPO (same number of trained responses) | 35.0% [28.7, 41.8] |" in report
-    assert "| always answer 'A' (baseline) | 25.0% [19.5, 31.4] |" in report
+    assert "| after CoT-SFT | 31.0% [25.0, 37.7] | 100.0% | 100.0% | 69.0% | 31.0% | 35.0% |" in report
+    assert "| after GRPO (from the SFT model) | 60.0% [53.1, 66.5] | 100.0% | 100.0% | 40.0% |" in report
+    assert ("| control: more SFT instead of GRPO (same number of trained responses) | 35.0% [28.7, 41.8] | 100.0% "
+            "| 100.0% | 65.0% |") in report
+    assert "| always answer 'A' (baseline) | 25.0% [19.5, 31.4] | | | |" in report
     assert "- SFT vs always 'A': +6.0 points" in report
     # paired: GRPO answers a superset of the control's questions correctly (50 more of 200)
     assert "- GRPO vs the control: +25.0 points [95% interval +19.0, +31.0] on 200 held-out questions" in report
@@ -153,3 +159,14 @@ def test_seeds_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         demo.main(["--seeds", "0"])
     assert "--seeds=0: must be at least 1" in capsys.readouterr().err
+
+
+def test_the_near_miss_share_needs_test_rows_that_name_the_near_miss(tmp_path):
+    from longrl.demo_report import near_miss_rate
+
+    out = _demo_out(tmp_path)
+    generations = out / "eval_sft" / "generations.jsonl"
+    assert near_miss_rate(generations, out / "data" / "test.jsonl") == pytest.approx(0.69)
+    (out / "data" / "old.jsonl").write_text(json.dumps({"problem_id": "test-00000"}) + "\n")  # before near_miss
+    assert near_miss_rate(generations, out / "data" / "old.jsonl") is None
+    assert near_miss_rate(out / "missing.jsonl", out / "data" / "test.jsonl") is None

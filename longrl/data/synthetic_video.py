@@ -16,13 +16,15 @@ can make the training split's reasoning come from an imperfect teacher: on a fra
 the reasoning lists the shapes correctly but concludes with a near miss (the neighbouring shape, a
 count one too high, the opposite direction), like chain-of-thought written by an unverified model.
 Those rows keep the true `answer` (what a reward checks) and say `"teacher_correct": false`; the
-reasoning ends with the teacher's letter. Val and test rows are always correct.
+reasoning ends with the teacher's letter. Val and test rows are always correct. Every row names the
+near miss's letter (`near_miss`), so an evaluation can count how often a model answers the teacher's
+mistake instead of the truth.
 
 Row format (jsonl, one file per split; video paths relative to the output directory):
   {"problem_id": "train-00000", "problem": "<question>\\nOptions:\\nA. ..\\nB. ..\\nC. ..\\nD. ..",
    "problem_type": "multiple choice", "category": "count", "options": ["A. 3", ...],
    "reasoning": "<short correct reasoning>", "videos": ["videos/train-00000.mp4"],
-   "answer": "<answer>B</answer>", "data_type": "video"}
+   "answer": "<answer>B</answer>", "near_miss": "C", "data_type": "video"}
 
     python3 -m longrl.data.synthetic_video --out data/video --frames 64 --n-train 400 --n-val 50 --n-test 200
 """
@@ -232,7 +234,8 @@ def make_sample(rng: np.random.Generator, category: str, letter: str, frames: in
     row = {"problem": question + "\nOptions:\n" + "\n".join(option_lines), "problem_type": "multiple choice",
            "category": category, "options": option_lines,
            "reasoning": f"{reasoning(concluded)} The answer is {LETTERS[options.index(concluded)]}.",
-           "answer": f"<answer>{letter}</answer>", "data_type": "video"}
+           "answer": f"<answer>{letter}</answer>", "near_miss": LETTERS[options.index(near_miss)],
+           "data_type": "video"}
     if teacher_errs:
         row["teacher_correct"] = False
     return render(shapes, frames, size), row

@@ -64,7 +64,7 @@ def test_rows_have_the_documented_fields_and_relative_video_paths(dataset):
     assert len(rows) == 32 and len(_rows(paths["val"])) == 4 and len(_rows(paths["test"])) == 8
     row = rows[0]
     assert set(row) == {"problem_id", "problem", "problem_type", "category", "options", "reasoning", "videos",
-                        "answer", "data_type"}
+                        "answer", "near_miss", "data_type"}
     assert row["problem_id"] == "train-00000" and row["videos"] == ["videos/train-00000.mp4"]
     assert (out / row["videos"][0]).is_file()
     assert row["problem_type"] == "multiple choice" and row["data_type"] == "video"
@@ -161,6 +161,7 @@ def test_the_teacher_errs_on_the_asked_share_of_train_rows_with_a_near_miss_and_
         assert _solve(row, frames) == row["answer"][8], row  # the answer is the truth, teacher or not
         said = row["reasoning"].rstrip(".")[-1]
         assert (said == row["answer"][8]) == (row not in erring)
+        assert row["near_miss"] != row["answer"][8] and (said == row["near_miss"]) == (row in erring)
         if row["category"] == "count" and row in erring:  # one too many
             assert int(row["options"]["ABCD".index(said)][3:]) == len(re.findall(r", then", row["reasoning"])) + 2
 
