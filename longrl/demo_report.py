@@ -23,6 +23,7 @@ MARGINS = [("grpo", "sft", "GRPO vs SFT"), ("grpo", "sft_control", "GRPO vs the 
            ("sft_control", "sft", "control vs SFT")]
 GOAL_POINTS = 10.0  # GRPO must beat the equal-compute control by this many points
 PLATEAU_TOL = 0.05  # SFT has plateaued when its last validation loss is within 5% of the one before
+PLATEAU_POINTS = 5.0  # ... or when more SFT (the control) gains less than half the goal on held-out accuracy
 Z95 = 1.959964
 
 
@@ -171,6 +172,11 @@ def verdict(results: dict[str, dict], sft_plateau: dict | None = None) -> list[s
         lines.append(f"- SFT plateau check: {p['key']} went {p['before']:.4f} -> {p['after']:.4f} "
                      f"({100 * p['change']:+.1f}%) from step {p['from_step']} to {p['to_step']}: "
                      + ("plateaued" if p["plateaued"] else f"still falling by more than {100 * PLATEAU_TOL:.0f}%"))
+    if "sft_control-sft" in found:
+        d = found["sft_control-sft"][0]
+        lines.append(f"- SFT plateau check on held-out accuracy: more SFT (the control) moved it {d:+.1f} points: "
+                     + (f"plateaued (less than +{PLATEAU_POINTS:.0f})" if d < PLATEAU_POINTS
+                        else f"NOT plateaued (+{PLATEAU_POINTS:.0f} or more)"))
     return lines
 
 

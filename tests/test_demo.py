@@ -60,11 +60,11 @@ def _eval(out, name: str, correct: list[bool], by_category: dict[str, float]) ->
         for i, c in enumerate(correct)))
 
 
-def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099)):
+def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099), control_correct=70):
     n = 200
     _eval(tmp_path, "sft", [i < 62 for i in range(n)], {"count": 0.31, "order": 0.35})
     _eval(tmp_path, "grpo", [i < 120 for i in range(n)], {"count": 0.6, "order": 0.3})
-    _eval(tmp_path, "sft_control", [i < 70 for i in range(n)], {"count": 0.35, "order": 0.36})
+    _eval(tmp_path, "sft_control", [i < control_correct for i in range(n)], {"count": 0.35, "order": 0.36})
     (tmp_path / "data").mkdir()  # every wrong answer above is the near miss
     (tmp_path / "data" / "test.jsonl").write_text("".join(
         json.dumps({"problem_id": f"test-{i:05d}", "answer": "<answer>A</answer>", "near_miss": "B"}) + "\n"
@@ -93,14 +93,18 @@ def test_the_report_has_every_row_with_its_interval_the_margins_the_goals_and_th
     assert "- goal, GRPO >= control + 10 points: met (+25.0)" in report
     assert "- goal, no category below its SFT value: NOT met: order (30.0% < 35.0%)" in report
     assert "- SFT plateau check: val/sft_loss went 0.1000 -> 0.0990 (-1.0%) from step 100 to 150: plateaued" in report
+    assert ("- SFT plateau check on held-out accuracy: more SFT (the control) moved it +4.0 points: plateaued "
+            "(less than +5)") in report
     assert "Why the control matters" in report
     assert (tmp_path / "curves.png").stat().st_size > 0 and "![GRPO curves](curves.png)" in report
 
 
-def test_the_plateau_check_fails_while_the_held_out_loss_still_falls(tmp_path):
-    found = plateau(_demo_out(tmp_path, (0.2, 0.1, 0.08)) / "sft" / "metrics.jsonl")
+def test_the_plateau_checks_fail_while_held_out_loss_falls_or_more_sft_gains_accuracy(tmp_path):
+    found = plateau(_demo_out(tmp_path, (0.2, 0.1, 0.08), control_correct=80) / "sft" / "metrics.jsonl")
     assert found["change"] == pytest.approx(-0.2) and not found["plateaued"]
-    assert "still falling by more than 5%" in write_report(tmp_path, {}).read_text()
+    report = write_report(tmp_path, {}).read_text()
+    assert "still falling by more than 5%" in report
+    assert "more SFT (the control) moved it +9.0 points: NOT plateaued (+5 or more)" in report
     assert plateau(tmp_path / "missing.jsonl") is None
 
 
