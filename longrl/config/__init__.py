@@ -148,6 +148,20 @@ LossAvgMode = Literal["token", "seq", "seq-mean-token-sum-norm"]
 # workers
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank; 0 = no LoRA (the whole model trains). With LoRA only the adapters train and are checkpointed,
+    and the reference is the base model with the adapters off (no second copy)."""
+    alpha: int = 16
+    """LoRA scaling numerator: the adapter's update is scaled by alpha / rank."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get adapters: 'all-linear', or names (a list or comma-separated) matched as peft does, by the
+    end of a module's name."""
+    exclude_modules: str | list[str] | None = None
+    """Modules never adapted (names as in target_modules); null = none."""
+
+
+@dataclasses.dataclass
 class ModelConfig:
     model_path: str = ""
     """Hugging Face model directory (local) to start from."""
@@ -159,6 +173,8 @@ class ModelConfig:
     """Passed to transformers."""
     freeze_vision_tower: bool = False
     """Keep the vision tower fixed (lets the update reuse cached video embeddings)."""
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    """Low-rank adapters instead of full-parameter training (EasyR1's keys)."""
 
 
 @dataclasses.dataclass
@@ -480,7 +496,6 @@ NOT_YET_BUILT = {
     "worker.ref.guidance_scale": "diffusion RL (Flow-GRPO)", "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)",
     "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
     "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)", "worker.actor.kl_penalty": "diffusion RL (Flow-GRPO)",
-    "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
 }
 
 
