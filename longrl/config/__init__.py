@@ -150,15 +150,15 @@ LossAvgMode = Literal["token", "seq", "seq-mean-token-sum-norm"]
 @dataclasses.dataclass
 class LoraConfig:
     rank: int = 0
-    """LoRA rank; 0 = no LoRA (the whole model trains). With LoRA only the adapters train and are checkpointed,
-    and the reference is the base model with the adapters off (no second copy)."""
-    alpha: int = 16
-    """LoRA scaling numerator: the adapter's update is scaled by alpha / rank."""
-    target_modules: str | list[str] = "all-linear"
-    """Modules that get adapters: 'all-linear', or names (a list or comma-separated) matched as peft does, by the
-    end of a module's name."""
-    exclude_modules: str | list[str] | None = None
-    """Modules never adapted (names as in target_modules); null = none."""
+    """LoRA rank (EasyR1's key): > 0 trains low-rank adapters (peft) instead of the model's weights; 0 = off."""
+    alpha: int = 64
+    """LoRA scaling numerator: an adapter's update is scaled by alpha / rank."""
+    target_modules: str = "all-linear"
+    """Modules that get adapters: "all-linear" (every linear layer but the output head) or comma-separated module
+    names matched against the end of each module's name, e.g. "q_proj,k_proj,v_proj,o_proj"."""
+    exclude_modules: str | None = None
+    """A regular expression over full module names kept without adapters (peft's exclude_modules), e.g.
+    ".*visual.*" for a vision-language model's vision tower; None excludes nothing."""
 
 
 @dataclasses.dataclass
@@ -174,7 +174,7 @@ class ModelConfig:
     freeze_vision_tower: bool = False
     """Keep the vision tower fixed (lets the update reuse cached video embeddings)."""
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
-    """Low-rank adapters instead of full-parameter training (EasyR1's keys)."""
+    """Low-rank adapters instead of full fine-tuning (the actor only)."""
 
 
 @dataclasses.dataclass
