@@ -93,21 +93,45 @@ DIFFUSION_BASE = "diffusion_base.json"
 """Beside a diffusion actor's shards: the pipeline directory it started from (its frozen parts are not copied)."""
 
 
-def save_diffusion_base(actor_dir: Path, model_path: str) -> None:
-    """Record the pipeline directory a diffusion actor started from (rank 0, at every save)."""
+LORA_CONFIG_DIR = "lora"
+"""Beside a LoRA diffusion actor's shards (which hold the adapters alone): the peft adapter config."""
+LORA_ADAPTER_DIR = "lora_adapter"
+"""In a merged pipeline directory of a LoRA run: the adapter alone, for `pipe.load_lora_weights` on the base."""
+
+
+def save_diffusion_base(actor_dir: Path, model_path: str, lora=None) -> None:
+    """Record the pipeline directory a diffusion actor started from and, with LoRA, its peft LoraConfig `lora`
+    (rank 0, at every save)."""
     (actor_dir / DIFFUSION_BASE).write_text(json.dumps({"model_path": str(Path(model_path).resolve())}))
+    if lora is not None:
+        lora.save_pretrained(str(actor_dir / LORA_CONFIG_DIR))
 
 
 def merge_pipeline(local_dir: Path, target: Path) -> Path:
-    """A diffusers pipeline directory: the base pipeline with the trained transformer's weights."""
+    """A diffusers pipeline directory: the base pipeline with the trained transformer's weights; after LoRA, the
+    adapters merged into it, and the adapter alone in `LORA_ADAPTER_DIR` inside it."""
     from diffusers import DiffusionPipeline
 
     base = json.loads((local_dir / DIFFUSION_BASE).read_text())["model_path"]
     pipe = DiffusionPipeline.from_pretrained(base, dtype=torch.float32)
+    lora = local_dir / LORA_CONFIG_DIR
+    if lora.is_dir():
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        pipe.transformer.add_adapter(LoraConfig.from_pretrained(str(lora)))
     result = pipe.transformer.load_state_dict(load_model_weights(local_dir / MODEL_OPTIM_DIR), strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{local_dir} does not match the transformer of {base}: missing {result.missing_keys[:10]}, "
+    # with LoRA the checkpoint holds every adapter weight and nothing of the base
+    missing = [k for k in result.missing_keys if not lora.is_dir() or "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{local_dir} does not match the transformer of {base}: missing {missing[:10]}, "
                          f"unexpected {result.unexpected_keys[:10]}")
+    if lora.is_dir():
+        type(pipe).save_lora_weights(str(target / LORA_ADAPTER_DIR),
+                                     transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+                                     transformer_lora_adapter_metadata=pipe.transformer.peft_config["default"].to_dict())
+        pipe.transformer.fuse_lora()
+        pipe.transformer.unload_lora()
     pipe.save_pretrained(str(target))
     logger.info("merged %s into the pipeline directory %s", local_dir, target)
     return target

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from longrl.parallel.device import device_type
 
@@ -73,9 +73,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["torch_cuda"])
 
 
-def _model_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+def _options(trainable_only: bool) -> StateDictOptions:
+    # trainable_only (LoRA): the frozen base is not saved, and loading leaves it as it is (strict=False); dcp.load
+    # still fails on a trainable parameter the checkpoint lacks.
+    return StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+
+def _model_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                       trainable_only: bool = False) -> dict[str, Any]:
     # optimizers=() gives the model's dict alone (a frozen reference model has no optimizer).
-    model_sd, optim_sd = get_state_dict(model, optimizer if optimizer is not None else ())
+    model_sd, optim_sd = get_state_dict(model, optimizer if optimizer is not None else (),
+                                        options=_options(trainable_only))
     return {"model": model_sd, "optim": optim_sd} if optimizer is not None else {"model": model_sd}
 
 
@@ -86,13 +94,14 @@ def _has_optimizer_state(dcp_dir: Path) -> bool:
 
 
 def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     lr_scheduler: Any | None, extra: dict | None = None) -> None:
+                     lr_scheduler: Any | None, extra: dict | None = None, trainable_only: bool = False) -> None:
     """Collective: write model+optimizer shards (DCP) and this rank's scheduler/RNG/extra under `directory`;
-    optimizer=None saves the model alone (trainer.save_model_only: smaller, but a resume restarts AdamW)."""
+    optimizer=None saves the model alone (trainer.save_model_only: smaller, but a resume restarts AdamW);
+    trainable_only saves the parameters that require grad alone (LoRA adapters)."""
     directory = Path(directory)
     rank, world = _rank_world()
     directory.mkdir(parents=True, exist_ok=True)
-    dcp.save(_model_optim_state(model, optimizer), checkpoint_id=directory / MODEL_OPTIM_DIR)
+    dcp.save(_model_optim_state(model, optimizer, trainable_only), checkpoint_id=directory / MODEL_OPTIM_DIR)
     torch.save({
         "world_size": world,
         "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
@@ -105,8 +114,9 @@ def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
 
 
 def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     lr_scheduler: Any | None) -> dict:
-    """Collective: restore what `save_train_state` wrote (and this rank's RNG); returns this rank's `extra`."""
+                     lr_scheduler: Any | None, trainable_only: bool = False) -> dict:
+    """Collective: restore what `save_train_state` wrote (and this rank's RNG); returns this rank's `extra`.
+    trainable_only as it was saved with."""
     directory = Path(directory)
     rank, world = _rank_world()
     rank_file = _rank_file(directory, rank)
@@ -125,10 +135,10 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
         logger.warning("%s holds the model only (trainer.save_model_only=true): the optimizer starts afresh, so "
                        "this resume is not exact", directory)
         optimizer = None
-    state = _model_optim_state(model, optimizer)
+    state = _model_optim_state(model, optimizer, trainable_only)
     dcp.load(state, checkpoint_id=directory / MODEL_OPTIM_DIR)
     set_state_dict(model, optimizer if optimizer is not None else (), model_state_dict=state["model"],
-                   optim_state_dict=state.get("optim", {}))
+                   optim_state_dict=state.get("optim", {}), options=_options(trainable_only))
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(rank_state["lr_scheduler"])
     set_rng_state(rank_state["rng"])

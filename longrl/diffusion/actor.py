@@ -8,7 +8,9 @@ gets the decoded pixels and `[B, T]` log-probs only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -32,6 +34,30 @@ class Trajectory:
     cond: Cond
 
 
+Reference = Callable[[], contextlib.AbstractContextManager[torch.nn.Module]]
+"""Enters the model that plays the KL reference: a frozen copy, or the trained transformer with its LoRA off."""
+
+
+def frozen_copy(model: torch.nn.Module) -> Reference:
+    """The reference of full-parameter training: a frozen copy of the starting transformer."""
+    return lambda: contextlib.nullcontext(model)
+
+
+def adapters_off(transformer: torch.nn.Module) -> Reference:
+    """The reference of LoRA training: the trained transformer itself with its adapters disabled, which is the base
+    model exactly (no second copy in memory). They are enabled again on exit, before any backward."""
+
+    @contextlib.contextmanager
+    def base() -> Iterator[torch.nn.Module]:
+        transformer.disable_adapters()
+        try:
+            yield transformer
+        finally:
+            transformer.enable_adapters()
+
+    return base
+
+
 def sigmas_of(scheduler, num_steps: int) -> Tensor:
     """The `num_steps + 1` sigmas from 1 (noise) to 0 of the pipeline's flow-matching scheduler, set once per
     sampling (Long-RL's port reset it to the 1000-step grid inside every step, so its dt was 100x too small)."""
@@ -44,7 +70,7 @@ class DiffusionActor:
 
     def __init__(self, pipe, adapter: DiffusionAdapter, transformer: torch.nn.Module, rollout: RolloutConfig,
                  actor: ActorConfig, algo: AlgorithmConfig, max_prompt_length: int, dp_size: int,
-                 optimizer=None, lr_scheduler=None, ref: torch.nn.Module | None = None):
+                 optimizer=None, lr_scheduler=None, ref: Reference | None = None):
         self.pipe, self.adapter, self.transformer, self.ref = pipe, adapter, transformer, ref
         self.rollout, self.cfg, self.algo = rollout, actor, algo
         self.max_prompt_length, self.dp_size = max_prompt_length, dp_size
@@ -124,13 +150,19 @@ class DiffusionActor:
 
     @torch.no_grad()
     def log_probs(self, model: torch.nn.Module, batch: Batch) -> Tensor:
-        """Log-probs `[B, T]` of the stored trained steps under `model` (the actor or the reference), micro-batched."""
+        """Log-probs `[B, T]` of the stored trained steps under `model`, micro-batched."""
         model.eval()
         parts = []
         for micro in batch.split(self.cfg.micro_batch_size_per_device_for_experience):
             out, t = self.step_outputs(model, micro["trajectory"])
             parts.append(out.log_prob.view(-1, t).float().cpu())
         return torch.cat(parts)
+
+    def ref_log_probs(self, batch: Batch) -> Tensor:
+        """Log-probs `[B, T]` of the stored trained steps under the reference."""
+        assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
+        with self.ref() as ref:
+            return self.log_probs(ref, batch)
 
     # ---- update -----------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
@@ -170,8 +202,8 @@ class DiffusionActor:
             return None
         if self.algo.kl_penalty != "flow_grpo":
             return kl_penalty(log_probs, micro["ref_log_probs"].to(log_probs.device), self.algo.kl_penalty)
-        with torch.no_grad():
-            ref_out, _ = self.step_outputs(self.ref, micro["trajectory"])
+        with torch.no_grad(), self.ref() as ref:
+            ref_out, _ = self.step_outputs(ref, micro["trajectory"])
         rows = log_probs.shape[0]
         scale = out.std.view(-1, 1)  # the same s for both models at a step
         return kl_penalty((out.mean.flatten(1) / scale).view(rows, t, -1),

@@ -2,7 +2,9 @@
 `update_actor`, checkpoints), for a diffusers pipeline whose transformer is trained with Flow-GRPO.
 
 One Ray actor per slot. The transformer is FSDP2-sharded over the world (one unit per block); the frozen reference
-is a second sharded copy; text encoders and the VAE are frozen and whole on every rank. The driver sees the same
+is a second sharded copy, or with LoRA (worker.actor.model.lora.rank > 0) the transformer itself with its adapters
+off, and then only the adapters train and are checkpointed; text encoders and the VAE are frozen and whole on every
+rank. The driver sees the same
 batch columns as for a language model: `response_mask` / `rollout_log_probs` / `old_log_probs` / `ref_log_probs`
 are `[B, T]` over the trained denoising steps, so advantages, the policy loss and the KL come from the same
 registries. What differs: `decoded` (uint8 pixels for the reward) instead of token ids, and a `trajectory` id per
@@ -22,10 +24,11 @@ from torch.distributed.fsdp import fully_shard
 
 from longrl.config import Config
 from longrl.controller.dispatch import Dispatch, verb
-from longrl.diffusion.actor import DiffusionActor
+from longrl.diffusion.actor import DiffusionActor, adapters_off, frozen_copy
 from longrl.diffusion.pipelines import adapter_for
 from longrl.diffusion.sde import sde_window
 from longrl.logging.process import process_stats
+from longrl.models.lora import lora_config
 from longrl.parallel.device import device, device_type, init_distributed
 from longrl.protocol import Batch
 from longrl.workers.actor import build_optimizer
@@ -63,11 +66,19 @@ class DiffusionWorker:
         transformer = pipe.transformer
         if cfg.worker.actor.model.enable_gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        transformer.requires_grad_(True)
+        self.lora = lora_config(cfg.worker.actor.model.lora)
         ref = None
-        if not cfg.algorithm.disable_kl:
-            ref = type(transformer).from_pretrained(path, subfolder="transformer", dtype=torch.float32).to(device())
-            ref = shard_transformer(ref, self.adapter.blocks(ref), trainable=False)
+        if self.lora is not None:
+            transformer.requires_grad_(False)
+            with torch.random.fork_rng():  # lora_A's random init: the same on every rank, whose shards make one tensor
+                torch.manual_seed(cfg.data.seed)
+                transformer.add_adapter(self.lora)  # its parameters alone require grad
+            ref = None if cfg.algorithm.disable_kl else adapters_off(transformer)
+        else:
+            transformer.requires_grad_(True)
+            if not cfg.algorithm.disable_kl:
+                copy = type(transformer).from_pretrained(path, subfolder="transformer", dtype=torch.float32).to(device())
+                ref = frozen_copy(shard_transformer(copy, self.adapter.blocks(copy), trainable=False))
         shard_transformer(transformer, self.adapter.blocks(transformer), trainable=True)
         # the LR schedule counts RL steps, as the language actor's
         optimizer, lr_scheduler = build_optimizer(transformer, cfg.worker.actor.optim, total_steps)
@@ -108,8 +119,7 @@ class DiffusionWorker:
     @verb(Dispatch.SPLIT_BY_DP)
     def ref_log_probs(self, batch: Batch) -> Batch:
         """The reference's log-probs of the stored steps (`ref_log_probs`, [B, T])."""
-        assert self.actor.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
-        return Batch({"ref_log_probs": self.actor.log_probs(self.actor.ref, batch)})
+        return Batch({"ref_log_probs": self.actor.ref_log_probs(batch)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
@@ -122,15 +132,18 @@ class DiffusionWorker:
     # ---- checkpoints ------------------------------------------------------------------------
     @verb(Dispatch.ALL)
     def save_checkpoint(self, step_dir: str) -> None:
-        """Sharded transformer + optimizer + scheduler + RNG into step_dir/actor (collective), and the base pipeline's
-        path, which the merger combines with the shards into a pipeline directory."""
+        """Sharded transformer (with LoRA: its adapters alone) + optimizer + scheduler + RNG into step_dir/actor
+        (collective), and the base pipeline's path (and the LoRA config), which the merger combines with the shards
+        into a pipeline directory."""
         from longrl.checkpoint.merger import save_diffusion_base
         from longrl.checkpoint.sharded import save_train_state
 
         optimizer = None if self.cfg.trainer.save_model_only else self.actor.optimizer
-        save_train_state(Path(step_dir) / "actor", self.actor.transformer, optimizer, self.actor.lr_scheduler)
+        save_train_state(Path(step_dir) / "actor", self.actor.transformer, optimizer, self.actor.lr_scheduler,
+                         trainable_only=self.lora is not None)
         if self.rank == 0:
-            save_diffusion_base(Path(step_dir) / "actor", self.cfg.worker.actor.model.model_path)
+            save_diffusion_base(Path(step_dir) / "actor", self.cfg.worker.actor.model.model_path,
+                                self.actor.transformer.peft_config["default"] if self.lora is not None else None)
         dist.barrier()
 
     @verb(Dispatch.ALL)
@@ -139,11 +152,11 @@ class DiffusionWorker:
         from longrl.checkpoint.sharded import load_train_state
 
         load_train_state(Path(step_dir) / "actor", self.actor.transformer, self.actor.optimizer,
-                         self.actor.lr_scheduler)
+                         self.actor.lr_scheduler, trainable_only=self.lora is not None)
 
     @verb(Dispatch.ALL)
     def full_weights(self) -> dict[str, torch.Tensor]:
-        """The transformer's unsharded weights (collective; small models, tests and exports)."""
+        """The transformer's unsharded weights, adapters included (collective; small models, tests and exports)."""
         return {name: t.cpu() for name, t in full_tensors(self.actor.transformer)}
 
     @verb(Dispatch.ALL)

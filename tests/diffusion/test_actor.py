@@ -1,5 +1,5 @@
 """Flow-GRPO on one rank with a tiny SD3: the log-prob the trainer recomputes for each stored step equals the
-sampler's (fp32, < 1e-5), with and without CFG, so the PPO ratio is 1 at the first update."""
+sampler's (fp32, < 1e-5), with and without CFG and with LoRA, so the PPO ratio is 1 at the first update."""
 
 import dataclasses
 
@@ -7,16 +7,17 @@ import pytest
 import torch
 
 from longrl.algorithms import AdvantageInputs, compute_advantages
-from longrl.config import Config
-from longrl.diffusion.actor import DiffusionActor
+from longrl.config import Config, LoraConfig
+from longrl.diffusion.actor import DiffusionActor, adapters_off, frozen_copy
 from longrl.diffusion.pipelines import adapter_for
+from longrl.models.lora import lora_config
 from longrl.protocol import Batch
 from longrl.workers.actor import build_optimizer
 
 PROMPTS = ["a photo of a red cat on a table", "a photo of a blue dog on a beach"]
 
 
-def make_actor(path, guidance: float, window: int | None = None) -> DiffusionActor:
+def make_actor(path, guidance: float, window: int | None = None, lora: LoraConfig | None = None) -> DiffusionActor:
     cfg = Config()
     rollout = dataclasses.replace(cfg.worker.rollout, num_steps=4, height=32, width=32, guidance_scale=guidance,
                                   sde_window_size=window)
@@ -25,15 +26,20 @@ def make_actor(path, guidance: float, window: int | None = None) -> DiffusionAct
                                     clip_ratio_high=1e-4)
     adapter = adapter_for(str(path))
     pipe = adapter.load(str(path), torch.device("cpu"))
-    ref = type(pipe.transformer).from_pretrained(str(path), subfolder="transformer").requires_grad_(False)
+    if lora is None:
+        ref = frozen_copy(type(pipe.transformer).from_pretrained(str(path), subfolder="transformer").requires_grad_(False))
+    else:  # as the worker does it
+        pipe.transformer.requires_grad_(False).add_adapter(lora_config(lora))
+        ref = adapters_off(pipe.transformer)
     optimizer, scheduler = build_optimizer(pipe.transformer, dataclasses.replace(actor_cfg.optim, lr=1e-3), 10)
     algo = dataclasses.replace(cfg.algorithm, kl_penalty="flow_grpo", kl_coef=0.04)
     return DiffusionActor(pipe, adapter, pipe.transformer, rollout, actor_cfg, algo, 16, 1, optimizer, scheduler, ref)
 
 
-@pytest.mark.parametrize("guidance", [4.5, 1.0], ids=["cfg", "no_cfg"])
-def test_recomputed_log_probs_equal_the_samplers_and_the_first_update_has_ratio_one(tiny_sd3, guidance):
-    actor = make_actor(tiny_sd3, guidance)
+@pytest.mark.parametrize(("guidance", "lora"), [(4.5, None), (1.0, None), (4.5, LoraConfig(rank=4, alpha=8))],
+                         ids=["cfg", "no_cfg", "cfg_lora"])
+def test_recomputed_log_probs_equal_the_samplers_and_the_first_update_has_ratio_one(tiny_sd3, guidance, lora):
+    actor = make_actor(tiny_sd3, guidance, lora=lora)
     keys = [f"{i}/{j}" for i in range(2) for j in range(2)]
     pixels, sampled = actor.sample(PROMPTS, keys, 2, window=[0, 1, 2], shared_noise=False,
                                    generator=torch.Generator().manual_seed(0))
@@ -42,7 +48,7 @@ def test_recomputed_log_probs_equal_the_samplers_and_the_first_update_has_ratio_
     batch = Batch({"response_mask": torch.ones(4, 3, dtype=torch.long)}, {"trajectory": keys, "uid": ["0", "0", "1", "1"]})
     recomputed = actor.log_probs(actor.transformer, batch)
     assert (recomputed - sampled).abs().max().item() < 1e-5
-    ref = actor.log_probs(actor.ref, batch)
+    ref = actor.ref_log_probs(batch)
     assert (ref - sampled).abs().max().item() < 1e-5  # the reference starts as the policy
     batch["old_log_probs"] = recomputed
     batch["advantages"], _ = compute_advantages(
@@ -52,7 +58,14 @@ def test_recomputed_log_probs_equal_the_samplers_and_the_first_update_has_ratio_
     metrics = actor.update(batch)
     assert metrics["actor/pg_clipfrac"] == 0.0 and abs(metrics["actor/ppo_kl"]) < 1e-6  # ratio 1 at the first update
     assert metrics["actor/kl_loss"] == pytest.approx(0.0, abs=1e-10)  # policy == reference before the step
-    assert any(not torch.equal(b, p) for b, p in zip(before, actor.transformer.parameters()))
+    changed = {name for (name, p), b in zip(actor.transformer.named_parameters(), before) if not torch.equal(b, p)}
+    assert changed
+    if lora is not None:
+        assert all("lora_" in name for name in changed)  # the base stays as it was
+        # the reference (adapters off) is the base model exactly, though the adapters have moved the policy
+        base = type(actor.transformer).from_pretrained(str(tiny_sd3), subfolder="transformer")
+        assert (actor.log_probs(actor.transformer, batch) - ref).abs().max().item() > 1e-4
+        assert torch.equal(actor.ref_log_probs(batch), actor.log_probs(base, batch))
 
 
 def test_a_window_shares_the_groups_initial_noise_and_stores_only_its_steps(tiny_sd3):
@@ -88,22 +101,32 @@ def test_wan_videos_of_9_frames_recompute_their_log_probs_exactly(guidance):
     assert (recomputed - sampled).abs().max().item() < 1e-5
 
 
-def test_a_trained_checkpoint_merges_into_a_pipeline_directory_that_loads_and_samples(tiny_sd3, tmp_path):
+@pytest.mark.parametrize("lora", [None, LoraConfig(rank=2, alpha=4, target_modules="to_q,to_v")],
+                         ids=["full", "lora"])
+def test_a_trained_checkpoint_merges_into_a_pipeline_directory_that_loads_and_samples(tiny_sd3, tmp_path, lora):
     from diffusers import DiffusionPipeline
 
     from longrl.checkpoint.merger import merge, save_diffusion_base
     from longrl.checkpoint.sharded import save_train_state
 
-    actor = make_actor(tiny_sd3, 1.0)
+    actor = make_actor(tiny_sd3, 1.0, lora=lora)
     with torch.no_grad():
         for p in actor.transformer.parameters():
-            p.add_(0.01)  # stands in for training: the merged weights must be these, not the base's
-    save_train_state(tmp_path / "actor", actor.transformer, actor.optimizer, actor.lr_scheduler)
-    save_diffusion_base(tmp_path / "actor", str(tiny_sd3))
+            if p.requires_grad:
+                p.add_(0.01)  # stands in for training: the merged weights must be these, not the base's
+    save_train_state(tmp_path / "actor", actor.transformer, actor.optimizer, actor.lr_scheduler,
+                     trainable_only=lora is not None)
+    save_diffusion_base(tmp_path / "actor", str(tiny_sd3),
+                        actor.transformer.peft_config["default"] if lora is not None else None)
     target = merge(tmp_path / "actor", tmp_path / "merged")
+    if lora is not None:  # what the merge must equal: the adapters fused into the base
+        actor.transformer.fuse_lora()
+        actor.transformer.unload_lora()
     pipe = DiffusionPipeline.from_pretrained(str(target))
-    for (name, merged), trained in zip(pipe.transformer.state_dict().items(), actor.transformer.state_dict().values()):
-        assert torch.equal(merged, trained), name
+    trained = actor.transformer.state_dict()
+    assert pipe.transformer.state_dict().keys() == trained.keys()
+    for name, merged in pipe.transformer.state_dict().items():
+        assert torch.allclose(merged, trained[name], atol=1e-6, rtol=0), name
     images = pipe(prompt="a photo of a red cat", height=32, width=32, num_inference_steps=2, guidance_scale=1.0,
                   max_sequence_length=16, output_type="pt").images
     assert images.shape == (1, 3, 32, 32)
