@@ -223,6 +223,7 @@ def main() -> None:
     print(f"  {'':8s}" + "".join(f"{c:>9s}" for c in cols))
     for name, r in results.items():
         print(f"  {name:8s}" + "".join(f"{r[c]:9.2f}" if c in r else f"{'-':>9s}" for c in cols))
+    (args.out / "results.json").write_text(json.dumps({**results, "longrl_overrides": args.extra}, indent=1))
     if len(results) == 2:
         ratio = results["TRL"]["step"] / results["longrl"]["step"]
         print(f"\nlongrl step time / TRL's: {1 / ratio:.2f} (TRL / longrl = {ratio:.2f}x; goal >= 2x: "
