@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PY = REPO / ".venv" / "bin" / "python"
-if Path(sys.executable).resolve() != VENV_PY.resolve() and VENV_PY.exists() and "LONGRL_BENCH_CHILD" not in os.environ:
+if Path(sys.prefix).resolve() != (REPO / ".venv").resolve() and VENV_PY.exists() and "LONGRL_BENCH_CHILD" not in os.environ:
     # `python3 bench/step_profile.py` from a clean clone: rerun in the project's environment
     env = {**os.environ, "PYTHONPATH": str(REPO), "LONGRL_BENCH_CHILD": "1", "TOKENIZERS_PARALLELISM": "false"}
     os.execve(str(VENV_PY), [str(VENV_PY), *sys.argv], env)
