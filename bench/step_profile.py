@@ -117,8 +117,14 @@ class TimedWorker(HybridWorker):
                                  top_p=1.0, top_k=0, max_new_tokens=spec.max_tokens, min_new_tokens=spec.max_tokens,
                                  num_return_sequences=spec.n, pad_token_id=self.pad_id)
         seconds = time.perf_counter() - start
+        # the rollout engine on the same prompts right after, for a comparison at the same moment (machine load)
+        start = time.perf_counter()
+        engine = super().generate(prompts, spec)
+        engine_s = time.perf_counter() - start
         return Batch({"seconds": torch.full((len(ids),), seconds),  # tokens: this prompt's n responses
-                      "tokens": torch.full((len(ids),), float((out.shape[1] - width) * spec.n))})
+                      "tokens": torch.full((len(ids),), float(out.shape[1] - width) * spec.n),
+                      "engine_seconds": torch.full((len(ids),), engine_s),
+                      "engine_tokens": engine["response_mask"].sum(-1).view(len(ids), spec.n).sum(-1).float()})
 
 
 def bf16_lever(model_dir: Path, rows: int, prompt_len: int, micro: int) -> dict[str, float]:
@@ -233,6 +239,7 @@ def main() -> None:
     gen_tps = tokens / metrics["timing_s/gen"]
     hf_s = float(hf["seconds"].max())
     hf_tps = float(hf["tokens"].sum()) / hf_s
+    engine_tps = float(hf["engine_tokens"].sum()) / float(hf["engine_seconds"].max())
     hf_cfg = AutoConfig.from_pretrained(model_dir)
     n_params = sum(t.numel() for t in safetensors.torch.load_file(str(model_dir / "model.safetensors")).values())
     update_tokens = sum(b.get("update_tokens", 0.0) for b in busy)
@@ -248,7 +255,8 @@ def main() -> None:
     achieved = flops / update_s
 
     print(f"\nrollout: {gen_tps:.0f} tokens/s in the trainer (generate phase incl. weight sync) vs plain transformers "
-          f"generate {hf_tps:.0f} tokens/s (same prompts and model, 2 workers x 1 thread, slowest rank {hf_s:.1f} s)")
+          f"generate {hf_tps:.0f} tokens/s (same prompts and model, 2 workers x 1 thread, slowest rank {hf_s:.1f} s); "
+          f"the engine on those prompts right after it: {engine_tps:.0f} tokens/s")
     print(f"update: {flops / 1e12:.2f} TFLOP ({n_params / 1e6:.2f}M params x {update_tokens:.0f} tokens, attention "
           f"included) in {update_s:.1f} s = {achieved / 1e9:.1f} GFLOP/s; 2-core {compute} GEMM peak "
           f"{peak / 1e9:.1f} GFLOP/s")
@@ -268,12 +276,13 @@ def main() -> None:
     else:
         print("(run bench/peer_trl.py for the TRL goal)")
     goals += [("rollout tokens/s / transformers generate", gen_tps / hf_tps, ">= 1.5", gen_tps / hf_tps >= 1.5),
+              ("  same, engine right after HF (paired)", engine_tps / hf_tps, ">= 1.5", engine_tps / hf_tps >= 1.5),
               (f"update FLOP/s / {compute} GEMM peak", achieved / peak, ">= 0.30", achieved / peak >= 0.30),
               ("driver + Ray overhead (s per step)", overhead, "< 0.5", overhead < 0.5)]
     print(f"\n  {'goal':44s}{'measured':>10s}{'target':>9s}")
     for name, value, target, met in goals:
         print(f"  {name:44s}{value:10.2f}{target:>9s}  {'met' if met else 'not met'}")
-    result = {"phases": {n: d for n, d, _ in rows}, "worker": worker_own, "gen_tps": gen_tps, "hf_tps": hf_tps,
+    result = {"phases": {n: d for n, d, _ in rows}, "worker": worker_own, "gen_tps": gen_tps, "hf_tps": hf_tps, "engine_tps": engine_tps,
               "update_gflops": achieved / 1e9, "peaks_gflops": {f"{dt}x{n}": v / 1e9 for (dt, n), v in peaks.items()},
               "bf16": lever, "overhead_s": overhead}
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
