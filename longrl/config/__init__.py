@@ -211,8 +211,11 @@ class FSDPConfig:
     torch_dtype: Literal["fp32", "bf16", "fp16"] | None = None
     """Parameter dtype while training; None = fp32 for the actor and the critic, bf16 for the reference on GPU
     (fp32 on CPU)."""
-    mp_param_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
-    """Mixed-precision compute dtype on GPU (ignored on CPU, where compute follows torch_dtype)."""
+    mp_param_dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    """Mixed-precision compute dtype (EasyR1's key): FSDP2 casts the parameters to it for the forward and backward
+    and keeps fp32 master weights and gradients. None = bf16 on GPU, no cast on CPU: CPUs without AVX512-BF16/AMX
+    run bf16 matmuls far slower than fp32 (70x on this project's AVX2 machine; bench/step_profile.py measures it),
+    so bf16 there is opt-in."""
 
 
 @dataclasses.dataclass

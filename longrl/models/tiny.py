@@ -52,8 +52,10 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 512):
 
 
 def build_causal_lm(arch: str, out_dir: str | Path, hidden_size: int = 128, num_layers: int = 2, seed: int = 0,
-                    max_position_embeddings: int = 2048, dtype: torch.dtype = torch.float32) -> Path:
-    """Write a tiny random-init causal LM of `arch` (qwen2, qwen3) + tokenizer to `out_dir`; returns the path."""
+                    max_position_embeddings: int = 2048, dtype: torch.dtype = torch.float32,
+                    intermediate_size: int | None = None) -> Path:
+    """Write a tiny random-init causal LM of `arch` (qwen2, qwen3) + tokenizer to `out_dir`; returns the path.
+    Heads of 32, half as many KV heads; the MLP is `intermediate_size` wide (None: 2 x hidden_size)."""
     import transformers
 
     config_cls, model_cls = (getattr(transformers, name) for name in ARCHITECTURES[arch])
@@ -62,7 +64,7 @@ def build_causal_lm(arch: str, out_dir: str | Path, hidden_size: int = 128, num_
     tok = build_tokenizer(out)
     head_dim = 32  # vLLM-CPU attention kernels support head_dim 32 and up
     cfg = config_cls(
-        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=hidden_size // head_dim,
         num_key_value_heads=max(1, hidden_size // head_dim // 2), head_dim=head_dim,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
@@ -99,9 +101,13 @@ def main() -> None:
     parser.add_argument("arch", choices=sorted(BUILDERS))
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--intermediate-size", type=int, default=None, help="MLP width (default 2 x hidden)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    path = BUILDERS[args.arch](args.out, seed=args.seed)
+    path = BUILDERS[args.arch](args.out, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.layers,
+                               intermediate_size=args.intermediate_size)
     print(json.dumps({"arch": args.arch, "path": str(path)}))
 
 

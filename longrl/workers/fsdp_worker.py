@@ -71,12 +71,13 @@ def _offloads(offload: OffloadConfig) -> bool:
 
 
 def fsdp_policies(fsdp: FSDPConfig, offload: bool) -> dict[str, object]:
-    """Mixed precision and CPU offload for `fully_shard` (GPU only: on CPU, compute follows the param dtype)."""
-    if device_type() != "cuda":
-        return {}
-    policies: dict[str, object] = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch_dtype(fsdp.mp_param_dtype),
-                                                                     reduce_dtype=torch.float32)}
-    if offload:
+    """Mixed precision (fsdp.mp_param_dtype; on CPU only when set) and CPU offload (GPU only) for `fully_shard`."""
+    policies: dict[str, object] = {}
+    on_gpu = device_type() == "cuda"
+    if on_gpu or fsdp.mp_param_dtype is not None:
+        policies["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype(fsdp.mp_param_dtype, gpu_default="bf16"),
+                                                     reduce_dtype=torch.float32)
+    if on_gpu and offload:
         policies["offload_policy"] = CPUOffloadPolicy()
     return policies
 

@@ -1,5 +1,5 @@
-"""Sharding a trained role reads that role's own model section (not the actor's); responses end before a sampled
-media placeholder."""
+"""Sharding a trained role reads that role's own model section (not the actor's) and its mixed precision; responses
+end before a sampled media placeholder."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import torch.distributed as dist
 
 from longrl.config import load_config
 from longrl.models.adapter import adapter_for
+from longrl.workers.actor import response_log_probs_and_entropy
 from longrl.workers.critic import load_value_model
 from longrl.workers.fsdp_worker import cut_at_media_token, shard
 from longrl.workers.rollout import Sample
+from longrl.protocol import Batch
 
 
 @pytest.fixture
@@ -47,3 +49,20 @@ def test_vision_language_adapters_name_their_placeholders_and_text_adapters_none
     assert adapter_for("qwen2_5_vl").media_token_ids(cfg) == frozenset({98, 99})
     assert adapter_for("qwen3_vl").media_token_ids(cfg) == frozenset({98, 99})
     assert adapter_for("qwen2").media_token_ids(cfg) == frozenset()
+
+
+def test_mp_param_dtype_bf16_on_cpu_computes_in_bf16_with_fp32_master_weights_and_gradients(tiny_qwen2, world_of_one):
+    adapter = adapter_for("qwen2")
+    batch = Batch({"responses": torch.tensor([[7, 8, 9, 10], [11, 12, 13, 14]]), "response_mask": torch.ones(2, 4, dtype=torch.long)},
+                  {"prompt_ids": [[3, 4, 5], [6, 5]]})
+    log_probs = {}
+    for dtype in ("null", "bf16"):  # null: no cast on CPU (the default there)
+        cfg = load_config([f"worker.actor.fsdp.mp_param_dtype={dtype}"])
+        model = shard(adapter.load(str(tiny_qwen2), torch.float32, False), adapter, cfg, trainable=True)
+        lp, _ = response_log_probs_and_entropy(model, adapter, batch, pad_id=0, temperature=1.0)
+        lp.sum().backward()
+        params = list(model.parameters())
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in params)
+        log_probs[dtype] = lp.detach()
+    diff = (log_probs["bf16"] - log_probs["null"]).abs().max()
+    assert 0 < diff < 0.05  # bf16 matmuls (not identical), close to fp32
