@@ -1,6 +1,6 @@
 """A short learning run on images: GRPO raises counting accuracy on the synthetic CLEVR-style task.
 
-    python bench/clevr_count.py [--out runs/clevr_count] [--steps 20]     (~15 minutes on 2 CPU cores)
+    python bench/clevr_count.py [--out runs/clevr_count] [--steps 30]     (~11 minutes on 2 CPU cores)
 
 Stages (each a real run of the CLIs a user would run, 2 Ray workers on CPU):
   1. model  the demo's tiny Qwen2.5-VL (longrl.demo.tiny_demo_model, its sizes): a fixed vision tower that reports
