@@ -1,69 +1,116 @@
-"""A short learning run on images: GRPO's reward rises on the synthetic CLEVR-style counting task.
+"""A short learning run on images: GRPO raises counting accuracy on the synthetic CLEVR-style task.
 
-    python bench/clevr_count.py [--out runs/clevr_count] [--steps 20]     (a few minutes on 2 CPU cores)
+    python bench/clevr_count.py [--out runs/clevr_count] [--steps 30]     (~11 minutes on 2 CPU cores)
 
 Stages (each a real run of the CLIs a user would run, 2 Ray workers on CPU):
-  1. model  the demo's tiny Qwen2.5-VL (longrl.demo.tiny_demo_model): a fixed vision tower that reports the
-            colour of each quarter of every 14x14 patch, a random-init language model (hidden 128, 2 layers)
-  2. data   "How many shapes are in the image?" on 56x56 scenes of 1-6 shapes, one per 14x14 cell
-            (longrl.data.synthetic_image; 4 image tokens of 2x2 cells each)
-  3. sft    a short CoT-SFT (8 passes over 256 rows, 64 steps) that teaches the answer format
-            `<think>I count N shapes.</think><answer>N</answer>` and little of the counting
-  4. grpo   GRPO from the merged SFT model on the same task (r1v reward: 0.5 format + 0.5 accuracy)
+  1. model  the demo's tiny Qwen2.5-VL (longrl.demo.tiny_demo_model, its sizes): a fixed vision tower that reports
+            the colour of each quarter of every 14x14 patch, a random-init language model
+  2. data   "How many shapes are in the image?" on 28x28 scenes of 1-4 shapes, one per 14x14 cell
+            (longrl.data.synthetic_image): the whole scene is one image token whose 4 patches each see one
+            whole cell, so the count is a function of that token's features (4 classes, chance 25%)
+  3. sft    CoT-SFT on `<think>x - x x makes N shapes.</think><answer>N</answer>`: which cells hold a shape (clean,
+            from the solver's listing), then N, a noisy teacher's count: right in (1 - TEACHER_ERROR) of the rows,
+            another count otherwise (as the demo's teacher errs)
+  4. grpo   GRPO from the merged SFT model (r1v reward: 0.5 format + 0.5 accuracy), 30 steps of 16 prompts x 8
 
-It prints the reward per GRPO step (reward/overall, reward/accuracy, from grpo/metrics.jsonl) and the mean of the
-first and last five steps.
+Measured (2 CPU cores, shared, 11 min): SFT loss 6.24 -> 0.127 in 256 steps, yet its accuracy is still chance
+(0.25: the model does not yet read the cells reliably); GRPO accuracy steps 1-10 0.277 +- 0.089 (per-step sd),
+11-20 0.369 +- 0.086, 21-30 0.366 +- 0.065 (slope 0.0038 +- 0.0018 per step): a rise of about two standard
+errors, not yet a clear one. Asking only "I count N shapes" (no cells) stayed at chance through 20 steps.
+
+It prints the reward per GRPO step (reward/overall, reward/accuracy, from grpo/metrics.jsonl), the mean and the
+per-step noise of the first and last five steps, and plots the curves to <out>/curves.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from longrl.demo import merged, metric_steps, python_cmd, run_stage, tiny_demo_model  # noqa: E402
+from longrl.data.synthetic_image import CELL  # noqa: E402
+from longrl.demo import MODEL, merged, metric_steps, python_cmd, run_stage, tiny_demo_model  # noqa: E402
 
-PIXELS = 56 * 56  # every scene is 56x56: a 4x4 patch grid, 2x2 merged tokens
-COMMON = ["data.image_key=images", "data.format_prompt=null", "data.max_prompt_length=128",
-          "data.max_response_length=24", f"data.min_pixels={PIXELS}", f"data.max_pixels={PIXELS}", "data.val_files="]
-SFT = ["config=configs/sft_video.yaml", "data.sft_response_template=<think>I count {{ answer }} shapes.</think>"
-       "<answer>{{ answer }}</answer>", "worker.actor.global_batch_size=32",
+SIZE = 28  # a 2x2 patch grid: one merged image token, one shape per patch
+TEACHER_ERROR = 0.5
+COMMON = ["data.image_key=images", "data.format_prompt=null", "data.max_prompt_length=64",
+          "data.max_response_length=32", f"data.min_pixels={SIZE * SIZE}", f"data.max_pixels={SIZE * SIZE}",
+          "data.val_files="]
+SFT = ["config=configs/sft_video.yaml", "data.sft_response_template=<think>{{ cells }} makes {{ said }} shapes.</think><answer>{{ said }}</answer>", "worker.actor.global_batch_size=32",
        "worker.actor.micro_batch_size_per_device_for_update=16", "worker.actor.micro_batch_size_per_device_for_experience=32",
-       "worker.actor.optim.lr=3e-3", "worker.actor.optim.lr_warmup_steps=2", "trainer.total_epochs=8",
-       "trainer.val_freq=-1"]
+       "worker.actor.optim.lr=3e-3", "worker.actor.optim.lr_warmup_steps=5", "trainer.val_freq=-1"]
 GRPO = ["config=configs/cpu_video.yaml", "data.rollout_batch_size=16", "worker.rollout.n=8",
         "worker.actor.global_batch_size=8", "worker.actor.micro_batch_size_per_device_for_update=32",
-        "worker.actor.micro_batch_size_per_device_for_experience=64", "worker.actor.optim.lr=3e-4",
-        "algorithm.kl_coef=1e-2", "worker.rollout.limit_images=1", "worker.rollout.limit_videos=0",
+        "worker.actor.micro_batch_size_per_device_for_experience=64", "worker.actor.optim.lr=5e-4",
+        "algorithm.kl_coef=1e-3", "worker.rollout.limit_images=1", "worker.rollout.limit_videos=0",
         "trainer.save_freq=-1", "trainer.val_freq=-1", "trainer.worker_timeout_s=600"]
+LISTED = re.compile(r"\(row (\d+), column (\d+)\)")  # "a red square (row 1, column 2)"
+CURVES = ["reward/accuracy", "reward/overall", "reward/format", "actor/kl_loss"]
+
+
+def with_teacher(train: Path, error: float, seed: int = 0) -> None:
+    """Add to each row `cells`, which grid cells hold a shape in reading order ("x - x x", from the solver's listing
+    in `reasoning`), and `said`, the noisy teacher's count: the true count, or in `error` of the
+    rows (exactly, chosen at random) another count of the scene's range."""
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    side = SIZE // CELL
+    counts = sorted({int(r["answer"][len("<answer>"):-len("</answer>")]) for r in rows})
+    rng = np.random.default_rng(seed)
+    erring = set(rng.permutation(len(rows))[: round(error * len(rows))].tolist())
+    out = []
+    for i, row in enumerate(rows):
+        true = int(row["answer"][len("<answer>"):-len("</answer>")])
+        said = int(rng.choice([c for c in counts if c != true])) if i in erring else true
+        held = {(int(r) - 1) * side + int(c) - 1 for r, c in LISTED.findall(row["reasoning"])}
+        if len(held) != true:
+            raise ValueError(f"{train}: row {i} lists {len(held)} shapes but its answer is {true}")
+        cells = " ".join("x" if k in held else "-" for k in range(side * side))
+        out.append(json.dumps({**row, "cells": cells, "said": said}) + "\n")
+    train.write_text("".join(out))
+
+
+def summary(lines: list[dict], key: str) -> str:
+    """Mean ± per-step standard deviation of `key` over the first and last five steps."""
+    first, last = [r[key] for r in lines[:5]], [r[key] for r in lines[-5:]]
+    return (f"{key}: first 5 steps {statistics.mean(first):.3f} ± {statistics.stdev(first):.3f} -> last 5 steps "
+            f"{statistics.mean(last):.3f} ± {statistics.stdev(last):.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SFT then GRPO on synthetic image counting; prints the reward curve.")
     parser.add_argument("--out", type=Path, default=Path("runs/clevr_count"))
-    parser.add_argument("--steps", type=int, default=20, help="GRPO steps")
-    parser.add_argument("--n-train", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30, help="GRPO steps")
+    parser.add_argument("--n-train", type=int, default=512)
+    parser.add_argument("--sft-epochs", type=int, default=16)
     args = parser.parse_args(argv)
     out = args.out.resolve()
     from longrl.data.synthetic_image import generate_split
+    from longrl.logging.plots import plot_curves, read_series
 
     model = out / "model"
     if not (model / "model.safetensors").is_file():
-        tiny_demo_model(model, hidden_size=128, num_layers=2, min_pixels=PIXELS, max_pixels=PIXELS, seed=0)
+        tiny_demo_model(model, **{**MODEL, "min_pixels": SIZE * SIZE, "max_pixels": SIZE * SIZE})
     train = out / "data" / "train.jsonl"
     if not train.is_file():
-        generate_split(out / "data", "train", args.n_train, size=56, seed=0, categories=("count",))
+        generate_split(out / "data", "train", args.n_train, size=SIZE, seed=0, categories=("count",))
+        with_teacher(train, TEACHER_ERROR)
     data = [f"data.train_files={train}"]
     seconds = {}
     if not (out / "sft" / "latest_checkpointed_iteration.txt").is_file():
         seconds["sft"] = run_stage("SFT", python_cmd("-m", "longrl.trainer.sft", *SFT, *COMMON, *data,
+                                                     f"trainer.total_epochs={args.sft_epochs}",
                                                      f"worker.actor.model.model_path={model}",
                                                      f"trainer.save_checkpoint_path={out / 'sft'}"),
-                                   out / "logs" / "sft.log", 8 * args.n_train // 32, metric_steps(out / "sft"))
+                                   out / "logs" / "sft.log", args.sft_epochs * args.n_train // 32,
+                                   metric_steps(out / "sft"))
     grpo = out / "grpo"
     seconds["grpo"] = run_stage("GRPO", python_cmd("-m", "longrl.trainer.main", *GRPO, *COMMON, *data,
                                                    f"worker.actor.model.model_path={merged(out / 'sft')}",
@@ -76,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         print(f"{line['step']:>4}  {line['reward/overall']:14.3f}  {line['reward/accuracy']:15.3f}  "
               f"{line['reward/format']:13.3f}")
-    first, last = lines[:5], lines[-5:]
-    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    print(f"mean reward/overall, first 5 steps {mean(first, 'reward/overall'):.3f} -> last 5 steps "
-          f"{mean(last, 'reward/overall'):.3f}; accuracy {mean(first, 'reward/accuracy'):.3f} -> "
-          f"{mean(last, 'reward/accuracy'):.3f}; stage seconds {json.dumps({k: round(v) for k, v in seconds.items()})}")
+    for key in ("reward/accuracy", "reward/overall"):
+        print(summary(lines, key))
+    logged = read_series(grpo / "metrics.jsonl")
+    png = plot_curves(grpo / "metrics.jsonl", out / "curves.png", [k for k in CURVES if k in logged])
+    print(f"stage seconds {json.dumps({k: round(v) for k, v in seconds.items()})}; curves in {png}")
     return 0
 
 

@@ -50,8 +50,11 @@ class TextAdapter:
         (fsdp.enable_rank0_init: the ranks that do not read the checkpoint)."""
         import transformers
 
-        return load_pretrained(getattr(transformers, self.auto_class), path, empty, dtype=dtype,
-                               attn_implementation=_attention(), trust_remote_code=trust_remote_code)
+        model = load_pretrained(getattr(transformers, self.auto_class), path, empty, dtype=dtype,
+                                attn_implementation=_attention(), trust_remote_code=trust_remote_code)
+        if self.media:
+            media_from_prompt_placeholders(model)
+        return model
 
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
         """The blocks FSDP wraps one by one."""
@@ -78,9 +81,6 @@ class TextAdapter:
         """The vision encoder (None for text models)."""
         return None
 
-    def media_token_ids(self, model_config: object) -> frozenset[int]:
-        """Token ids that stand for media in a prompt (none for text models): a response must not hold them."""
-        return frozenset()
 
 
 def load_pretrained(cls: type, path: str | Path, empty: bool = False, **kwargs: object) -> torch.nn.Module:
@@ -97,6 +97,58 @@ def load_pretrained(cls: type, path: str | Path, empty: bool = False, **kwargs: 
         if hasattr(cls, "from_config"):  # an auto class
             return cls.from_config(config, trust_remote_code=trust, **kwargs)
         return cls._from_config(config, **kwargs)
+
+
+PLACEHOLDER_IDS = "placeholder_ids"
+"""The forward input (beside input_ids, same shape) a vision-language adapter adds when a response holds a media
+token id: the rows' ids with every response token padded, where the model looks for its media placeholders."""
+
+
+def response_media_as_text(ids: torch.Tensor, mask: torch.Tensor, prompt_lens: Sequence[int],
+                           media_ids: Sequence[int], pad_id: int) -> torch.Tensor | None:
+    """`ids` [b, L] with each row's response tokens (prompt_lens[i] up to the row's end) set to pad_id, the
+    `PLACEHOLDER_IDS` input; None when no response holds one of `media_ids`, as nearly always.
+
+    Why: a placeholder means "media here" only in a prompt, where vLLM expands it; one a policy samples into a
+    response (a barely trained model can sample any token) is an ordinary token to vLLM, embedded as text, while
+    transformers' vision-language forwards scatter media embeddings onto every position holding the id. Padding
+    positions (mask 0) keep their ids: an adapter's masked padding video lies there."""
+    starts = torch.as_tensor(list(prompt_lens), device=ids.device)
+    response = (torch.arange(ids.shape[1], device=ids.device) >= starts[:, None]) & (mask == 1)
+    if not bool((response & torch.isin(ids, torch.as_tensor(list(media_ids), device=ids.device))).any()):
+        return None
+    return ids.masked_fill(response, pad_id)
+
+
+def media_from_prompt_placeholders(model: torch.nn.Module) -> None:
+    """Let `model`'s forward take `placeholder_ids` (`response_media_as_text`) and find its media placeholders
+    there instead of in input_ids, so that media ids sampled into a response stay text, as in vLLM.
+
+    The module whose forward scatters the media embeddings (the first with transformers' `get_placeholder_mask`:
+    Qwen2.5-VL's and Qwen3-VL's inner model, the Omni thinker itself) gets its mask from those ids; the model's
+    forward sets them around each call. Packed rows (padding_free) pack `placeholder_ids` like input_ids."""
+    owner = next((m for m in model.modules() if hasattr(m, "get_placeholder_mask")), None)
+    if owner is None:
+        raise TypeError(f"{type(model).__name__} has no get_placeholder_mask: the adapter cannot tell it where "
+                        "its media placeholders are")
+    forward, placeholder_mask = model.forward, owner.get_placeholder_mask
+    current: list[torch.Tensor | None] = [None]
+
+    def forward_with(*args: object, placeholder_ids: torch.Tensor | None = None, **kwargs: object) -> object:
+        if placeholder_ids is not None and placeholder_ids.shape != kwargs["input_ids"].shape:
+            raise ValueError(f"placeholder_ids {tuple(placeholder_ids.shape)} must have input_ids' shape "
+                             f"{tuple(kwargs['input_ids'].shape)}")
+        current[0] = placeholder_ids
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            current[0] = None
+
+    def masks(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, *args: object, **kwargs: object) -> object:
+        return placeholder_mask(current[0] if current[0] is not None else input_ids, inputs_embeds, *args, **kwargs)
+
+    model.forward = forward_with
+    owner.get_placeholder_mask = masks
 
 
 def _attention() -> str:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from longrl.models.adapter import ADAPTERS, sequences_of
+from longrl.models.adapter import ADAPTERS, PLACEHOLDER_IDS, response_media_as_text, sequences_of
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS, Qwen2_5_VLAdapter, in_prompt_order, padded_mrope_rows
 from longrl.models.vision_cache import MediaInput
 from longrl.protocol import Batch
@@ -181,16 +181,10 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
         # state for it and a resumed optimizer (which has state for every trained parameter) would look for one
         model.audio_tower.audio_bos_eos_token.requires_grad_(False)
         model.forward = _keeping_logits(model.forward, model.lm_head)
-        model.get_placeholder_mask = _placeholders_from(model.get_placeholder_mask)
         return model
 
     def decoder_layers(self, model: torch.nn.Module) -> Sequence[torch.nn.Module]:
         return list(model.model.layers)
-
-    def media_token_ids(self, model_config: object) -> frozenset[int]:
-        """None to cut at: model_inputs expands only the prompt's placeholders and takes media ids sampled into a
-        response as text, as vLLM embeds them."""
-        return frozenset()
 
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
         return model.visual
@@ -223,7 +217,7 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
             except ValueError as exc:
                 raise ValueError(f"row {i}: {exc}") from None
             # only the prompt's placeholders are media: a sampled response may hold those ids too (vLLM embeds
-            # them as text), see _placeholders_from
+            # them as text), see response_media_as_text
             expanded = expand_omni_tokens(prompt, ids, media, merge, tps, cfg.seconds_per_chunk) + list(seq[len(prompt):])
             sequences.append(expanded)
             prompt_lens.append(len(prompt) + sum(m.expanded_tokens - 1 for m in media))
@@ -232,12 +226,9 @@ class Qwen2_5OmniAdapter(Qwen2_5_VLAdapter):
         input_ids, mask, pos = padded_mrope_rows(sequences, positions, pad_id)
         inputs: dict[str, object] = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
-        media_ids = set(token_ids(cfg).values())
-        if any(t in media_ids for seq, n in zip(sequences, prompt_lens) for t in seq[n:]):
-            prompt_only = input_ids.clone()
-            for i, n in enumerate(prompt_lens):
-                prompt_only[i, n:] = pad_id
-            inputs["placeholder_ids"] = prompt_only.to(device)
+        placeholders = response_media_as_text(input_ids, mask, prompt_lens, list(ids.values()), pad_id)
+        if placeholders is not None:
+            inputs[PLACEHOLDER_IDS] = placeholders.to(device)
         inputs.update(_pixel_inputs(ordered, device))
         inputs.update(_audio_inputs([m for m in ordered if m.audio_tokens], device))
         return inputs, torch.tensor(prompt_lens)
@@ -247,40 +238,18 @@ def _keeping_logits(forward, head: torch.nn.Module):
     """The thinker's forward with `logits_to_keep` (positions whose logits are wanted), which transformers' Omni
     thinker lacks (it would pass it on to the text model and run the LM head everywhere): the head's input is cut
     to those positions, as other causal LMs do, so the log-prob passes skip the prompt's positions."""
-    def with_keep(*args, logits_to_keep: int | torch.Tensor | None = None,
-                  placeholder_ids: torch.Tensor | None = None, **kwargs):
-        if placeholder_ids is not None and placeholder_ids.shape != kwargs["input_ids"].shape:
-            raise NotImplementedError("a response holding a media token id, with packed or sequence-parallel rows: "
-                                      "set worker.actor.padding_free=false and worker.actor.ulysses_size=1")
+    def with_keep(*args, logits_to_keep: int | torch.Tensor | None = None, **kwargs):
         handle = None
         if logits_to_keep is not None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             handle = head.register_forward_pre_hook(lambda module, inputs: (inputs[0][:, keep],))
-        _PLACEHOLDER_IDS[0] = placeholder_ids
         try:
             return forward(*args, **kwargs)
         finally:
-            _PLACEHOLDER_IDS[0] = None
             if handle is not None:
                 handle.remove()
 
     return with_keep
-
-
-_PLACEHOLDER_IDS: list[torch.Tensor | None] = [None]
-"""The ids the current forward finds its media placeholders in (set around a forward by _keeping_logits)."""
-
-
-def _placeholders_from(get_placeholder_mask):
-    """The thinker's placeholder masks taken from the prompt-only ids when a forward got `placeholder_ids`.
-
-    Why: transformers' thinker scatters the media features onto every position whose id is a media token,
-    response included; a sampled response may contain such an id, which vLLM embedded as the plain token."""
-    def masks(input_ids, inputs_embeds, *args, **kwargs):
-        ids = _PLACEHOLDER_IDS[0] if _PLACEHOLDER_IDS[0] is not None else input_ids
-        return get_placeholder_mask(ids, inputs_embeds, *args, **kwargs)
-
-    return masks
 
 
 def _tokens_per_second(vision_config: object) -> float:

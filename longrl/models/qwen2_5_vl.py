@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from longrl.models.adapter import ADAPTERS, TextAdapter, sequences_of
+from longrl.models.adapter import ADAPTERS, PLACEHOLDER_IDS, TextAdapter, response_media_as_text, sequences_of
 from longrl.models.vision_cache import MediaInput
 from longrl.parallel.ulysses import SPGroup, gather_sequence
 from longrl.protocol import Batch
@@ -153,9 +153,6 @@ class Qwen2_5_VLAdapter(TextAdapter):
         vision = model_config.vision_config
         return mrope_positions(tokens, token_ids, media, vision.spatial_merge_size, vision.tokens_per_second)
 
-    def media_token_ids(self, model_config: object) -> frozenset[int]:
-        return frozenset({model_config.image_token_id, model_config.video_token_id})
-
     def strip_media(self, model_config: object, prompt_ids: Sequence[int]) -> list[int]:
         """The prompt without its image and video parts (`<|vision_start|><|image_pad|><|vision_end|>`, ...)."""
         drop = {model_config.image_token_id, model_config.video_token_id, model_config.vision_start_token_id,
@@ -178,7 +175,9 @@ class Qwen2_5_VLAdapter(TextAdapter):
                 media = in_prompt_order(prompt, token_ids, media)
             except ValueError as exc:
                 raise ValueError(f"row {i}: {exc}") from None
-            expanded = expand_media_tokens(seq, token_ids, media)
+            # only the prompt's placeholders are media: a sampled response may hold those ids too (vLLM embeds
+            # them as text), see response_media_as_text
+            expanded = expand_media_tokens(prompt, token_ids, media) + list(seq[len(prompt):])
             sequences.append(expanded)
             prompt_lens.append(len(prompt) + sum(m.num_tokens - 1 for m in media))
             positions.append(self.positions(cfg, expanded, token_ids, media))
@@ -188,6 +187,9 @@ class Qwen2_5_VLAdapter(TextAdapter):
             ids, mask, pos, ordered = _with_padding_video(ids, mask, pos, cfg)
         inputs: dict[str, object] = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
                                      "position_ids": pos.to(device)}
+        placeholders = response_media_as_text(ids, mask, prompt_lens, list(token_ids.values()), pad_id)
+        if placeholders is not None:
+            inputs[PLACEHOLDER_IDS] = placeholders.to(device)
         inputs.update(self._media_inputs(cfg, ordered, device))
         return inputs, torch.tensor(prompt_lens)
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 from longrl.config import ConfigError
+from longrl.models.adapter import PLACEHOLDER_IDS
 from longrl.models.lm_head import CHUNK as LOGITS_CHUNK
 from longrl.models.lm_head import token_stats_head
 from longrl.parallel.packing import Packed, pack_sequences, unpack_to_padded
@@ -298,10 +299,10 @@ def sp_token_values(model: torch.nn.Module, input_ids: torch.Tensor, position_id
 TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
 """The keys of an adapter's forward inputs that describe the token rows; the others are media (`split_media`)."""
 
-PerToken = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+PerToken = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, dict[str, object] | None],
                     tuple[torch.Tensor | None, ...]]
-"""(input_ids, position_ids, attention mask or cu_seqlens, needed positions bool [L]) -> per-token values
-[B, L-1] (None: not asked for)."""
+"""(input_ids, position_ids, attention mask or cu_seqlens, needed positions bool [L], media inputs) -> per-token
+values [B, L-1] (None: not asked for)."""
 
 
 def split_media(inputs: dict[str, object]) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
@@ -322,7 +323,7 @@ def sp_response_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor
     their padding first. The LM head runs only where some row has a response token to predict. Columns past
     a row's end hold 0 or junk: mask them with `response_mask`.
     """
-    def per_token(ids, positions, mask_or_cu, needed):
+    def per_token(ids, positions, mask_or_cu, needed, media):
         return sp_token_log_probs(model, ids, positions, mask_or_cu, sp, temperature, with_entropy, media, needed,
                                   chunk)
 
@@ -334,7 +335,7 @@ def sp_response_values(model: torch.nn.Module, inputs: dict[str, torch.Tensor], 
                        width: int, sp: SPGroup, padding_free: bool = False,
                        media: dict[str, object] | None = None) -> torch.Tensor:
     """A critic's drop-in: the value head's output where the logits predicting each response token sit, [B, R]."""
-    def per_token(ids, positions, mask_or_cu, needed):  # a one-label head: every position is cheap
+    def per_token(ids, positions, mask_or_cu, needed, media):  # a one-label head: every position is cheap
         return (sp_token_values(model, ids, positions, mask_or_cu, sp, media),)
 
     return _response_columns(model, inputs, prompt_lens, width, padding_free, media, per_token)[0]
@@ -353,14 +354,17 @@ def _response_columns(model: torch.nn.Module, inputs: dict[str, torch.Tensor], p
     # the response tokens prompt_len .. end-1 of a row are predicted at positions prompt_len-1 .. end-2
     if padding_free:
         packed = _pack_rows(model, ids, mask, positions, bool(media))
+        if media and PLACEHOLDER_IDS in media:  # packed like input_ids, the padding placeholders found in input_ids
+            placeholders = _pack_rows(model, media[PLACEHOLDER_IDS], mask, positions, True, found_in=ids)
+            media = {**media, PLACEHOLDER_IDS: placeholders.input_ids}
         cu = packed.cu_seqlens.long()
         needed = _any_in_ranges(cu[: len(ids)] + prompt_lens - 1, cu[1: len(ids) + 1] - 1, packed.input_ids.shape[-1])
-        outs = per_token(packed.input_ids, packed.position_ids, packed.cu_seqlens, needed)
+        outs = per_token(packed.input_ids, packed.position_ids, packed.cu_seqlens, needed, media)
         # [1, T-1] -> [1, T] so that row b's column t is the value predicting its token t+1, then per row
         per_row = [unpack_to_padded(F.pad(t, (0, 1)), packed.cu_seqlens)[: len(ids)] if t is not None else None
                    for t in outs]
     else:
-        outs = per_token(ids, positions, mask, _any_in_ranges(prompt_lens - 1, mask.sum(-1) - 1, ids.shape[-1]))
+        outs = per_token(ids, positions, mask, _any_in_ranges(prompt_lens - 1, mask.sum(-1) - 1, ids.shape[-1]), media)
         per_row = [F.pad(t, (0, 1)) if t is not None else None for t in outs]
     # the token at position t is predicted at t-1
     index = prompt_lens[:, None] - 1 + torch.arange(width, device=ids.device)
@@ -374,17 +378,19 @@ def _any_in_ranges(starts: torch.Tensor, ends: torch.Tensor, length: int) -> tor
 
 
 def _pack_rows(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-               with_media: bool) -> Packed:
+               with_media: bool, found_in: torch.Tensor | None = None) -> Packed:
     """The rows' valid tokens end to end, and after them, as one sequence of their own, any masked media
     placeholder (an adapter's padding video: a rank without videos still runs a trainable tower) that the
-    model must find among the tokens to place its embedding."""
+    model must find among the tokens to place its embedding; `found_in`: the ids to look for those in (default
+    `ids`), so that `placeholder_ids` pack to input_ids' layout."""
     lengths = mask.sum(-1).tolist()
     rows = [row[:n] for row, n in zip(ids, lengths)]
     row_positions = [positions[..., b, :n] for b, n in enumerate(lengths)]
     if with_media:
         media_ids = [i for i in (getattr(model.config, "image_token_id", None),
                                  getattr(model.config, "video_token_id", None)) if i is not None]
-        extra = (mask == 0) & torch.isin(ids, torch.tensor(media_ids, device=ids.device))
+        extra = (mask == 0) & torch.isin(ids if found_in is None else found_in,
+                                         torch.tensor(media_ids, device=ids.device))
         if bool(extra.any()):
             rows.append(ids[extra])
             row_positions.append(positions[..., extra])

@@ -203,9 +203,6 @@ class HybridWorker:
             return Batch()
         self.engine.count("generate_calls")
         samples = [s for group in groups for s in group]
-        media_tokens = self.adapter.media_token_ids(self.hf_config)
-        if media_tokens:
-            samples = [cut_at_media_token(s, media_tokens) for s in samples]
         width = max(1, max(len(s.token_ids) for s in samples))
         responses = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(samples), width), dtype=torch.long)
@@ -364,20 +361,6 @@ class HybridWorker:
                 prompts[column] = [[] if skip else refs for refs, skip in zip(prompts[column], skipped)]
         prompts["video_skipped"] = torch.tensor(skipped)
         return prompts, rows
-
-
-def cut_at_media_token(sample: Sample, media_tokens: frozenset[int]) -> Sample:
-    """`sample` up to (without) the first image or video placeholder it generated.
-
-    Why: a placeholder means "media here" only in a prompt, where vLLM expands it; one sampled into a response
-    (a barely trained model can sample any token) is an ordinary token to vLLM, but the trainer's vision-language
-    forward would take it for a media slot with no media. The tokens before it keep vLLM's log-probs."""
-    cut = next((i for i, t in enumerate(sample.token_ids) if t in media_tokens), None)
-    if cut is None:
-        return sample
-    logger.warning("a sampled response holds media placeholder %d at position %d: the response ends before it",
-                   sample.token_ids[cut], cut)
-    return Sample(sample.token_ids[:cut], sample.log_probs[:cut])
 
 
 def _node_id() -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from longrl.data.image import image_name
-from longrl.models.adapter import TextAdapter
+from longrl.models.adapter import PLACEHOLDER_IDS, TextAdapter
 from longrl.models.vision_cache import media_refs
 from longrl.models.ulysses_attention import own_attention, split_media
 from longrl.protocol import Batch
@@ -100,6 +100,8 @@ def _prefix_forward(model: torch.nn.Module, rows: dict[str, torch.Tensor], media
     ids = ids[:, :longest].masked_fill((prefix_mask == 0) & ~extra[:, :longest], pad_id)
     last = prompt_lens - 1
     keep = torch.unique(last)  # sorted; the LM head runs only where a prompt ends
+    # the prefix rows hold no response, so no sampled media id to keep as text (the responses run without media)
+    media = {k: v for k, v in media.items() if k != PLACEHOLDER_IDS}
     out = model(input_ids=ids, attention_mask=prefix_mask, position_ids=rows["position_ids"][..., :longest],
                 use_cache=True, logits_to_keep=keep, **media)
     picked = out.logits[torch.arange(len(ids), device=ids.device), torch.searchsorted(keep, last)]

@@ -363,3 +363,44 @@ def test_trainer_log_probs_equal_vllms_for_image_prompts_from_embeddings_and_fro
             tokens += [TOKENS[m.modality]] * m.num_tokens + [2] * rand.randint(1, 3)
         expected, _ = VllmQwen.get_mrope_input_positions(fake, tokens, features)
         assert torch.equal(mrope_positions(tokens, TOKENS, items, 2, 2), expected.long())
+
+
+def test_media_ids_sampled_in_a_response_are_text_as_in_vllm(tiny):
+    """A response holding <|image_pad|>/<|video_pad|> ids (a barely trained model samples them; vLLM embeds a
+    generated token as text) is scored with those tokens' plain embeddings, padded, packed or prefix-shared: the
+    prompt's placeholders alone get the media (the model loaded by the adapter, which installs that)."""
+    from longrl.models.adapter import PLACEHOLDER_IDS
+
+    adapter = Qwen2_5_VLAdapter()
+    model = adapter.load(str(tiny.dir), torch.float32).eval()
+    cfg = model.config
+    image, video = cfg.image_token_id, cfg.video_token_id
+    prompt = tiny.make_prompt("<image> then <video>?", 1, 1)
+    response = torch.tensor([[5, image, video, 7, image], [video, 6, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    batch = _with(Batch({"responses": response, "response_mask": mask},
+                        {"prompt_ids": [prompt] * 2, "images": [[tiny.images["square"]], [tiny.images["wide"]]],
+                         "videos": [[tiny.videos["short"]], [tiny.videos["long"]]]}), tiny, "pixels")
+    padded = response_log_probs(model, adapter, batch, 0, 1.0, 2)
+    packed = response_log_probs(model, adapter, batch, 0, 1.0, 2, padding_free=True)
+    shared = response_log_probs(model, adapter, batch, 0, 1.0, 2, share_prompt_prefix=True)
+    # by hand: the prompt's placeholders get the tower's outputs, every other position its token embedding
+    inputs, prompt_lens = adapter.model_inputs(model, batch, 0, torch.device("cpu"))
+    assert PLACEHOLDER_IDS in inputs
+    with torch.no_grad():
+        images = model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
+        videos = model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
+        for row in range(2):
+            n, end = int(prompt_lens[row]), int(inputs["attention_mask"][row].sum())
+            seq = inputs["input_ids"][row, :end]
+            embeds = model.get_input_embeddings()(seq).clone()
+            in_prompt = torch.arange(end) < n
+            embeds[(seq == image) & in_prompt] = images[row]
+            embeds[(seq == video) & in_prompt] = videos[row]
+            hidden = model.model.language_model(inputs_embeds=embeds[None],
+                                                position_ids=inputs["position_ids"][:, row: row + 1, :end])
+            log_probs = torch.log_softmax(model.lm_head(hidden.last_hidden_state)[0].float(), -1)
+            valid = int(mask[row].sum())
+            expected = log_probs[n - 1: n - 1 + valid].gather(-1, response[row, :valid, None])[:, 0]
+            for ours in (padded, packed, shared):
+                assert (ours[row, :valid] - expected).abs().max() < 1e-5, row

@@ -162,3 +162,30 @@ def test_trainer_log_probs_equal_vllms_for_image_prompts_from_embeddings_and_fro
             tokens += [cfg.image_token_id] * m.num_tokens + [cfg.vision_end_token_id] + [2] * rand.randint(1, 3)
         expected, _ = VllmQwen3._get_mrope_input_positions(tokens, features, cfg)
         assert torch.equal(mrope_positions(tokens, token_ids, items, 2, 1.0), expected.long())
+
+
+def test_an_image_id_sampled_in_a_response_is_text_as_in_vllm(tiny):
+    """The adapter-loaded model scores a response holding <|image_pad|> with that token's plain embedding (as vLLM
+    embeds a generated token), padded or packed: the prompt's placeholders alone get the image and DeepStack."""
+    adapter = Qwen3VLAdapter()
+    model = adapter.load(str(tiny.dir), torch.float32).eval()
+    image = model.config.image_token_id
+    response = torch.tensor([[5, image, 7, image]])
+    batch = _with(Batch({"responses": response, "response_mask": torch.ones_like(response)},
+                        {"prompt_ids": [tiny.make_prompt("How many?", 1)], "images": [[tiny.images["wide"]]]}),
+                  tiny, "pixels")
+    padded = response_log_probs(model, adapter, batch, 0, 1.0, 1)
+    packed = response_log_probs(model, adapter, batch, 0, 1.0, 1, padding_free=True)
+    inputs, prompt_lens = adapter.model_inputs(model, batch, 0, torch.device("cpu"))
+    n, seq = int(prompt_lens[0]), inputs["input_ids"][0]
+    with torch.no_grad():
+        out = model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        embeds = model.get_input_embeddings()(seq).clone()
+        where = (seq == image) & (torch.arange(len(seq)) < n)
+        embeds[where] = out.pooler_output[0]
+        hidden = model.model.language_model(inputs_embeds=embeds[None], position_ids=inputs["position_ids"],
+                                            visual_pos_masks=where[None],
+                                            deepstack_visual_embeds=[level[0] for level in out.deepstack_features])
+        log_probs = torch.log_softmax(model.lm_head(hidden.last_hidden_state)[0].float(), -1)
+    expected = log_probs[n - 1: n - 1 + response.shape[1]].gather(-1, response[0][:, None])[:, 0]
+    assert (padded[0] - expected).abs().max() < 1e-5 and (packed[0] - expected).abs().max() < 1e-5

@@ -1,9 +1,6 @@
-"""Sharding a trained role reads that role's own model section (not the actor's) and its mixed precision; responses
-end before a sampled media placeholder."""
+"""Sharding a trained role reads that role's own model section (not the actor's) and its mixed precision."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,11 +8,10 @@ import torch.distributed as dist
 
 from longrl.config import load_config
 from longrl.models.adapter import adapter_for
+from longrl.protocol import Batch
 from longrl.workers.actor import response_log_probs_and_entropy
 from longrl.workers.critic import load_value_model
-from longrl.workers.fsdp_worker import cut_at_media_token, shard
-from longrl.workers.rollout import Sample
-from longrl.protocol import Batch
+from longrl.workers.fsdp_worker import shard
 
 
 @pytest.fixture
@@ -34,21 +30,6 @@ def test_the_critic_is_sharded_with_its_own_gradient_checkpointing_setting(tiny_
     assert model.is_gradient_checkpointing
     actor = shard(load_value_model(str(tiny_qwen2), torch.float32), adapter_for("qwen2"), cfg, trainable=True)
     assert not actor.is_gradient_checkpointing
-
-
-def test_a_response_ends_before_the_first_media_placeholder_it_sampled_keeping_the_log_probs_before_it():
-    # ids 98 (image) and 99 (video) are placeholders: 5, 6 stay; 98 and everything after it go
-    sample = Sample([5, 6, 98, 7, 99], [-0.1, -0.2, -0.3, -0.4, -0.5])
-    cut = cut_at_media_token(sample, frozenset({98, 99}))
-    assert (cut.token_ids, cut.log_probs) == ([5, 6], [-0.1, -0.2])
-    assert cut_at_media_token(Sample([5, 6], [-0.1, -0.2]), frozenset({98, 99})) == Sample([5, 6], [-0.1, -0.2])
-
-
-def test_vision_language_adapters_name_their_placeholders_and_text_adapters_none():
-    cfg = SimpleNamespace(image_token_id=98, video_token_id=99)
-    assert adapter_for("qwen2_5_vl").media_token_ids(cfg) == frozenset({98, 99})
-    assert adapter_for("qwen3_vl").media_token_ids(cfg) == frozenset({98, 99})
-    assert adapter_for("qwen2").media_token_ids(cfg) == frozenset()
 
 
 def test_mp_param_dtype_bf16_on_cpu_computes_in_bf16_with_fp32_master_weights_and_gradients(tiny_qwen2, world_of_one):
