@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # DAPO (arXiv:2503.14476): clip-higher, token-mean loss, no KL, dynamic sampling, overlong shaping.
 # The tiny CPU math setup of qwen2_math_grpo.sh with this algorithm; extra key=value arguments override.
+# Dynamic sampling trains only on groups whose answers differ, and a random-init model answers every question
+# wrong: so DAPO starts from the CoT-SFT model of qwen2_math_sft.sh (trained first when $SFT_MODEL is missing),
+# which answers some questions right and some wrong.
 set -euo pipefail
-exec bash "$(dirname "$0")/qwen2_math_grpo.sh" \
+cd "$(dirname "$0")/../.."
+SFT_MODEL=${SFT_MODEL:-runs/qwen2_math_sft/model}
+[ -f "$SFT_MODEL/config.json" ] || OUT=runs/qwen2_math_sft bash examples/cpu/qwen2_math_sft.sh
+MODEL_PATH=$SFT_MODEL exec bash examples/cpu/qwen2_math_grpo.sh \
     algorithm.adv_estimator=dapo \
     algorithm.disable_kl=true \
     algorithm.use_kl_loss=false \

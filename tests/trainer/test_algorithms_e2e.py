@@ -18,8 +18,9 @@ FAST = ["trainer.max_steps=2", "trainer.save_freq=-1", "trainer.val_freq=-1", "t
 
 
 def run(script: str, tiny_qwen2: Path, math_data: dict, out: Path, *overrides: str) -> list[dict]:
-    env = {**os.environ, "MODEL_PATH": str(tiny_qwen2), "DATA_DIR": str(math_data["train"].parent),
-           "PYTHON": sys.executable}
+    # SFT_MODEL: the DAPO example starts from it (a random model here: the tests below shape its rewards)
+    env = {**os.environ, "MODEL_PATH": str(tiny_qwen2), "SFT_MODEL": str(tiny_qwen2),
+           "DATA_DIR": str(math_data["train"].parent), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", f"examples/cpu/{script}.sh", f"trainer.save_checkpoint_path={out}", *FAST,
                            *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
@@ -67,7 +68,7 @@ def test_dapo_filters_all_equal_groups_and_generates_more_rounds(tiny_qwen2, mat
 
 
 def test_dapo_gives_up_with_a_clear_error_when_every_group_is_all_equal(tiny_qwen2, math_data, tmp_path):
-    env = {**os.environ, "MODEL_PATH": str(tiny_qwen2), "DATA_DIR": str(math_data["train"].parent),
+    env = {**os.environ, "SFT_MODEL": str(tiny_qwen2), "DATA_DIR": str(math_data["train"].parent),
            "PYTHON": sys.executable}
     # a random tiny model never answers right: every dapo accuracy is -1, every group all-equal
     proc = subprocess.run(["bash", "examples/cpu/qwen2_math_dapo.sh", f"trainer.save_checkpoint_path={tmp_path}",

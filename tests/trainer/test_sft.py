@@ -1,4 +1,5 @@
-"""longrl/trainer/sft.py: targets from the row's fields, SFT batches, config checks, and the two-stage run."""
+"""longrl/trainer/sft.py: targets from the row's fields, SFT batches, config checks, Ulysses SFT (the two-stage
+run is tests/trainer/test_cpu_examples_e2e.py)."""
 
 from __future__ import annotations
 
@@ -83,29 +84,6 @@ def test_cli_errors_come_before_any_worker_starts(capsys, tiny_qwen2):
     assert main(["config=configs/sft_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}",
                  "data.train_files=/nowhere/train.jsonl"]) == 2
     assert "/nowhere/train.jsonl" in capsys.readouterr().err
-
-
-@pytest.mark.e2e
-def test_sft_then_grpo_on_math_starts_rl_from_the_merged_sft_checkpoint(tiny_qwen2, math_data, tmp_path):
-    out = tmp_path / "two_stage"
-    env = {**os.environ, "MODEL_PATH": str(tiny_qwen2), "DATA_DIR": str(math_data["train"].parent), "OUT": str(out),
-           "PYTHON": sys.executable, "SFT_ARGS": "trainer.total_epochs=1 trainer.val_freq=2", "EVAL_LIMIT": "8",
-           "RAY_DEDUP_LOGS": "1"}
-    proc = subprocess.run(["bash", "examples/cpu/qwen2_math_sft_then_grpo.sh", "trainer.max_steps=2",
-                           "trainer.worker_timeout_s=300"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    sft_lines = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
-    # 64 rows / 32 per step = 2 steps; validation loss at step 2
-    assert [line["step"] for line in sft_lines] == [1, 2] and "val/sft_loss" in sft_lines[-1]
-    sft_model = out / "sft" / "global_step_2" / "actor" / "huggingface"
-    assert (sft_model / "model.safetensors").is_file()
-    rl_config = json.loads(proc.stdout[proc.stdout.rindex("effective config:") + len("effective config:"):]
-                           .split("\n}\n", 1)[0] + "\n}")
-    assert rl_config["worker"]["actor"]["model"]["model_path"] == str(sft_model)
-    assert [json.loads(line)["step"] for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    for stage in ("eval_sft", "eval_grpo"):
-        assert json.loads((out / stage / "results.json").read_text())["num_scored"] == 8
 
 
 @pytest.mark.e2e
