@@ -12,6 +12,7 @@ from pathlib import Path
 
 from longrl.algorithms import ADVANTAGES, KL_PENALTIES, POLICY_LOSSES, Requires
 from longrl.config import LOGGER_PACKAGES, Config, ConfigError, TrainedRoleConfig, update_responses, world_size
+from longrl.models.lora import lora_problems
 from longrl.workers.rollout.base import SamplingSpec
 
 
@@ -22,8 +23,8 @@ def validate(cfg: Config, model_max_positions: int | None = None,
     model_max_positions, model_heads (num_attention_heads, num_key_value_heads): read from the model's
     config.json by the caller when it can (the text config of a vision-language model).
     """
-    problems = [*_path_problems(cfg), *_parallel_problems(cfg, model_heads), *_batch_problems(cfg),
-                *_algorithm_problems(cfg), *_unimplemented_keys(cfg), *_rollout_problems(cfg)]
+    problems = [*_path_problems(cfg), *lora_problems(cfg.worker.actor.model.lora), *_parallel_problems(cfg, model_heads),
+                *_batch_problems(cfg), *_algorithm_problems(cfg), *_unimplemented_keys(cfg), *_rollout_problems(cfg)]
     data, t = cfg.data, cfg.trainer
     if model_max_positions is not None and data.max_prompt_length + data.max_response_length > model_max_positions:
         problems.append(f"data.max_prompt_length + data.max_response_length = "
@@ -199,6 +200,12 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
         if critic.model.freeze_vision_tower:
             problems.append("worker.critic.model.freeze_vision_tower=true: the critic is a text model (a token "
                             "classification head) with no vision tower to freeze; set it to false")
+    if actor.model.lora.rank > 0:  # the schema and its checks are in; the worker's LoRA is the next commit
+        problems.append(f"worker.actor.model.lora.rank={actor.model.lora.rank} belongs to LoRA for the actor, "
+                        f"which longrl does not implement yet")
+    if critic.model.lora.rank != 0:
+        problems.append(f"worker.critic.model.lora.rank={critic.model.lora.rank}: LoRA trains the actor only; the "
+                        f"critic trains its whole value model; set worker.critic.model.lora.rank=0")
     return problems
 
 

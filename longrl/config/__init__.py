@@ -148,6 +148,20 @@ LossAvgMode = Literal["token", "seq", "seq-mean-token-sum-norm"]
 # workers
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank (EasyR1's key): > 0 trains low-rank adapters (peft) instead of the model's weights; 0 = off."""
+    alpha: int = 64
+    """LoRA scaling numerator: an adapter's update is scaled by alpha / rank."""
+    target_modules: str = "all-linear"
+    """Modules that get adapters: "all-linear" (every linear layer but the output head) or comma-separated module
+    names matched against the end of each module's name, e.g. "q_proj,k_proj,v_proj,o_proj"."""
+    exclude_modules: str | None = None
+    """A regular expression over full module names kept without adapters (peft's exclude_modules), e.g.
+    ".*visual.*" for a vision-language model's vision tower; None excludes nothing."""
+
+
+@dataclasses.dataclass
 class ModelConfig:
     model_path: str = ""
     """Hugging Face model directory (local) to start from."""
@@ -159,6 +173,8 @@ class ModelConfig:
     """Passed to transformers."""
     freeze_vision_tower: bool = False
     """Keep the vision tower fixed (lets the update reuse cached video embeddings)."""
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    """Low-rank adapters instead of full fine-tuning (the actor only)."""
 
 
 @dataclasses.dataclass
@@ -480,7 +496,6 @@ NOT_YET_BUILT = {
     "worker.ref.guidance_scale": "diffusion RL (Flow-GRPO)", "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)",
     "worker.ref.scheduler": "diffusion RL (Flow-GRPO)", "worker.ref.ulysses_size": "diffusion RL (Flow-GRPO)",
     "*.fsdp.use_orig_params": "diffusion RL (Flow-GRPO)", "worker.actor.kl_penalty": "diffusion RL (Flow-GRPO)",
-    "worker.actor.model.lora.*": "LoRA", "worker.actor.model.lora": "LoRA",
 }
 
 
