@@ -200,9 +200,6 @@ def _unimplemented_keys(cfg: Config) -> list[str]:
         if critic.model.freeze_vision_tower:
             problems.append("worker.critic.model.freeze_vision_tower=true: the critic is a text model (a token "
                             "classification head) with no vision tower to freeze; set it to false")
-    if actor.model.lora.rank > 0:  # the schema and its checks are in; the worker's LoRA is the next commit
-        problems.append(f"worker.actor.model.lora.rank={actor.model.lora.rank} belongs to LoRA for the actor, "
-                        f"which longrl does not implement yet")
     if critic.model.lora.rank != 0:
         problems.append(f"worker.critic.model.lora.rank={critic.model.lora.rank}: LoRA trains the actor only; the "
                         f"critic trains its whole value model; set worker.critic.model.lora.rank=0")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from longrl.parallel.device import device_type
 
@@ -73,9 +73,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["torch_cuda"])
 
 
-def _model_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+def _model_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                       frozen: bool = True) -> dict[str, Any]:
     # optimizers=() gives the model's dict alone (a frozen reference model has no optimizer).
     model_sd, optim_sd = get_state_dict(model, optimizer if optimizer is not None else ())
+    if not frozen:  # LoRA: the frozen base weights are the starting model's, read from there again
+        trained = {name for name, p in model.named_parameters() if p.requires_grad}
+        model_sd = {name: t for name, t in model_sd.items() if name in trained}
     return {"model": model_sd, "optim": optim_sd} if optimizer is not None else {"model": model_sd}
 
 
@@ -86,13 +90,14 @@ def _has_optimizer_state(dcp_dir: Path) -> bool:
 
 
 def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     lr_scheduler: Any | None, extra: dict | None = None) -> None:
+                     lr_scheduler: Any | None, extra: dict | None = None, frozen: bool = True) -> None:
     """Collective: write model+optimizer shards (DCP) and this rank's scheduler/RNG/extra under `directory`;
-    optimizer=None saves the model alone (trainer.save_model_only: smaller, but a resume restarts AdamW)."""
+    optimizer=None saves the model alone (trainer.save_model_only: smaller, but a resume restarts AdamW);
+    frozen=False leaves out the parameters that do not train (LoRA: the adapters alone are saved)."""
     directory = Path(directory)
     rank, world = _rank_world()
     directory.mkdir(parents=True, exist_ok=True)
-    dcp.save(_model_optim_state(model, optimizer), checkpoint_id=directory / MODEL_OPTIM_DIR)
+    dcp.save(_model_optim_state(model, optimizer, frozen), checkpoint_id=directory / MODEL_OPTIM_DIR)
     torch.save({
         "world_size": world,
         "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
@@ -105,8 +110,9 @@ def save_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
 
 
 def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                     lr_scheduler: Any | None) -> dict:
-    """Collective: restore what `save_train_state` wrote (and this rank's RNG); returns this rank's `extra`."""
+                     lr_scheduler: Any | None, frozen: bool = True) -> dict:
+    """Collective: restore what `save_train_state` wrote (and this rank's RNG); returns this rank's `extra`.
+    frozen=False (LoRA) restores the trained parameters only; the others keep the starting model's values."""
     directory = Path(directory)
     rank, world = _rank_world()
     rank_file = _rank_file(directory, rank)
@@ -125,10 +131,10 @@ def load_train_state(directory: Path, model: torch.nn.Module, optimizer: torch.o
         logger.warning("%s holds the model only (trainer.save_model_only=true): the optimizer starts afresh, so "
                        "this resume is not exact", directory)
         optimizer = None
-    state = _model_optim_state(model, optimizer)
+    state = _model_optim_state(model, optimizer, frozen)
     dcp.load(state, checkpoint_id=directory / MODEL_OPTIM_DIR)
     set_state_dict(model, optimizer if optimizer is not None else (), model_state_dict=state["model"],
-                   optim_state_dict=state.get("optim", {}))
+                   optim_state_dict=state.get("optim", {}), options=StateDictOptions(strict=frozen))
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(rank_state["lr_scheduler"])
     set_rng_state(rank_state["rng"])
