@@ -117,10 +117,11 @@ def adapted_modules(model: torch.nn.Module) -> list[str]:
 @contextmanager
 def adapters_disabled(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """`model` computing as its base model inside the block (the reference policy); adapters back after it.
-    peft's own toggle: it also stops the adapters' gradients while they are off."""
+    peft's own toggle: it also stops the adapters' gradients while they are off. Nested blocks leave the
+    adapters off until the outermost one ends."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer) and not m.disable_adapters]
     for layer in layers:
         layer.enable_adapters(False)
     try:
