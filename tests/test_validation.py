@@ -121,3 +121,11 @@ def test_mini_rollout_batch_size_without_online_filtering_is_refused_instead_of_
 
 def test_a_negative_decode_thread_count_is_refused(tmp_path):
     assert "data.num_workers=-1 must be >= 0" in problems(config(tmp_path, "data.num_workers=-1"))
+
+
+def test_lora_on_the_critic_and_a_bad_lora_section_are_refused(tmp_path):
+    text = problems(config(tmp_path, "worker.critic.model.lora.rank=8", "worker.actor.model.lora.rank=8",
+                           "worker.actor.model.lora.exclude_modules=(visual"))
+    assert "worker.critic.model.lora.rank=8: LoRA trains the actor only" in text
+    assert "worker.actor.model.lora.exclude_modules='(visual' is not a regular expression" in text
+    validate(config(tmp_path, "worker.actor.model.lora.rank=8", "worker.actor.model.lora.target_modules=q_proj,v_proj"))

@@ -2,7 +2,9 @@
 
 Runs in one process with no process group: DCP reads every shard of every tensor named in the checkpoint's
 metadata, the model is built on the meta device from actor/huggingface/config.json (no random init of a
-big model) and the weights are assigned into it.
+big model) and the weights are assigned into it. A LoRA actor's checkpoint holds its adapters alone, beside
+an `adapter_config.json` naming the base model: the merger writes the merged model and, in `<target>/adapter`,
+the adapter alone in PEFT's format (`PeftModel.from_pretrained(base, <target>/adapter)` loads it).
 
 CLI: `python3 scripts/model_merger.py --local_dir runs/x/global_step_N/actor [--target_dir DIR] [--hf_upload_path ID]`
 """
@@ -22,6 +24,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from longrl.checkpoint.sharded import HF_DIR, MODEL_OPTIM_DIR
+from longrl.config import LoraConfig
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +140,58 @@ def merge_pipeline(local_dir: Path, target: Path) -> Path:
     return target
 
 
+LORA_CONFIG = "adapter_config.json"
+"""Beside a LoRA actor's shards: peft's adapter config, whose base_model_name_or_path is the starting model."""
+ADAPTER_DIR = "adapter"
+
+
+def save_lora_config(actor_dir: Path, lora: LoraConfig, model_path: str) -> None:
+    """Record a LoRA actor's adapter config and the model directory it started from (rank 0, at every save)."""
+    from longrl.models.lora import lora_config
+
+    peft_cfg = lora_config(lora)
+    peft_cfg.base_model_name_or_path = str(Path(model_path).resolve())
+    peft_cfg.save_pretrained(str(actor_dir))
+
+
+def merge_lora(local_dir: Path, hf_dir: Path, target: Path) -> Path:
+    """The base model with the checkpoint's adapters merged in, saved to `target`, and the adapter alone (PEFT
+    format) to `target`/adapter."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoConfig
+
+    from longrl.models.adapter import ADAPTERS
+
+    peft_cfg = PeftLoraConfig.from_pretrained(str(local_dir))
+    base = peft_cfg.base_model_name_or_path
+    if not (Path(base) / "config.json").is_file():
+        raise FileNotFoundError(f"{local_dir / LORA_CONFIG} names the base model {base!r}, which is not a model "
+                                f"directory any more: the checkpoint holds the LoRA adapters only; restore the base "
+                                f"model there, or edit base_model_name_or_path in that file")
+    config = AutoConfig.from_pretrained(str(hf_dir))
+    model = model_class(config).from_pretrained(base, dtype=torch.float32)
+    # the trained module may sit inside the checkpoint's model (Qwen2.5-Omni's thinker under `thinker.`)
+    prefix = ADAPTERS[config.model_type]().checkpoint_prefix if config.model_type in ADAPTERS else ""
+    peft_model = get_peft_model(model.get_submodule(prefix.rstrip(".")) if prefix else model, peft_cfg)
+    weights = {"base_model.model." + name: tensor for name, tensor in load_model_weights(local_dir / MODEL_OPTIM_DIR).items()}
+    result = peft_model.load_state_dict(weights, strict=False)
+    adapter_keys = {name for name in peft_model.state_dict() if ".lora_" in name}
+    if result.unexpected_keys or adapter_keys - set(weights):
+        raise ValueError(f"{local_dir} does not match the adapters of {local_dir / LORA_CONFIG} on {base}: unexpected "
+                         f"{result.unexpected_keys[:10]}, missing {sorted(adapter_keys - set(weights))[:10]}")
+    target.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(target / ADAPTER_DIR))
+    peft_model.merge_and_unload()  # in place: the adapted layers become plain linear layers again
+    model.save_pretrained(str(target))
+    logger.info("merged the LoRA adapters of %s into %s (adapter alone: %s)", local_dir, target, target / ADAPTER_DIR)
+    return target
+
+
 def merge(local_dir: str | Path, target_dir: str | Path | None = None) -> Path:
-    """Write a from_pretrained-loadable model + tokenizer for `local_dir` (global_step_N/actor), or for a diffusion
-    actor a DiffusionPipeline directory; returns the dir."""
+    """Write a from_pretrained-loadable model + tokenizer for `local_dir` (global_step_N/actor), for a LoRA actor
+    also its adapter alone (`<target>/adapter`), or for a diffusion actor a DiffusionPipeline directory; returns
+    the dir."""
     local_dir = Path(local_dir)
     hf_dir = local_dir / HF_DIR
     if (local_dir / DIFFUSION_BASE).is_file():
@@ -148,9 +200,12 @@ def merge(local_dir: str | Path, target_dir: str | Path | None = None) -> Path:
         raise FileNotFoundError(f"{hf_dir / 'config.json'} is missing: --local_dir must be a global_step_N/actor "
                                 f"directory saved with save_hf_metadata")
     target = Path(target_dir) if target_dir is not None else hf_dir
-    model = build_model(hf_dir, load_model_weights(local_dir / MODEL_OPTIM_DIR))
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(target))
+    if (local_dir / LORA_CONFIG).is_file():
+        merge_lora(local_dir, hf_dir, target)
+    else:
+        model = build_model(hf_dir, load_model_weights(local_dir / MODEL_OPTIM_DIR))
+        target.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(target))
     if target.resolve() != hf_dir.resolve():
         _copy_metadata(hf_dir, target)
     logger.info("merged %s into %s", local_dir, target)

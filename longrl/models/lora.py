@@ -1,14 +1,21 @@
 """LoRA adapters built from `worker.actor.model.lora` (EasyR1's keys), shared by every trained model kind.
 
-Only the translation of the config into a peft `LoraConfig` lives here; how a worker injects the adapters,
-disables them for the reference and merges them for the rollout engine is the worker's business.
+The adapters go into the model in place (peft's `inject_adapter_in_model`, no PeftModel wrapper), so the
+model keeps its class, its decoder layers for FSDP and its methods; an adapted linear layer `x` holds its
+frozen weight as `x.base_layer.weight` and the trained pair as `x.lora_A.default.weight` (rank x in) and
+`x.lora_B.default.weight` (out x rank). The reference policy is the same model with its adapters disabled;
+the rollout engine and merged exports get `x.weight + alpha / rank * B @ A` under the base model's names.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
+
+import torch
 
 from longrl.config import ConfigError, LoraConfig
 
@@ -69,3 +76,84 @@ def lora_config(lora: LoraConfig, key: str = "worker.actor.model.lora") -> PeftL
 
     return PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=target_modules(lora, key),
                           exclude_modules=lora.exclude_modules, lora_dropout=0.0, bias="none")
+
+
+ADAPTER = "default"  # peft's name of the one adapter
+BASE, LORA_A, LORA_B = ".base_layer.", f".lora_A.{ADAPTER}.weight", f".lora_B.{ADAPTER}.weight"
+
+
+def inject_lora(model: torch.nn.Module, lora: LoraConfig, key: str = "worker.actor.model.lora") -> torch.nn.Module:
+    """`model` with adapters on the modules `lora` selects, in place; only adapter weights require grad.
+
+    Seeded: every rank (each loads the model itself) draws the same lora_A init, as one process would."""
+    from peft import inject_adapter_in_model
+    from peft.tuners.lora import LoraLayer
+
+    peft_cfg = lora_config(lora, key)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            inject_adapter_in_model(peft_cfg, model)
+        except ValueError as e:  # peft: "Target modules ... not found in the base model"
+            raise ConfigError(f"{key}.target_modules={lora.target_modules!r} (exclude_modules="
+                              f"{lora.exclude_modules!r}): {e}") from None
+    adapted = {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    # merging is B @ A on a Linear weight; embeddings and convolutions store theirs differently
+    other = [f"{name} ({type(m.base_layer).__name__})" for name, m in adapted.items()
+             if type(m.base_layer) is not torch.nn.Linear]
+    if other:
+        raise ConfigError(f"{key}.target_modules={lora.target_modules!r} reaches layers that are not linear: "
+                          f"{other[:5]}; LoRA here adapts linear layers only; name linear modules or exclude these")
+    return model
+
+
+def adapted_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the modules that carry an adapter (empty without LoRA)."""
+    from peft.tuners.lora import LoraLayer
+
+    return [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+
+
+@contextmanager
+def adapters_disabled(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`model` computing as its base model inside the block (the reference policy); adapters back after it.
+    peft's own toggle: it also stops the adapters' gradients while they are off. Nested blocks leave the
+    adapters off until the outermost one ends."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer) and not m.disable_adapters]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+
+
+def merged_weights(named: Iterable[tuple[str, torch.Tensor]], scale: float) -> Iterator[tuple[str, torch.Tensor]]:
+    """The base model's tensors with each adapter merged in, under the base model's names (a stream: a layer's
+    base weight waits only for its own lora_A and lora_B). `scale` is alpha / rank. Merged in fp32."""
+    pending: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in named:
+        if BASE in name:
+            module, _, leaf = name.partition(BASE)
+            if leaf != "weight":  # the base layer's bias: unchanged
+                yield f"{module}.{leaf}", tensor
+                continue
+            part = "weight"
+        elif name.endswith(LORA_A):
+            module, part = name[: -len(LORA_A)], "A"
+        elif name.endswith(LORA_B):
+            module, part = name[: -len(LORA_B)], "B"
+        else:
+            yield name, tensor
+            continue
+        parts = pending.setdefault(module, {})
+        parts[part] = tensor
+        if len(parts) == 3:
+            del pending[module]
+            weight = parts["weight"]
+            delta = parts["B"].float() @ parts["A"].float()
+            yield f"{module}.weight", (weight.float() + scale * delta).to(weight.dtype)
+    assert not pending, f"adapters without their base weight or lora_A/lora_B: {sorted(pending)[:5]}"

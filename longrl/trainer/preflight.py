@@ -128,10 +128,7 @@ def diffusion_problems(cfg: Config) -> list[str]:
     keeps each sample's log-prob and update passes on the worker that sampled it and holds its latents.)"""
     path, a = cfg.worker.actor.model.model_path, cfg.algorithm
     if pipeline_class(path) not in PIPELINES:
-        lora = cfg.worker.actor.model.lora
-        problems = [f"worker.actor.model.lora.rank={lora.rank} belongs to LoRA for language models, which longrl "
-                    f"does not implement yet (it is built for diffusion transformers); set it to 0 for {path!r}"
-                    ] if lora.rank > 0 else []
+        problems = []
         if not a.disable_kl and a.kl_penalty in KL_PENALTIES and KL_PENALTIES.requires(a.kl_penalty).step_means:
             problems.append(f"algorithm.kl_penalty={a.kl_penalty!r} reads the denoising steps of a diffusion model, "
                             f"but worker.actor.model.model_path={path!r} is not a diffusers pipeline; use low_var_kl")

@@ -91,6 +91,10 @@ class RayTrainer:
             where = self.workers.placement[info["rank"]]
             logger.info("worker rank %s on Ray node %s (%s), pid %s", info["rank"], info["node_id"], where["node_ip"],
                         where["pid"])
+        first = self.worker_info[0]
+        if "trainable_params" in first:  # what full fine-tuning or LoRA keeps gradients and AdamW state for
+            logger.info("actor: %d of %d parameters train (%.2f%%)%s", first["trainable_params"], first["params"],
+                        100 * first["trainable_params"] / first["params"], f", {first['lora']}" if first["lora"] else "")
 
     def shutdown(self) -> None:
         if self.workers is not None:

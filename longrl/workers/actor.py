@@ -11,8 +11,11 @@ Both go through `sp_response_log_probs`, which is also the plain path (sp=1, pad
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import RolloutDrift, aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, OptimConfig
@@ -111,20 +114,30 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of optimizer state held on this rank (its shards of AdamW's moments; 0 before the first step)."""
+    return sum((t.to_local() if isinstance(t, DTensor) else t).nbytes
+               for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor))
+
+
 class Actor:
     """Log-probs and updates of one FSDP-sharded policy."""
 
     def __init__(self, model: torch.nn.Module, adapter: TextAdapter, cfg: ActorConfig, algo: AlgorithmConfig,
                  pad_id: int, dp_size: int, total_steps: int, sp: SPGroup = NO_SP,
-                 ref_model: torch.nn.Module | None = None, max_response_length: int | None = None, *,
-                 responses_per_prompt: int):
+                 reference: Callable[[], AbstractContextManager[torch.nn.Module]] | None = None,
+                 max_response_length: int | None = None, *, responses_per_prompt: int):
         self.model, self.adapter, self.cfg, self.algo = model, adapter, cfg, algo
         # cfg.global_batch_size counts prompts: a mini-batch holds their worker.rollout.n responses each
         self.mini_size = cfg.global_batch_size * responses_per_prompt // dp_size
         self.norm_length = max_response_length  # the constant divisor of loss_avg_mode=seq-mean-token-sum-norm
         self.pad_id, self.sp = pad_id, sp
-        self.ref_model = ref_model  # read only by the exact (`full`) KL loss
+        self.reference = reference  # the reference policy in a `with` (read only by the exact `full` KL loss)
         self.optimizer, self.lr_scheduler = build_optimizer(model, cfg.optim, total_steps)
+        # what LoRA saves: parameters that train (world-wide) against all of them (DTensor.numel is the global one)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.param_counts = {"perf/trainable_params": float(trainable),
+                             "perf/params": float(sum(p.numel() for p in model.parameters()))}
 
     def log_probs(self, batch: Batch, temperature: float) -> torch.Tensor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
@@ -146,7 +159,8 @@ class Actor:
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
                 micro_loss=lambda micro: self._micro_loss(micro, temperature, drift))
         # an SP group's ranks count alike rows alike: the world's figures stay the ratios they should be
-        return {**{f"actor/{k}": v for k, v in stats.items()}, **world_drift_metrics(drift)}
+        return {**{f"actor/{k}": v for k, v in stats.items()}, **world_drift_metrics(drift), **self.param_counts,
+                "perf/optimizer_state_mb": optimizer_state_bytes(self.optimizer) / 2 ** 20}
 
     def _micro_split(self, mini: Batch) -> list[Batch]:
         # shared prompt prefixes need a prompt's rows together, as the fixed split keeps them
@@ -156,7 +170,7 @@ class Actor:
     def _micro_loss(self, micro: Batch, temperature: float,
                     drift: RolloutDrift | None) -> tuple[torch.Tensor, dict[str, float]]:
         mask = micro["response_mask"].float()
-        full_kl = self.algo.use_kl_loss and self.algo.kl_penalty == "full" and self.ref_model is not None
+        full_kl = self.algo.use_kl_loss and self.algo.kl_penalty == "full" and self.reference is not None
         if full_kl:  # the exact KL needs both models' whole distributions at every response position
             logits = response_logits(self.model, self.adapter, micro, self.pad_id, temperature)
             log_probs, entropy = token_log_probs(logits, micro["responses"]), entropy_of(logits)
@@ -195,8 +209,8 @@ class Actor:
         if not self.algo.use_kl_loss:
             return None
         if logits is not None:
-            with torch.no_grad():
-                ref_logits = response_logits(self.ref_model, self.adapter, micro, self.pad_id, temperature)
+            with torch.no_grad(), self.reference() as ref_model:
+                ref_logits = response_logits(ref_model, self.adapter, micro, self.pad_id, temperature)
             return kl_penalty(torch.log_softmax(logits, -1), torch.log_softmax(ref_logits, -1), "full")
         if "ref_log_probs" not in micro:
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.logging.process import process_stats
 from longrl.models.adapter import TextAdapter, adapter_for
+from longrl.models.lora import adapted_modules, adapters_disabled, inject_lora, merged_weights
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
                                          overlong_reason, rollout_max_model_len, vision_cache_for)
@@ -43,11 +45,16 @@ logger = logging.getLogger(__name__)
 def load_sharded(adapter: TextAdapter, path: str, dtype: torch.dtype, cfg: Config, trainable: bool,
                  fsdp: FSDPConfig | None = None, offload: bool = False) -> torch.nn.Module:
     """Load a Hugging Face model and shard it with FSDP2 over the whole world (`fsdp`: the role's section,
-    default worker.actor's)."""
+    default worker.actor's). A trainable model gets the LoRA adapters of worker.actor.model.lora (rank > 0)."""
     fsdp = fsdp or cfg.worker.actor.fsdp
     trust = cfg.worker.actor.model.trust_remote_code
-    return init_sharded(lambda empty: adapter.load(path, dtype, trust, empty=empty),
-                        lambda model: shard(model, adapter, cfg, trainable, fsdp, offload), fsdp, offload)
+    lora = cfg.worker.actor.model.lora
+
+    def load(empty: bool) -> torch.nn.Module:
+        model = adapter.load(path, dtype, trust, empty=empty)
+        return inject_lora(model, lora) if trainable and lora.rank > 0 else model
+
+    return init_sharded(load, lambda model: shard(model, adapter, cfg, trainable, fsdp, offload), fsdp, offload)
 
 
 def init_sharded(load: Callable[[bool], torch.nn.Module], shard_model: Callable[[torch.nn.Module], torch.nn.Module],
@@ -122,6 +129,17 @@ def model_metadata(model_cfg: ModelConfig) -> tuple[object, int, object, TextAda
     return tokenizer, pad_id, hf_config, adapter_for(hf_config.model_type)
 
 
+def save_actor_metadata(actor_dir: Path, model_cfg: ModelConfig, hf_config: object, tokenizer: object) -> None:
+    """What the merger needs beside the actor's shards (rank 0): config, tokenizer and processor files, and
+    with LoRA the adapter config naming the base model (the shards then hold the adapters alone)."""
+    from longrl.checkpoint.merger import save_lora_config
+    from longrl.checkpoint.sharded import save_hf_metadata
+
+    save_hf_metadata(actor_dir, hf_config, tokenizer, source_dir=model_cfg.model_path)
+    if model_cfg.lora.rank > 0:
+        save_lora_config(actor_dir, model_cfg.lora, model_cfg.model_path)
+
+
 class HybridWorker:
     """Actor + reference + rollout engine on one rank."""
 
@@ -141,14 +159,16 @@ class HybridWorker:
         dp = self.world // cfg.worker.actor.ulysses_size
         actor_model = load_sharded(self.adapter, model_cfg.model_path, dtype, cfg, trainable=True,
                                    offload=_offloads(cfg.worker.actor.offload))
-        self.ref = None
-        if not cfg.algorithm.disable_kl:
+        self.lora = model_cfg.lora if model_cfg.lora.rank > 0 else None
+        self.ref = None  # with LoRA the reference is the actor with its adapters disabled: no second copy
+        if not cfg.algorithm.disable_kl and self.lora is None:
             ref_dtype = param_dtype(cfg.worker.ref.fsdp.torch_dtype, gpu_default="bf16")  # frozen: bf16 on GPU
             self.ref = load_sharded(self.adapter, model_cfg.model_path, ref_dtype, cfg, trainable=False,
                                     fsdp=cfg.worker.ref.fsdp, offload=_offloads(cfg.worker.ref.offload))
         self.actor = Actor(actor_model, self.adapter, cfg.worker.actor, cfg.algorithm, self.pad_id, dp,
                            total_steps,
-                           self.sp, ref_model=self.ref, max_response_length=cfg.data.max_response_length,
+                           self.sp, reference=None if cfg.algorithm.disable_kl else self.reference,
+                           max_response_length=cfg.data.max_response_length,
                            responses_per_prompt=cfg.worker.rollout.n)
         self.critic = None
         if ADVANTAGES.requires(cfg.algorithm.adv_estimator).critic:
@@ -174,10 +194,28 @@ class HybridWorker:
         # the group does not sample the same responses sp times over; the others' engines sleep for good.
         engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
         prefix = self.adapter.checkpoint_prefix
-        self.engine = EngineLifecycle(engine, lambda: ((prefix + n, t) for n, t in full_tensors(self.actor.model)),
+        self.engine = EngineLifecycle(engine, lambda: ((prefix + n, t) for n, t in self._policy_weights()),
                                       torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
                                       generates=self.sp.rank == 0)
-        return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
+        lora = f"LoRA rank {self.lora.rank} on {len(adapted_modules(actor_model))} modules" if self.lora else None
+        return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type,
+                "trainable_params": self.actor.param_counts["perf/trainable_params"],
+                "params": self.actor.param_counts["perf/params"], "lora": lora}
+
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The reference policy inside the block: the frozen copy, or with LoRA the actor's base model (the
+        actor with its adapters disabled)."""
+        if self.ref is not None:
+            yield self.ref
+        else:
+            with adapters_disabled(self.actor.model) as model:
+                yield model
+
+    def _policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The actor's unsharded weights under the base model's names, LoRA adapters merged in (a collective)."""
+        named = full_tensors(self.actor.model)
+        return named if self.lora is None else merged_weights(named, self.lora.alpha / self.lora.rank)
 
     # ---- rollout ----------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
@@ -226,14 +264,15 @@ class HybridWorker:
     @verb(Dispatch.SPLIT_BY_DP)
     def ref_log_probs(self, batch: Batch) -> Batch:
         """The reference model's log-probs of the response tokens (`ref_log_probs`, [B, R])."""
-        assert self.ref is not None, "ref_log_probs called with algorithm.disable_kl=true"
+        assert not self.cfg.algorithm.disable_kl, "ref_log_probs called with algorithm.disable_kl=true"
         actor = self.cfg.worker.actor
         with self.engine.train_mode():
             batch = self._with_videos(batch, "log_probs", tower="ref")
-            return Batch({"ref_log_probs": response_log_probs(
-                self.ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
-                actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
-                actor.share_prompt_prefix, actor.dynamic_batching)})
+            with self.reference() as ref:
+                return Batch({"ref_log_probs": response_log_probs(
+                    ref, self.adapter, batch, self.pad_id, self.cfg.worker.rollout.temperature,
+                    actor.micro_batch_size_per_device_for_experience, self.sp, actor.padding_free,
+                    actor.share_prompt_prefix, actor.dynamic_batching)})
 
     # ---- training ---------------------------------------------------------------------------
     @verb(Dispatch.SPLIT_BY_DP)
@@ -267,14 +306,14 @@ class HybridWorker:
     @verb(Dispatch.ALL)
     def save_checkpoint(self, step_dir: str) -> None:
         """Sharded model + optimizer + scheduler + RNG of each trained role into step_dir/<role> (collective)."""
-        from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
+        from longrl.checkpoint.sharded import save_train_state
 
         for name, role in self._trained_roles().items():
             optimizer = None if self.cfg.trainer.save_model_only else role.optimizer
-            save_train_state(Path(step_dir) / name, role.model, optimizer, role.lr_scheduler)
+            save_train_state(Path(step_dir) / name, role.model, optimizer, role.lr_scheduler,
+                             trainable_only=name == "actor" and self.lora is not None)
         if self.rank == 0:
-            save_hf_metadata(Path(step_dir) / "actor", self.hf_config, self.tokenizer,
-                             source_dir=self.cfg.worker.actor.model.model_path)
+            save_actor_metadata(Path(step_dir) / "actor", self.cfg.worker.actor.model, self.hf_config, self.tokenizer)
         dist.barrier()
 
     @verb(Dispatch.ALL)
@@ -283,15 +322,17 @@ class HybridWorker:
         from longrl.checkpoint.sharded import load_train_state
 
         for name, role in self._trained_roles().items():
-            load_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler)
+            load_train_state(Path(step_dir) / name, role.model, role.optimizer, role.lr_scheduler,
+                             trainable_only=name == "actor" and self.lora is not None)
         self.engine.weights_changed()
         if self.vision is not None:
             self.vision.clear()
 
     @verb(Dispatch.ALL)
     def full_weights(self) -> dict[str, torch.Tensor]:
-        """The actor's unsharded weights (collective; small models, tests and exports)."""
-        return {name: t.cpu() for name, t in full_tensors(self.actor.model)}
+        """The actor's unsharded weights as the rollout engine gets them, LoRA merged in (collective; small
+        models, tests and exports)."""
+        return {name: t.cpu() for name, t in self._policy_weights()}
 
     @verb(Dispatch.ALL)
     def engine_stats(self) -> dict[str, float]:
@@ -313,11 +354,11 @@ class HybridWorker:
     def _video_rows(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> list:
         """Per row, its images and videos as `purpose` needs them (None: unusable), encoded once per step and tower."""
         frozen = self.cfg.worker.actor.model.freeze_vision_tower
-        model = self.ref if tower == "ref" else self.actor.model
-        return self.vision.row_inputs(
-            media_refs(batch), media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
-            "actor" if frozen else tower,  # a frozen tower is the same in the actor and the reference
-            lambda video: self.adapter.encode(model, video, self.sp), max_over_ranks)
+        with self.reference() if tower == "ref" else nullcontext(self.actor.model) as model:
+            return self.vision.row_inputs(
+                media_refs(batch), media_mode(purpose, self.vision.cache_embeds, tower_trainable=not frozen),
+                "actor" if frozen else tower,  # a frozen tower is the same in the actor and the reference
+                lambda video: self.adapter.encode(model, video, self.sp), max_over_ranks)
 
     def _with_videos(self, batch: Batch, purpose: Purpose, tower: str = "actor") -> Batch:
         """`batch` plus the MEDIA_INPUTS column for a log-prob or update pass (unchanged for text)."""

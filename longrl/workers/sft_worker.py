@@ -26,7 +26,7 @@ from longrl.parallel.device import init_distributed, torch_dtype
 from longrl.parallel.ulysses import SPGroup, init_sp_groups
 from longrl.protocol import Batch
 from longrl.workers.actor import NO_SP, build_optimizer, response_log_probs_and_entropy
-from longrl.workers.fsdp_worker import load_sharded, model_metadata
+from longrl.workers.fsdp_worker import load_sharded, model_metadata, save_actor_metadata
 from longrl.workers.micro_batches import micro_batches
 from longrl.workers.update import minibatch_updates
 
@@ -109,14 +109,15 @@ class SFTWorker:
     @verb(Dispatch.ALL)
     def save_checkpoint(self, step_dir: str) -> None:
         """Sharded model + optimizer + scheduler + RNG into step_dir/actor, plus its huggingface/ metadata."""
-        from longrl.checkpoint.sharded import save_hf_metadata, save_train_state
+        from longrl.checkpoint.sharded import save_train_state
 
         actor_dir = Path(step_dir) / "actor"
+        model_cfg = self.cfg.worker.actor.model
         optimizer = None if self.cfg.trainer.save_model_only else self.optimizer
-        save_train_state(actor_dir, self.model, optimizer, self.lr_scheduler)
+        save_train_state(actor_dir, self.model, optimizer, self.lr_scheduler,
+                         trainable_only=model_cfg.lora.rank > 0)
         if self.rank == 0:
-            save_hf_metadata(actor_dir, self.hf_config, self.tokenizer,
-                             source_dir=self.cfg.worker.actor.model.model_path)
+            save_actor_metadata(actor_dir, model_cfg, self.hf_config, self.tokenizer)
         dist.barrier()
 
     @verb(Dispatch.ALL)
@@ -124,7 +125,8 @@ class SFTWorker:
         """Restore what save_checkpoint wrote."""
         from longrl.checkpoint.sharded import load_train_state
 
-        load_train_state(Path(step_dir) / "actor", self.model, self.optimizer, self.lr_scheduler)
+        load_train_state(Path(step_dir) / "actor", self.model, self.optimizer, self.lr_scheduler,
+                         trainable_only=self.cfg.worker.actor.model.lora.rank > 0)
 
     # ---- videos -----------------------------------------------------------------------------
     def _with_videos(self, batch: Batch, purpose: str) -> Batch:

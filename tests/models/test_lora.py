@@ -1,6 +1,7 @@
 """longrl/models/lora.py: the config's LoRA section as a peft LoraConfig, and its checks."""
 
 import pytest
+import torch
 
 from longrl.config import ConfigError, LoraConfig
 from longrl.models.lora import lora_config, lora_problems
@@ -27,3 +28,36 @@ def test_bad_sections_name_the_key():
     assert lora_problems(LoraConfig(rank=-1)) == ["worker.actor.model.lora.rank=-1 must be >= 0 (0 turns LoRA off)"]
     with pytest.raises(ConfigError, match="alpha=0"):
         lora_config(LoraConfig(rank=4, alpha=0))
+
+
+def test_adapters_disabled_is_the_base_model_and_nests(tiny_qwen2):
+    from transformers import AutoModelForCausalLM
+
+    from longrl.models.lora import adapters_disabled, inject_lora
+
+    model = inject_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32), LoraConfig(rank=4))
+    base = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.1)
+    ids = torch.arange(12)[None]
+    with torch.no_grad(), adapters_disabled(model):
+        with adapters_disabled(model):
+            pass
+        assert torch.equal(model(ids).logits, base(ids).logits)  # still off after the inner block
+    assert not torch.allclose(model(ids).logits, base(ids).logits)
+    assert all(p.requires_grad for name, p in model.named_parameters() if "lora_" in name)
+
+
+def test_targets_that_are_not_linear_layers_are_refused(tiny_qwen2):
+    from transformers import AutoModelForCausalLM
+
+    from longrl.models.lora import inject_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32)
+    with pytest.raises(ConfigError, match="target_modules='embed_tokens' reaches layers that are not linear"):
+        inject_lora(model, LoraConfig(rank=4, target_modules="embed_tokens"))
+    with pytest.raises(ConfigError, match="target_modules='nothing_here'"):
+        inject_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen2, dtype=torch.float32),
+                    LoraConfig(rank=4, target_modules="nothing_here"))

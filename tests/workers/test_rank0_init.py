@@ -48,7 +48,8 @@ def _worker(rank: int, port: int, model_dirs: dict[str, str], out_dir: str) -> N
         res = {}
         ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
         for name, model_dir in model_dirs.items():
-            cfg = load_config([f"worker.actor.model.model_path={model_dir}"])
+            lora = ["worker.actor.model.lora.rank=4"] if name.endswith("_lora") else []  # adapters on meta too
+            cfg = load_config([f"worker.actor.model.model_path={model_dir}", *lora])
             adapter = adapter_for(AutoConfig.from_pretrained(model_dir).model_type)
             for rank0 in (False, True):
                 reads.clear()
@@ -81,12 +82,13 @@ def ranks(tiny_qwen2, tmp_path_factory) -> list[dict]:
 
     vl = build_qwen2_5_vl(tmp_path_factory.mktemp("rank0_vl") / "qwen2_5_vl")
     out = tmp_path_factory.mktemp("rank0_init")
-    mp.spawn(_worker, args=(_free_port(), {"qwen2": str(tiny_qwen2), "qwen2_5_vl": str(vl)}, str(out)),
+    models = {"qwen2": str(tiny_qwen2), "qwen2_lora": str(tiny_qwen2), "qwen2_5_vl": str(vl)}
+    mp.spawn(_worker, args=(_free_port(), models, str(out)),
              nprocs=WORLD, join=True)
     return [torch.load(out / f"rank_{r}.pt") for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("name", ["qwen2", "qwen2_5_vl"])
+@pytest.mark.parametrize("name", ["qwen2", "qwen2_lora", "qwen2_5_vl"])
 def test_rank0_init_gives_every_rank_the_weights_buffers_and_log_probs_of_every_rank_loading(ranks, name):
     for rank, res in enumerate(ranks):
         every, rank0 = res[(name, False)], res[(name, True)]
@@ -102,6 +104,12 @@ def test_rank0_init_gives_every_rank_the_weights_buffers_and_log_probs_of_every_
         # every rank reads the checkpoint without rank0 init; with it rank 0 reads it and every rank builds empty
         assert every["reads"] == [False]
         assert rank0["reads"] == ([False, True] if rank == 0 else [True])
+
+
+def test_rank0_init_builds_the_lora_adapters_on_the_meta_device_too(ranks):
+    weights = ranks[0][("qwen2_lora", True)]["weights"]  # full state dicts with cpu_offload reach rank 0 only
+    assert any(".lora_A.default." in key for key in weights) and "model.embed_tokens.weight" in weights
+    assert not any(".lora_" in key for key in ranks[0][("qwen2", True)]["weights"])
 
 
 def test_rank0_init_gives_every_rank_rank0s_random_value_head(ranks):
