@@ -334,7 +334,6 @@ def test_media_token_ids_sampled_in_a_response_are_text_as_in_vllm(tiny):
     """A response that holds <|VIDEO|>/<|AUDIO|> ids (a tiny random model samples them) is scored with those
     tokens' plain embeddings, as vLLM embeds generated tokens; the prompt's placeholders alone get the media."""
     from longrl.models.qwen2_5_omni import token_ids
-    from longrl.models.qwen2_5_vl import MEDIA_INPUTS
     from longrl.protocol import Batch
     from longrl.workers.actor import response_log_probs
 
