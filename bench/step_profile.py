@@ -229,8 +229,8 @@ def main() -> None:
             ("advantages", metrics.get("timing_s/adv", 0.0), None),
             ("update", metrics.get("timing_s/update", 0.0), worker_own["update_actor"]),
             ("driver + Ray overhead", overhead, None), ("step", step, sum(worker_own.values()))]
-    print(f"\nlongrl step 2 of the peer_trl workload (seconds; driver = as the trainer times it, worker = the "
-          f"slowest rank's own time in the verb)")
+    print("\nlongrl step 2 of the peer_trl workload (seconds; driver = as the trainer times it, worker = the "
+          "slowest rank's own time in the verb)")
     print(f"  {'phase':34s}{'driver':>9s}{'worker':>9s}")
     for name, driver, worker in rows:
         print(f"  {name:34s}{driver:9.2f}" + (f"{worker:9.2f}" if worker is not None else f"{'':9s}"))
