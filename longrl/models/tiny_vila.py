@@ -98,7 +98,8 @@ def build_vila(out_dir: str | Path, projector: str = "mlp_downsample_2x2_fix", f
     llm_dict, tower_dict = llm_cfg.to_dict(), tower_cfg.to_dict()
     config = top_config(form, llm_dict, tower_dict, {"mm_projector_type": projector, "model_type": "v2l_projector"},
                         num_video_frames)
-    VILAForCausalLM(llm, tower, mm_projector, config).save_pretrained(out)
+    ids = tuple(tok.convert_tokens_to_ids(t) for t in (IMAGE_TOKEN, VIDEO_TOKEN))
+    VILAForCausalLM(llm, tower, mm_projector, config, ids).save_pretrained(out)
     size = IMAGE_SIZES[projector]
     (out / "vision_tower" / "preprocessor_config.json").write_text(json.dumps(dict(
         image_processor_type="SiglipImageProcessor", do_resize=True, size={"height": size, "width": size},

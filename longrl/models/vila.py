@@ -20,6 +20,7 @@ followed by the embedding of "\\n" (the language model's own, so a trained embed
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -131,11 +132,14 @@ class VILAForCausalLM(nn.Module):
     """
 
     def __init__(self, llm: nn.Module, vision_tower: nn.Module, mm_projector: MultimodalProjector, vila_config: dict,
-                 source: Path | None = None):
+                 media_token_ids: tuple[int, int], source: Path | None = None):
         super().__init__()
         self.llm, self.vision_tower, self.mm_projector = llm, vision_tower, mm_projector
         self.vila_config, self.source = vila_config, source
-        self.config = llm.config
+        # the trainer reads the language model's config; a copy, so the media token ids it gains here (which the
+        # padding-free packer looks up) never reach llm/config.json
+        self.config = copy.deepcopy(llm.config)
+        self.config.image_token_id, self.config.video_token_id = media_token_ids
         self.select_layer = int(vila_config.get("mm_vision_select_layer", -2))
         feature = vila_config.get("mm_vision_select_feature", "cls_patch")
         if feature != "cls_patch":  # "patch" drops token 0, a CLS token SigLIP does not have
@@ -161,7 +165,7 @@ class VILAForCausalLM(nn.Module):
         if missing or unexpected:
             raise VILAError(f"{weights}: keys do not match mm_projector_type {projector.projector_type!r}: "
                             f"missing {missing}, unexpected {unexpected}")
-        return cls(llm, tower, projector.to(dtype), config, root)
+        return cls(llm, tower, projector.to(dtype), config, media_token_ids(root), root)
 
     def save_pretrained(self, out: str | Path) -> None:
         """Write the same layout: config.json as loaded, llm/ (+ tokenizer), vision_tower/, mm_projector/.
@@ -186,6 +190,13 @@ class VILAForCausalLM(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.llm.get_input_embeddings()
 
+    def get_output_embeddings(self) -> nn.Module:
+        return self.llm.get_output_embeddings()
+
+    def get_decoder(self) -> nn.Module:
+        """The decoder stack: sequence parallelism cuts inputs_embeds to each rank's slice as they enter it."""
+        return self.llm.model
+
     def gradient_checkpointing_enable(self, **kwargs: object) -> None:
         self.llm.gradient_checkpointing_enable(**kwargs)
 
@@ -196,9 +207,34 @@ class VILAForCausalLM(nn.Module):
         out = self.vision_tower(pixel_values.to(dtype), output_hidden_states=True)
         return self.mm_projector(out.hidden_states[self.select_layer])
 
-    def forward(self, **inputs: object) -> object:
-        """The language model's forward (input_ids or inputs_embeds, attention_mask, position_ids, ...)."""
-        return self.llm(**inputs)
+    def forward(self, input_ids: torch.Tensor, media_embeds: torch.Tensor | None = None,
+                media_pixels: list[torch.Tensor] | None = None, **kwargs: object) -> object:
+        """The language model on `input_ids` [B, L] whose image/video placeholder positions take the media's
+        embeddings in order: `media_embeds` [M, D] (cached), or `media_pixels` (per item [T, 3, S, S], encoded
+        here so a trainable tower gets gradients). Every other position, the per-frame newlines included, is
+        embedded with the live table. `kwargs`: the language model's (position_ids, attention_mask, ...)."""
+        embeds = self.get_input_embeddings()(input_ids)
+        if media_pixels is not None:
+            media_embeds = torch.cat([self.encode_images(p).flatten(0, 1) for p in media_pixels])
+        slots = (input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)
+        count = int(slots.sum())
+        if count != (0 if media_embeds is None else media_embeds.shape[0]):
+            raise ValueError(f"{count} media placeholder positions but "
+                             f"{0 if media_embeds is None else media_embeds.shape[0]} media embeddings")
+        if count:
+            embeds = embeds.masked_scatter(slots[..., None], media_embeds.to(embeds.dtype))
+        return self.llm(inputs_embeds=embeds, **kwargs)
+
+
+def media_token_ids(root: str | Path) -> tuple[int, int]:
+    """The ids of <image> and <vila/video> in the tokenizer of llm/ (VILAError when it lacks them)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(root) / "llm"))
+    ids = tuple(tokenizer.convert_tokens_to_ids(t) for t in (IMAGE_TOKEN, VIDEO_TOKEN))
+    if tokenizer.unk_token_id in ids or None in ids:
+        raise VILAError(f"{root}/llm: the tokenizer has no {IMAGE_TOKEN} or {VIDEO_TOKEN} token")
+    return ids
 
 
 def projector_config(projector_type: str) -> dict:

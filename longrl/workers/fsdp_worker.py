@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from functools import partial
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from longrl.algorithms import ADVANTAGES
 from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.logging.process import process_stats
-from longrl.models.adapter import TextAdapter, adapter_for
+from longrl.models.adapter import ADAPTERS, TextAdapter, adapter_for, adapter_of, model_type_of, tokenizer_dir
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
 from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
                                          overlong_reason, rollout_max_model_len, vision_cache_for)
@@ -113,11 +114,13 @@ def full_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 def model_metadata(model_cfg: ModelConfig) -> tuple[object, int, object, TextAdapter]:
     """The tokenizer, its pad id (EOS where it has none), the Hugging Face config and the model adapter."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_cfg.model_path, model_cfg.tokenizer_path))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
+    # a family transformers cannot read (VILA) reads its own config; any other goes through AutoConfig
+    adapter = adapter_of(model_cfg.model_path) if model_type_of(model_cfg.model_path) in ADAPTERS else TextAdapter()
+    hf_config = adapter.load_config(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
     return tokenizer, pad_id, hf_config, adapter_for(hf_config.model_type)
 
 
@@ -171,9 +174,10 @@ class HybridWorker:
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
         # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
         # the group does not sample the same responses sp times over; the others' engines sleep for good.
-        engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
-        prefix = self.adapter.checkpoint_prefix
-        self.engine = EngineLifecycle(engine, lambda: ((prefix + n, t) for n, t in full_tensors(self.actor.model)),
+        inline = partial(self.adapter.inline_prompt, self.hf_config) if self.adapter.inline_media else None
+        engine = rollout_engine(cfg.worker.rollout.name, self.adapter.rollout_model_path(model_cfg.model_path),
+                                cfg.worker.rollout, max_len, inline=inline)
+        self.engine = EngineLifecycle(engine, lambda: self.adapter.rollout_weights(full_tensors(self.actor.model)),
                                       torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
                                       generates=self.sp.rank == 0)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": self.hf_config.model_type}
