@@ -61,6 +61,11 @@ class TextAdapter:
         """The trained model's (name, tensor) pairs as the rollout engine names them."""
         return ((self.checkpoint_prefix + name, t) for name, t in named)
 
+    def merged_model(self, hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+        """A family's own model for the checkpoint merger (`hf_dir`: the metadata saved beside the shards,
+        `weights`: the trained tensors by name); None: the transformers class config.json names."""
+        return None
+
     def media_config(self, hf_config: object) -> object:
         """The config that holds `vision_config` (the checkpoint's own for vision-language models)."""
         return hf_config

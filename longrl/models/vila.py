@@ -154,18 +154,31 @@ class VILAForCausalLM(nn.Module):
 
         root = Path(root)
         config = read_config(root)
+        _check_projector_weights(root)
         llm = Qwen2ForCausalLM.from_pretrained(str(root / "llm"), dtype=dtype, attn_implementation=attn_implementation)
         tower = SiglipVisionModel.from_pretrained(str(root / "vision_tower"), dtype=dtype,
                                                   attn_implementation=attn_implementation)
         projector = projector_for(root, tower.config.hidden_size, llm.config.hidden_size)
         weights = root / "mm_projector" / "model.safetensors"
-        if not weights.is_file():
-            raise VILAError(f"{root}: missing mm_projector/model.safetensors")
         missing, unexpected = projector.load_state_dict(load_file(str(weights)), strict=False)
         if missing or unexpected:
             raise VILAError(f"{weights}: keys do not match mm_projector_type {projector.projector_type!r}: "
                             f"missing {missing}, unexpected {unexpected}")
         return cls(llm, tower, projector.to(dtype), config, media_token_ids(root), root)
+
+    @classmethod
+    def from_config(cls, root: str | Path) -> VILAForCausalLM:
+        """The architecture of the checkpoint layout at `root` (its subfolders' config.json files) on the meta
+        device, without weights (the merger assigns the trained ones)."""
+        from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+        root = Path(root)
+        config = read_config(root)
+        with torch.device("meta"):
+            llm = Qwen2ForCausalLM(Qwen2Config.from_pretrained(str(root / "llm")))
+            tower = SiglipVisionModel(SiglipVisionConfig.from_pretrained(str(root / "vision_tower")))
+            projector = projector_for(root, tower.config.hidden_size, llm.config.hidden_size)
+        return cls(llm, tower, projector, config, media_token_ids(root), root)
 
     def save_pretrained(self, out: str | Path) -> None:
         """Write the same layout: config.json as loaded, llm/ (+ tokenizer), vision_tower/, mm_projector/.
@@ -177,7 +190,7 @@ class VILAForCausalLM(nn.Module):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if self.source is not None:
-            _copy_non_weights(self.source, out)
+            copy_non_weights(self.source, out)
         (out / "config.json").write_text(json.dumps(self.vila_config, indent=2))
         self.llm.save_pretrained(str(out / "llm"))
         self.vision_tower.save_pretrained(str(out / "vision_tower"))
@@ -265,7 +278,14 @@ def tokens_per_frame(root: str | Path) -> int:
     return (-(-grid // k)) ** 2 + 1
 
 
-def _copy_non_weights(source: Path, out: Path) -> None:
+def _check_projector_weights(root: Path) -> None:
+    if not (root / "mm_projector" / "model.safetensors").is_file():
+        raise VILAError(f"{root}: missing mm_projector/model.safetensors")
+
+
+def copy_non_weights(source: Path, out: Path) -> None:
+    """Every file under `source` but weights (configs, tokenizer, processor, remote code) to the same place
+    under `out`."""
     if source.resolve() == out.resolve():
         return
     for file in source.rglob("*"):

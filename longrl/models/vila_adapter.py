@@ -24,7 +24,7 @@ import torch
 
 from longrl.models.adapter import ADAPTERS, TextAdapter, sequences_of
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS, in_prompt_order
-from longrl.models.vila import (IMAGE_TOKEN, VIDEO_TOKEN, VILAError, VILAForCausalLM, media_token_ids, read_config,
+from longrl.models.vila import (VILAError, VILAForCausalLM, copy_non_weights, media_token_ids, read_config,
                                 tokens_per_frame)
 from longrl.models.vision_cache import MediaInput, SquareFrames
 from longrl.parallel.ulysses import SPGroup
@@ -56,8 +56,9 @@ class VILAConfig:
     newline_id: int
 
     def save_pretrained(self, out: str) -> None:
-        """The top-level config.json as loaded (a merged checkpoint keeps VILA's layout)."""
-        Path(out).mkdir(parents=True, exist_ok=True)
+        """The checkpoint's layout without weights: config.json as loaded, and llm/, vision_tower/,
+        mm_projector/ with their configs, tokenizer and processor (the merger builds the model from them)."""
+        copy_non_weights(Path(self.root), Path(out))
         Path(out, "config.json").write_text(json.dumps(self.vila_config, indent=2))
 
 
@@ -102,6 +103,19 @@ def expand(tokens: Sequence[int], config: VILAConfig, media: Sequence[MediaInput
     return out
 
 
+def fewer_frames(video: MediaInput, max_frames: int) -> MediaInput:
+    """`video` (with embeddings) cut to `max_frames` frames at linspace(0, T-1, max_frames), rounded (Long-RL's
+    _sample_video_embeds); unchanged when it has no more."""
+    frames, grid_h, grid_w = video.grid_thw
+    if frames <= max_frames:
+        return video
+    keep = torch.linspace(0, frames - 1, max_frames).round().long()
+    per_frame = video.num_tokens // frames
+    embeds = video.embeds.reshape(frames, per_frame, -1)[keep].reshape(max_frames * per_frame, -1)
+    return dataclasses.replace(video, grid_thw=(max_frames, grid_h, grid_w), num_tokens=max_frames * per_frame,
+                               separator_tokens=video.separator_tokens // frames * max_frames, embeds=embeds)
+
+
 def _token_ids(config: VILAConfig) -> dict[str, int]:
     return {"image": config.image_token_id, "video": config.video_token_id}
 
@@ -127,8 +141,17 @@ class VILAAdapter(TextAdapter):
         """The language model's weights under llm/'s names (vLLM has no tower)."""
         return ((name[len(LLM_PREFIX):], t) for name, t in named if name.startswith(LLM_PREFIX))
 
-    def media_config(self, hf_config: object) -> object:
-        return hf_config
+    def merged_model(self, hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The model of a merged checkpoint: the layout saved beside it with the trained weights, which
+        save_pretrained writes back in VILA's layout."""
+        model = VILAForCausalLM.from_config(hf_dir)
+        result = model.load_state_dict(weights, strict=False, assign=True)
+        model.llm.tie_weights()
+        still_meta = [name for name, p in model.named_parameters() if p.is_meta]
+        if result.unexpected_keys or still_meta:
+            raise VILAError(f"the checkpoint does not match the VILA layout in {hf_dir}: unexpected keys "
+                            f"{result.unexpected_keys[:10]}, missing {still_meta[:10]}")
+        return model
 
     def load(self, path: str | Path, dtype: torch.dtype, trust_remote_code: bool = False,
              empty: bool = False) -> torch.nn.Module:
@@ -157,11 +180,14 @@ class VILAAdapter(TextAdapter):
             return model.encode_images(item.pixel_values.to(device)).flatten(0, 1)
 
     def inline_prompt(self, model_config: VILAConfig, prompt: Sequence[int], media: Sequence[MediaInput],
-                      embedding: torch.Tensor | None = None) -> dict[str, object]:
+                      max_frames: int | None = None) -> dict[str, object]:
         """The vLLM request of a prompt with its media as cached embeddings: the expanded token ids, the media
         embeddings at the placeholder positions (zeros elsewhere, unused) and `prompt_is_token_ids` True at
-        every text position, which vLLM embeds with its own (synced) table."""
+        every text position, which vLLM embeds with its own (synced) table. A video of more than `max_frames`
+        frames (worker.rollout.max_frames_vllm) gets that many, uniformly sub-sampled."""
         media = in_prompt_order(prompt, _token_ids(model_config), media)
+        if max_frames is not None:
+            media = [fewer_frames(m, max_frames) if m.modality == "video" else m for m in media]
         ids = expand(prompt, model_config, media)
         ids_t = torch.tensor(ids)
         slots = (ids_t == model_config.image_token_id) | (ids_t == model_config.video_token_id)

@@ -232,8 +232,8 @@ def _item_key(item: MediaRef) -> tuple[str, Modality, str | ImageRef]:
 def rollout_max_model_len(cfg: Config, hf_config: object, vision: VisionCache | None) -> int:
     """The rollout engine's longest prompt + response: worker.rollout.max_model_len, else the prompt and response
     limits plus, for a vision-language model, the most video tokens a prompt can carry (worker.rollout.limit_videos
-    videos at num_video_frames and data.max_pixels), as Long-RL adds tokens_per_frame x num_video_frames; never
-    more than the model's context."""
+    videos at num_video_frames and data.max_pixels, or of worker.rollout.tokens_per_frame each when set, as Long-RL
+    adds tokens_per_frame x num_video_frames); never more than the model's context."""
     rollout, data = cfg.worker.rollout, cfg.data
     if rollout.max_model_len is not None:
         return rollout.max_model_len
@@ -241,7 +241,9 @@ def rollout_max_model_len(cfg: Config, hf_config: object, vision: VisionCache | 
     if vision is None:
         return text
     context = getattr(getattr(hf_config, "text_config", hf_config), "max_position_embeddings", None)
-    budget = text + rollout.limit_videos * vision.settings.max_video_tokens()
+    per_video = (rollout.num_video_frames * rollout.tokens_per_frame if rollout.tokens_per_frame is not None
+                 else vision.settings.max_video_tokens())  # Long-RL's budget when the key is set
+    budget = text + rollout.limit_videos * per_video
     return budget if context is None else min(budget, context)
 
 

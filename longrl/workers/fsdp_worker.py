@@ -174,7 +174,8 @@ class HybridWorker:
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
         # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
         # the group does not sample the same responses sp times over; the others' engines sleep for good.
-        inline = partial(self.adapter.inline_prompt, self.hf_config) if self.adapter.inline_media else None
+        inline = (partial(self.adapter.inline_prompt, self.hf_config, max_frames=cfg.worker.rollout.max_frames_vllm)
+                  if self.adapter.inline_media else None)
         engine = rollout_engine(cfg.worker.rollout.name, self.adapter.rollout_model_path(model_cfg.model_path),
                                 cfg.worker.rollout, max_len, inline=inline)
         self.engine = EngineLifecycle(engine, lambda: self.adapter.rollout_weights(full_tensors(self.actor.model)),

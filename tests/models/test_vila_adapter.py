@@ -137,3 +137,48 @@ def test_actor_log_probs_equal_vllms_for_image_and_video_prompts_before_and_afte
     model.load_state_dict(before)
     old = response_log_probs(model, tiny.adapter, batch, 0, 1.0, 6)
     assert (old - vllm_lp).abs().max() > 1e-2  # vLLM sampled with the new table, not the initial one
+
+
+def test_max_frames_vllm_sub_samples_the_cached_frames_uniformly(tiny):
+    from longrl.models.vila_adapter import fewer_frames
+
+    [[video]] = tiny.cache.row_inputs([[("video", tiny.refs["video"][0])]], "embeds", "actor",
+                                      lambda item: tiny.adapter.encode(tiny.model, item))
+    cut = fewer_frames(video, 2)  # frames at linspace(0, 3, 2) = 0 and 3
+    per_frame = video.embeds.reshape(FRAMES, 4, -1)
+    assert torch.equal(cut.embeds.reshape(2, 4, -1), per_frame[[0, 3]])
+    assert (cut.grid_thw[0], cut.num_tokens, cut.separator_tokens) == (2, 8, 2)
+    request = tiny.adapter.inline_prompt(tiny.config, tiny.prompts["video"], [video], max_frames=2)
+    assert len(request["prompt_token_ids"]) == len(tiny.prompts["video"]) - 1 + 2 * 5
+    assert int((~request["prompt_is_token_ids"]).sum()) == 8  # the media rows; newlines and text are token ids
+
+
+def _vila_args(tiny, tmp_path, *extra: str) -> list[str]:
+    from tests.test_config import valid_args
+
+    return valid_args(tmp_path) + [f"worker.actor.model.model_path={tiny.root}", *extra]
+
+
+def test_tokens_per_frame_is_checked_against_the_projector_naming_both_numbers(tiny, tmp_path):
+    from longrl.config import load_config
+    from longrl.trainer.preflight import vila_problems
+
+    assert vila_problems(load_config(_vila_args(tiny, tmp_path, "worker.rollout.tokens_per_frame=5",
+                                                "data.vila_model=true", "worker.vila_model=true"))) == []
+    [problem] = vila_problems(load_config(_vila_args(tiny, tmp_path / "b", "worker.rollout.tokens_per_frame=257")))
+    assert "worker.rollout.tokens_per_frame=257" in problem and "makes 5 tokens per frame (4 from its projector" in problem
+
+
+def test_vila_switches_and_keys_must_agree_with_the_checkpoint(tiny, tiny_qwen2, tmp_path):
+    from longrl.config import load_config
+    from longrl.trainer.preflight import vila_problems
+
+    problems = vila_problems(load_config(_vila_args(tiny, tmp_path, "data.vila_model=false",
+                                                    "worker.rollout.cache_video_embeds=false")))
+    assert any(p.startswith("data.vila_model=false but") and "which is a VILA model" in p for p in problems)
+    assert any("cache_video_embeds=false" in p for p in problems)
+    text = load_config(_vila_args(tiny, tmp_path / "t", f"worker.actor.model.model_path={tiny_qwen2}",
+                                  "worker.vila_model=true", "worker.rollout.max_frames_vllm=8"))
+    problems = vila_problems(text)
+    assert any(p.startswith("worker.vila_model=true but") and "not a VILA model" in p for p in problems)
+    assert any(p.startswith("worker.rollout.max_frames_vllm=8 applies to VILA models only") for p in problems)

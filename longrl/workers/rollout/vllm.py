@@ -60,6 +60,7 @@ class VLLMRollout:
                            logprobs_mode="processed_logprobs", disable_log_stats=True,
                            trust_remote_code=cfg.trust_remote_code, **kwargs)
         self.show_progress = not cfg.disable_tqdm
+        self.num_chunks = cfg.num_chunk_seq
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         # in process, the iterator reaches the model runner as is: vLLM reads it tensor by tensor
@@ -82,13 +83,17 @@ class VLLMRollout:
         params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
                                 max_tokens=spec.max_tokens, ignore_eos=spec.ignore_eos, logprobs=0)
         media = media if media is not None else [()] * len(prompts)
+        build = self.inline or _request
+        chunk = -(-len(prompts) // self.num_chunks) if prompts else 1
+        outputs = []
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            build = self.inline or _request
-            outputs = self.llm.generate([build(p, v) for p, v in zip(prompts, media)], params,
-                                        use_tqdm=self.show_progress)
-        for prompt, videos, out in zip(prompts, media, outputs):
-            _check_expansion(prompt, videos, out.prompt_token_ids)
+            for start in range(0, len(prompts), chunk):  # one chunk's requests (prompt embeddings) at a time
+                requests = [build(p, v) for p, v in zip(prompts[start: start + chunk], media[start: start + chunk])]
+                outputs += self.llm.generate(requests, params, use_tqdm=self.show_progress)
+        if self.inline is None:  # an inline request is expanded by the adapter itself, not by vLLM
+            for prompt, videos, out in zip(prompts, media, outputs):
+                _check_expansion(prompt, videos, out.prompt_token_ids)
         return [[Sample(list(c.token_ids), _chosen_log_probs(c)) for c in out.outputs] for out in outputs]
 
 
