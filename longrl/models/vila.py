@@ -20,7 +20,6 @@ followed by the embedding of "\\n" (the language model's own, so a trained embed
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shutil
@@ -126,8 +125,8 @@ def read_config(root: str | Path) -> dict:
 class VILAForCausalLM(nn.Module):
     """The native VILA model: `llm` (Qwen2ForCausalLM), `vision_tower` (SiglipVisionModel), `mm_projector`.
 
-    `forward` is the language model's (it takes inputs_embeds built by the adapter); `encode_images` is the
-    tower + projector. `config` is the language model's config (what FSDP and the trainer read);
+    `forward` runs the language model on token ids whose media placeholders take the media's embeddings;
+    `encode_images` is the tower + projector. `config` is the language model's config (what FSDP and the trainer read);
     `vila_config` the top-level config.json as loaded, written back unchanged by `save_pretrained`.
     """
 
@@ -136,10 +135,9 @@ class VILAForCausalLM(nn.Module):
         super().__init__()
         self.llm, self.vision_tower, self.mm_projector = llm, vision_tower, mm_projector
         self.vila_config, self.source = vila_config, source
-        # the trainer reads the language model's config; a copy, so the media token ids it gains here (which the
-        # padding-free packer looks up) never reach llm/config.json
-        self.config = copy.deepcopy(llm.config)
-        self.config.image_token_id, self.config.video_token_id = media_token_ids
+        # the trainer reads (and Ulysses switches the attention of) the language model's own config
+        self.config = llm.config
+        self.image_token_id, self.video_token_id = media_token_ids
         self.select_layer = int(vila_config.get("mm_vision_select_layer", -2))
         feature = vila_config.get("mm_vision_select_feature", "cls_patch")
         if feature != "cls_patch":  # "patch" drops token 0, a CLS token SigLIP does not have
@@ -229,7 +227,7 @@ class VILAForCausalLM(nn.Module):
         embeds = self.get_input_embeddings()(input_ids)
         if media_pixels is not None:
             media_embeds = torch.cat([self.encode_images(p).flatten(0, 1) for p in media_pixels])
-        slots = (input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)
+        slots = (input_ids == self.image_token_id) | (input_ids == self.video_token_id)
         count = int(slots.sum())
         if count != (0 if media_embeds is None else media_embeds.shape[0]):
             raise ValueError(f"{count} media placeholder positions but "

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from longrl.models.adapter import ADAPTERS, TextAdapter, sequences_of
-from longrl.models.qwen2_5_vl import MEDIA_INPUTS, in_prompt_order
+from longrl.models.qwen2_5_vl import MEDIA_INPUTS, encode_in_shares, in_prompt_order
 from longrl.models.vila import (VILAError, VILAForCausalLM, copy_non_weights, media_token_ids, read_config,
                                 tokens_per_frame)
 from longrl.models.vision_cache import MediaInput, SquareFrames
@@ -174,10 +174,17 @@ class VILAAdapter(TextAdapter):
         return [t for t in prompt_ids if t not in self.media_token_ids(model_config)]
 
     def encode(self, model: torch.nn.Module, item: MediaInput, sp: SPGroup | None = None) -> torch.Tensor:
-        """Tower + projector embeddings of an image or a video's frames, without gradients: [frames * tokens, D]."""
+        """Tower + projector embeddings of an image or a video's frames, without gradients: [frames * tokens, D].
+        With a sequence-parallel group each rank encodes an even share of the frames (each frame is encoded
+        alone, so the shares are exact) and the group gathers them; every rank of the group must call it."""
         device = next(model.parameters()).device
-        with torch.no_grad():
-            return model.encode_images(item.pixel_values.to(device)).flatten(0, 1)
+        pixels = item.pixel_values
+
+        def frames(start: int, end: int) -> torch.Tensor:
+            with torch.no_grad():
+                return model.encode_images(pixels[start:end].to(device)).flatten(0, 1)
+
+        return encode_in_shares(frames, pixels.shape[0], item.num_tokens // pixels.shape[0], sp)
 
     def inline_prompt(self, model_config: VILAConfig, prompt: Sequence[int], media: Sequence[MediaInput],
                       max_frames: int | None = None) -> dict[str, object]:
