@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from longrl.models.vila import (VILAError, VILAForCausalLM, copy_non_weights, me
 from longrl.models.vision_cache import MediaInput, SquareFrames
 from longrl.parallel.ulysses import SPGroup
 from longrl.protocol import Batch
+
+logger = logging.getLogger(__name__)
 
 LLM_PREFIX = "llm."
 
@@ -76,8 +79,12 @@ def load_vila_config(root: str | Path) -> VILAConfig:
     tower = json.loads((root / "vision_tower" / "config.json").read_text())
     processor_file = root / "vision_tower" / "preprocessor_config.json"
     processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
-    if config.get("image_aspect_ratio", "resize") not in ("resize", "dynamic"):
-        raise VILAError(f"{root}/config.json: image_aspect_ratio {config['image_aspect_ratio']!r} is not supported")
+    aspect = config.get("image_aspect_ratio", "resize")
+    if aspect not in ("resize", "dynamic"):
+        raise VILAError(f"{root}/config.json: image_aspect_ratio {aspect!r} is not supported")
+    if aspect == "dynamic":  # NVILA-Lite: up to 12 tiles + a thumbnail, each with its own <image>
+        logger.warning("%s: image_aspect_ratio=dynamic, but longrl resizes each image to one tile (dynamic tiling "
+                       "is not built yet); videos are not affected", root)
     square = SquareFrames(size=tower["image_size"], patch_size=tower["patch_size"],
                           tokens=tokens_per_frame(root) - 1, separators=1,
                           image_mean=tuple(processor.get("image_mean", (0.5, 0.5, 0.5))),

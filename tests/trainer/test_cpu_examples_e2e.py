@@ -24,7 +24,8 @@ COVERED_THERE = {"qwen2_math_reinforce", "qwen2_math_rloo", "qwen2_math_remax", 
                  "qwen2_math_drgrpo", "qwen2_math_ppo",
                  "qwen2_math_sft",  # the first stage of qwen2_math_sft_then_grpo, run whole below
                  "qwen2_5_omni_grpo",  # tests/trainer/test_omni_grpo.py
-                 "sd3_tiny_grpo"}  # tests/diffusion/test_sd3_e2e.py
+                 "sd3_tiny_grpo",  # tests/diffusion/test_sd3_e2e.py
+                 "vila_video_grpo"}  # tests/trainer/test_vila_grpo.py (its config, with images as well)
 RUN_HERE = ["qwen2_math_grpo", "qwen2_math_sft_then_grpo", "qwen2_5_vl_image_grpo", "qwen2_5_vl_video_grpo",
             "wan_tiny_grpo"]
 # Scripts that do not run to completion with their default arguments yet, with why (issue #13). They are run
