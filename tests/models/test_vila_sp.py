@@ -120,9 +120,10 @@ def test_sp2_gradients_equal_sp1(ranks):
         assert worst < 1e-4, f"relative gradient error {worst:.2e}"
 
 
-def test_the_video_rows_tokens_split_between_the_two_ranks(ranks):
-    # 6 frames x (4 tokens + newline): 24 video positions; each rank holds half the padded row, so the video's
-    # positions fall to the ranks by where the row is cut
+def test_each_rank_holds_half_the_row_and_the_video_positions_in_its_half(ranks):
+    # 6 frames x (4 tokens + newline): 24 video positions. Each rank holds an equal-length half of the padded row
+    # (equal language-model work: a video token costs what a text token costs), so the video's positions fall to
+    # the ranks by where the row is cut, not half each (Long-RL's split of the video itself is not built)
     counts = [res["video_tokens_here"] for res in ranks]
     print("video positions per rank:", counts)
     assert sum(counts) == FRAMES * 4 and min(counts) > 0
