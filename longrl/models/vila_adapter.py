@@ -171,7 +171,10 @@ class VILAAdapter(TextAdapter):
         return list(model.llm.model.layers)
 
     def vision_tower(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        return model.vision_tower
+        """Tower and projector together: the cached embeddings are the projector's output, so
+        worker.actor.model.freeze_vision_tower freezes both (a trainable projector would get no gradient
+        from cached embeddings, and no optimizer state to checkpoint)."""
+        return torch.nn.ModuleList([model.vision_tower, model.mm_projector])
 
     def media_token_ids(self, model_config: object) -> frozenset[int]:
         return frozenset({model_config.image_token_id, model_config.video_token_id})
