@@ -219,4 +219,6 @@ def _rollout_problems(cfg: Config) -> list[str]:
                         f"distributions: the engine's log-probs are renormalised over the kept tokens, the "
                         f"trainer's are the full softmax at the temperature, so the weight would be biased; "
                         f"set top_p=1.0 and top_k=-1, or tis_cap=null")
+    if rollout.num_chunk_seq < 1:
+        problems.append(f"worker.rollout.num_chunk_seq={rollout.num_chunk_seq} must be >= 1 (1: one call)")
     return problems

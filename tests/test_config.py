@@ -142,7 +142,6 @@ def test_min_lr_ratio_without_a_cosine_schedule_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("arg", "feature"), [
-    ("data.vila_model=true", "VILA"),
     ("worker.rollout.kl_reward=0.0", "diffusion RL"),
     ("data.diffusion=true", "diffusion RL"),
     ("worker.actor.fsdp.use_orig_params=true", "diffusion RL"),

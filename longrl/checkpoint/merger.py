@@ -84,6 +84,14 @@ def build_model(hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Modu
     return model
 
 
+def _adapter_model(hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+    """The model a family's adapter builds for itself (VILA: a layout transformers cannot read), or None."""
+    from longrl.models.adapter import ADAPTERS
+
+    model_type = json.loads((hf_dir / "config.json").read_text()).get("model_type")
+    return ADAPTERS[model_type]().merged_model(hf_dir, weights) if model_type in ADAPTERS else None
+
+
 def _copy_metadata(hf_dir: Path, target: Path) -> None:
     """Tokenizer/processor/generation files: copied, not re-created, so no processor class has to import."""
     weights = {p for pattern in WEIGHT_FILES for p in hf_dir.glob(pattern)}
@@ -203,7 +211,8 @@ def merge(local_dir: str | Path, target_dir: str | Path | None = None) -> Path:
     if (local_dir / LORA_CONFIG).is_file():
         merge_lora(local_dir, hf_dir, target)
     else:
-        model = build_model(hf_dir, load_model_weights(local_dir / MODEL_OPTIM_DIR))
+        weights = load_model_weights(local_dir / MODEL_OPTIM_DIR)
+        model = _adapter_model(hf_dir, weights) or build_model(hf_dir, weights)
         target.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(target))
     if target.resolve() != hf_dir.resolve():

@@ -92,6 +92,9 @@ class DataConfig:
     is_omni: bool | None = None
     """Long-RL's switch for Qwen2.5-Omni, here a check: the checkpoint's model_type decides; true or false must
     agree with it (None: not checked)."""
+    vila_model: bool | None = None
+    """Long-RL's switch for VILA/NVILA/LongVILA data, here a check like is_omni: true or false must agree with the
+    checkpoint's model_type (vila or llava_llama); None: not checked."""
     audio_max_length: float = 30.0
     """Omni models: a video's own audio is cut to this many seconds (and to the model's feature-extractor window).
     Long-RL's value of the same name was a prompt-token budget (10000 there is about 400 s of audio)."""
@@ -352,6 +355,18 @@ class RolloutConfig:
     """Frames sampled per video; with data.video_fps set, the most frames a video gets."""
     cache_video_embeds: bool = True
     """Encode each video once per step and reuse the embeddings (VisionCache)."""
+    tokens_per_frame: int | None = None
+    """Language-model tokens per video frame, which sizes the engine's max_model_len as in Long-RL (prompt and
+    response limits + limit_videos x num_video_frames x tokens_per_frame). VILA models: the projector's tokens +
+    the newline (122 for NVILA-Lite, 257 for LongVILA-R1), checked against the checkpoint. None: from the
+    model (data.max_pixels for Qwen-VL models)."""
+    max_frames_vllm: int | None = None
+    """VILA models: the most frames of a video the rollout engine gets (uniformly sub-sampled from the cached
+    frame embeddings; the trainer keeps all num_video_frames), as Long-RL has it. None: all frames."""
+    num_chunk_seq: int = 1
+    """The rollout engine gets each generate call's prompts in this many chunks, so at most one chunk's prompt
+    embeddings (VILA: every frame's, built on the host) exist at once. Long-RL's key bounds the host memory of
+    its batch gather the same way."""
     val_override_config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"temperature": 0.0, "n": 1})
     """Sampling overrides during validation."""
     num_steps: int = 10
@@ -402,6 +417,8 @@ class WorkerConfig:
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
     is_omni: bool | None = None
     """Long-RL's switch for Qwen2.5-Omni, here a check like data.is_omni."""
+    vila_model: bool | None = None
+    """Long-RL's switch for VILA models, here a check like data.vila_model."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,10 +507,6 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
 # Long-RL/EasyR1 keys of features longrl does not have yet: a ported script stops with the feature's name
 # instead of a "did you mean" for a key that is not misspelt. Patterns as in fnmatch.
 NOT_YET_BUILT = {
-    "data.vila_model": "VILA/NVILA/LongVILA models", "worker.vila_model": "VILA/NVILA/LongVILA models",
-    "worker.rollout.tokens_per_frame": "VILA/NVILA/LongVILA models",
-    "worker.rollout.num_chunk_seq": "VILA/NVILA/LongVILA models",
-    "worker.rollout.max_frames_vllm": "VILA/NVILA/LongVILA models",
     # (a diffusion model is recognised from its directory, and guidance is set once, in worker.rollout)
     "*.diffusion": "diffusion RL (Flow-GRPO)", "worker.actor.guidance_scale": "diffusion RL (Flow-GRPO)",
     "worker.ref.guidance_scale": "diffusion RL (Flow-GRPO)", "worker.rollout.kl_reward": "diffusion RL (Flow-GRPO)",

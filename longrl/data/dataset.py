@@ -359,7 +359,8 @@ def check_media(dataset: RLDataset, model_path: str, limits: dict[str, int] | No
 
     config = Path(model_path) / "config.json"
     hf = json.loads(config.read_text()) if config.is_file() else {}
-    vision = "vision_config" in hf.get("thinker_config", hf)  # an omni checkpoint nests it in its thinker
+    # an omni checkpoint nests its vision_config in its thinker; VILA names it vision_tower_cfg
+    vision = "vision_config" in hf.get("thinker_config", hf) or "vision_tower_cfg" in hf
     problems = []
     for column, option in (("images", "data.image_key"), ("videos", "data.video_key")):
         counts = [len(item.get(column) or ()) for item in dataset.items]

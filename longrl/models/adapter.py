@@ -10,7 +10,7 @@ position ids (M-RoPE) in their own modules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -39,6 +39,32 @@ class TextAdapter:
     checkpoint_prefix = ""
     """Where the trained module's weights sit in the checkpoint's layout (which the rollout engine and a merged
     checkpoint use): prepended to its weight names."""
+    inline_media = False
+    """Whether the rollout engine runs the language model alone and gets media as prompt embeddings
+    (`inline_prompt` builds each request) instead of encoding them with a multimodal model of its own."""
+
+    def load_config(self, path: str | Path, trust_remote_code: bool = False) -> object:
+        """The checkpoint's config as the trainer reads it (model_type, vision_config, token ids, ...)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+    def tokenizer_path(self, path: str | Path) -> str:
+        """Where the tokenizer of the checkpoint at `path` lives."""
+        return str(path)
+
+    def rollout_model_path(self, path: str | Path) -> str:
+        """The directory the rollout engine loads for the checkpoint at `path`."""
+        return str(path)
+
+    def rollout_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        """The trained model's (name, tensor) pairs as the rollout engine names them."""
+        return ((self.checkpoint_prefix + name, t) for name, t in named)
+
+    def merged_model(self, hf_dir: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+        """A family's own model for the checkpoint merger (`hf_dir`: the metadata saved beside the shards,
+        `weights`: the trained tensors by name); None: the transformers class config.json names."""
+        return None
 
     def media_config(self, hf_config: object) -> object:
         """The config that holds `vision_config` (the checkpoint's own for vision-language models)."""
@@ -172,6 +198,31 @@ ADAPTERS.register("llama")(TextAdapter)
 def adapter_for(model_type: str) -> TextAdapter:
     """The adapter instance for a Hugging Face `model_type`."""
     return ADAPTERS[model_type]()
+
+
+def model_type_of(model_path: str | Path) -> str | None:
+    """The model_type in `model_path`/config.json (None when the file is missing or has none)."""
+    import json
+
+    try:
+        return json.loads(Path(model_path, "config.json").read_text()).get("model_type")
+    except OSError:
+        return None
+
+
+def adapter_of(model_path: str | Path) -> TextAdapter:
+    """The adapter of the checkpoint at `model_path` (the registry's error, listing the known types, when its
+    model_type has none)."""
+    return adapter_for(model_type_of(model_path))
+
+
+def tokenizer_dir(model_path: str | Path, tokenizer_path: str | None = None) -> str:
+    """`tokenizer_path` when set, else where the adapter of the checkpoint at `model_path` keeps its tokenizer
+    (the checkpoint itself; VILA: its llm/)."""
+    if tokenizer_path:
+        return tokenizer_path
+    model_type = model_type_of(model_path)
+    return ADAPTERS[model_type]().tokenizer_path(model_path) if model_type in ADAPTERS else str(model_path)
 
 
 def media_of(model_path: str | Path) -> tuple[str, ...] | None:

@@ -16,7 +16,7 @@ the trainer must use the same ones or its log-probs are not those of the samplin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -114,20 +114,9 @@ class Qwen2_5_VLAdapter(TextAdapter):
         t, h, w = video.grid_thw
         if video.modality == "image":
             return self._encode(model, video.pixel_values, video.grid_thw, "image")
-        size, rank = (sp.size, sp.rank) if sp is not None else (1, 0)
-        bounds = [r * t // size for r in range(size + 1)]
-        start, end = bounds[rank], bounds[rank + 1]
-        if start == end:  # fewer steps than ranks: encode one anyway (with FSDP a tower call is a collective)
-            start, end = t - 1, t
-        mine = self._encode(model, video.pixel_values[start * h * w: end * h * w], (end - start, h, w))
-        if size == 1:
-            return mine
         per_step = h * w // model.config.vision_config.spatial_merge_size ** 2
-        rows = [(b - a) * per_step for a, b in zip(bounds[:-1], bounds[1:])]
-        width = max(rows)  # all_gather takes equal shapes: pad each share, then drop the padding
-        padded = torch.nn.functional.pad(mine[: rows[rank]], (0, 0, 0, width - rows[rank]))
-        full = gather_sequence(padded, sp, dim=0)
-        return torch.cat([full[r * width: r * width + n] for r, n in enumerate(rows)])
+        return encode_in_shares(lambda a, b: self._encode(model, video.pixel_values[a * h * w: b * h * w],
+                                                          (b - a, h, w)), t, per_step, sp)
 
     def _encode(self, model: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: tuple[int, int, int],
                 modality: str = "video") -> torch.Tensor:
@@ -206,6 +195,26 @@ class Qwen2_5_VLAdapter(TextAdapter):
             return {"mm_encoder_outputs": {name: self.encoder_output(model_config, embeds)
                                            for name, embeds in by_modality.items() if embeds}}
         return _pixel_inputs(media, device)
+
+
+def encode_in_shares(encode: Callable[[int, int], torch.Tensor], steps: int, per_step: int,
+                     sp: SPGroup | None) -> torch.Tensor:
+    """[steps * per_step, hidden]: `encode(start, end)` of steps [start, end), each rank of the SP group encoding
+    an even share of the steps and the group gathering the shares (MR-SP). Every rank of the group must call it.
+
+    Exact when the tower treats steps independently. A rank with no steps (fewer steps than ranks) encodes the
+    last one anyway: with FSDP a tower call is a collective."""
+    size, rank = (sp.size, sp.rank) if sp is not None else (1, 0)
+    bounds = [r * steps // size for r in range(size + 1)]
+    start, end = bounds[rank], bounds[rank + 1]
+    mine = encode(start, end) if start < end else encode(steps - 1, steps)
+    if size == 1:
+        return mine
+    rows = [(b - a) * per_step for a, b in zip(bounds[:-1], bounds[1:])]
+    width = max(rows)  # all_gather takes equal shapes: pad each share, then drop the padding
+    padded = torch.nn.functional.pad(mine[: rows[rank]], (0, 0, 0, width - rows[rank]))
+    full = gather_sequence(padded, sp, dim=0)
+    return torch.cat([full[r * width: r * width + n] for r, n in enumerate(rows)])
 
 
 def padded_mrope_rows(sequences: Sequence[Sequence[int]], positions: Sequence[torch.Tensor],

@@ -61,6 +61,38 @@ class AudioSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SquareFrames:
+    """Models whose tower takes every image and video frame alone, resized to one square (VILA): no patch grid
+    of variable size, no temporal patches. size: the tower's input side; tokens: language-model tokens the tower
+    + projector make of one image or frame; separators: text tokens the model puts after each frame (VILA: the
+    embedding of "\\n"), which its adapter embeds with the live table."""
+
+    size: int
+    patch_size: int
+    tokens: int
+    separators: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [F, H, W, 3] -> float32 [F, 3, size, size]: PIL bicubic resize, /255, (x - mean) / std (SigLIP's
+        image processor)."""
+        from PIL import Image
+
+        resized = np.stack([np.asarray(Image.fromarray(f).resize((self.size, self.size), Image.BICUBIC))
+                            for f in frames]).astype(np.float32) / 255.0
+        normed = (resized - np.array(self.image_mean, np.float32)) / np.array(self.image_std, np.float32)
+        return torch.from_numpy(normed).permute(0, 3, 1, 2).contiguous()
+
+    def media(self, path: str, modality: Modality, frames: np.ndarray) -> MediaInput:
+        """The MediaInput of an image (one frame) or a video's frames."""
+        grid = self.size // self.patch_size
+        n = frames.shape[0]
+        return MediaInput(path, (n, grid, grid), 1.0, n * self.tokens, self.pixels(frames), modality=modality,
+                          separator_tokens=n * self.separators)
+
+
+@dataclasses.dataclass(frozen=True)
 class VideoSettings:
     """How videos become model inputs: frame count, resize bounds, patching, normalisation, disk cache.
 
@@ -79,11 +111,16 @@ class VideoSettings:
     fps: float | None = None
     audio: AudioSettings | None = None
     """Set for omni models: each video brings its own audio track."""
+    square: SquareFrames | None = None
+    """Set for models that encode each image and frame alone at one square size (VILA)."""
 
     def max_video_tokens(self) -> int:
         """The most language-model tokens one video can take: its frames in temporal patches, each at most
         max_pixels / (patch x merge)^2 merged tokens (smart_resize keeps h x w <= max_pixels), plus, for an omni
-        model, the audio tokens of its longest clip and audio_bos/audio_eos."""
+        model, the audio tokens of its longest clip and audio_bos/audio_eos; for square frames, each frame's
+        tokens and separators."""
+        if self.square is not None:
+            return self.num_frames * (self.square.tokens + self.square.separators)
         steps = -(-self.num_frames // self.temporal_patch_size)
         video = steps * (self.max_pixels // (self.patch_size * self.merge_size) ** 2)
         if self.audio is None:
@@ -96,7 +133,12 @@ class VideoSettings:
                   audio: AudioSettings | None = None) -> VideoSettings:
         """Patch sizes from the model's vision config, mean/std from its (video_)preprocessor_config.json.
 
-        Qwen2-VL family processors normalise images and videos alike, so one mean/std serves both."""
+        Qwen2-VL family processors normalise images and videos alike, so one mean/std serves both. A vision
+        config with `square_frames` (VILA's) sets everything itself."""
+        square = getattr(vision_config, "square_frames", None)
+        if square is not None:
+            return VideoSettings(num_frames, min_pixels, max_pixels, square.patch_size, 1, 1, square.image_mean,
+                                 square.image_std, cache_dir, strict, fps, audio, square)
         mean, std = CLIP_MEAN, CLIP_STD
         files = [Path(model_path) / name for name in ("video_preprocessor_config.json", "preprocessor_config.json")]
         for file in (f for f in files if f.is_file()):
@@ -115,8 +157,8 @@ class MediaInput:
 
     path: the file (an embedded image: its name with a content digest); grid_thw: (t, h, w) patches
     (t = 1 for an image); num_tokens = t*h*w / merge^2 language-model tokens;
-    pixel_values: float32 [t*h*w, 3*tps*P*P]; embeds: [num_tokens, hidden] (tower output);
-    frames (video) / image (uint8 [H, W, 3]): the pixels resized to the grid, for an engine that
+    pixel_values: float32 [t*h*w, 3*tps*P*P] (square frames: [t, 3, S, S]); embeds: [num_tokens, hidden] (tower
+    output); separator_tokens: text tokens inside the media block (VILA's per-frame newline); frames (video) / image (uint8 [H, W, 3]): the pixels resized to the grid, for an engine that
     encodes itself. A video of an omni model may carry its own audio: audio (float32 [N] 16 kHz mono, for
     the engine), audio_features (float32 [mel, frames], the feature extractor's valid frames, for the
     trainer) and audio_tokens (what the audio tower makes of them).
@@ -134,11 +176,14 @@ class MediaInput:
     audio: np.ndarray | None = None
     audio_features: torch.Tensor | None = None
     audio_tokens: int = 0
+    separator_tokens: int = 0
+    """Text tokens the model interleaves with the tower's (VILA: a newline after each frame)."""
 
     @property
     def expanded_tokens(self) -> int:
-        """Tokens its placeholder becomes: the tower's, plus a video's audio tokens and audio_bos/audio_eos."""
-        return self.num_tokens + (self.audio_tokens + 2 if self.audio_tokens else 0)
+        """Tokens its placeholder becomes: the tower's, plus separators, plus a video's audio tokens and
+        audio_bos/audio_eos."""
+        return self.num_tokens + self.separator_tokens + (self.audio_tokens + 2 if self.audio_tokens else 0)
 
     @property
     def key(self) -> str:
@@ -187,8 +232,8 @@ def _item_key(item: MediaRef) -> tuple[str, Modality, str | ImageRef]:
 def rollout_max_model_len(cfg: Config, hf_config: object, vision: VisionCache | None) -> int:
     """The rollout engine's longest prompt + response: worker.rollout.max_model_len, else the prompt and response
     limits plus, for a vision-language model, the most video tokens a prompt can carry (worker.rollout.limit_videos
-    videos at num_video_frames and data.max_pixels), as Long-RL adds tokens_per_frame x num_video_frames; never
-    more than the model's context."""
+    videos at num_video_frames and data.max_pixels, or of worker.rollout.tokens_per_frame each when set, as Long-RL
+    adds tokens_per_frame x num_video_frames); never more than the model's context."""
     rollout, data = cfg.worker.rollout, cfg.data
     if rollout.max_model_len is not None:
         return rollout.max_model_len
@@ -196,7 +241,9 @@ def rollout_max_model_len(cfg: Config, hf_config: object, vision: VisionCache | 
     if vision is None:
         return text
     context = getattr(getattr(hf_config, "text_config", hf_config), "max_position_embeddings", None)
-    budget = text + rollout.limit_videos * vision.settings.max_video_tokens()
+    per_video = (rollout.num_video_frames * rollout.tokens_per_frame if rollout.tokens_per_frame is not None
+                 else vision.settings.max_video_tokens())  # Long-RL's budget when the key is set
+    budget = text + rollout.limit_videos * per_video
     return budget if context is None else min(budget, context)
 
 
@@ -321,6 +368,8 @@ class VisionCache:
                                     max_frames=s.num_frames if by_fps else None)
         if frames is None:
             return None
+        if s.square is not None:
+            return s.square.media(path, "video", frames.frames)
         audio: dict[str, object] = {}
         if s.audio is not None:
             # the feature extractor would cut longer audio silently (both here and in vLLM): cut it here, counted
@@ -362,6 +411,8 @@ class VisionCache:
         s = self.settings
         try:
             pixels = load_image(ref)
+            if s.square is not None:
+                return s.square.media(image_name(ref), "image", pixels[None])
             inputs = preprocess_image(pixels, s.min_pixels, s.max_pixels, s.patch_size, s.merge_size,
                                       s.temporal_patch_size, s.image_mean, s.image_std)
         except ImageError as exc:
@@ -378,6 +429,8 @@ class VisionCache:
         """The smallest valid video (one merged token): encoded by ranks with fewer videos, so that every
         rank makes the same number of (collective) tower calls."""
         s = self.settings
+        if s.square is not None:
+            return s.square.media(DUMMY_PATH, "video", np.zeros((1, 1, 1, 3), np.uint8))
         width = 3 * s.temporal_patch_size * s.patch_size ** 2
         return MediaInput(DUMMY_PATH, (1, s.merge_size, s.merge_size), 1.0, 1,
                           torch.zeros(s.merge_size ** 2, width))

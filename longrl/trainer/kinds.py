@@ -18,7 +18,7 @@ from PIL import Image
 from longrl.config import Config
 from longrl.data.dataset import RLDataset, check_media
 from longrl.data.prompts import load_prompts
-from longrl.models.adapter import media_of
+from longrl.models.adapter import media_of, tokenizer_dir
 from longrl.models.vision_cache import has_media
 from longrl.protocol import Batch
 from longrl.registry import Registry
@@ -65,7 +65,7 @@ class LanguageKind:
 
         model = cfg.worker.actor.model
         self.reward_cfg = cfg.worker.reward
-        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model.model_path, model.tokenizer_path))
         self.train_set = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)
         self.val_set = RLDataset(cfg.data.val_files, cfg.data, self.tokenizer, config_key="data.val_files") \
             if cfg.data.val_files else None

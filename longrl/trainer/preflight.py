@@ -53,6 +53,8 @@ def text_config(model_path: str) -> tuple[dict, bool]:
     except OSError:
         return {}, False
     hf = hf.get("thinker_config", hf)  # an omni checkpoint: the thinker is what trains
+    if "llm_cfg" in hf:  # VILA: the language model's config is nested whole
+        return hf["llm_cfg"], True
     return hf.get("text_config", hf), "vision_config" in hf
 
 
@@ -73,7 +75,6 @@ def model_max_positions(model_path: str) -> int | None:
 
 # Model families of Long-RL/EasyR1 scripts that longrl does not have yet, by model_type, with the feature.
 NOT_YET_BUILT_MODELS = {
-    "llava_llama": "VILA/NVILA/LongVILA models", "vila": "VILA/NVILA/LongVILA models",
     "qwen3_vl_moe": "Qwen3-VL MoE models",
     "glm4v": "GLM-4.1V models",
 }
@@ -121,6 +122,47 @@ def omni_problem(cfg: Config) -> str | None:
     return None
 
 
+def vila_problems(cfg: Config) -> list[str]:
+    """Long-RL's VILA keys checked against the checkpoint: data.vila_model / worker.vila_model must agree with its
+    model_type, worker.rollout.tokens_per_frame with what its projector makes; max_frames_vllm is refused for
+    other models, and VILA's rollout needs the cached embeddings (vLLM runs its language model alone)."""
+    from longrl.models.vila import VILA_MODEL_TYPES, VILAError, tokens_per_frame
+
+    path, rollout = cfg.worker.actor.model.model_path, cfg.worker.rollout
+    try:
+        with open(f"{path}/config.json") as f:
+            model_type = json.load(f).get("model_type")
+    except OSError:
+        return []
+    is_vila = model_type in VILA_MODEL_TYPES
+    where = f"worker.actor.model.model_path={path!r} has model_type {model_type!r}"
+    problems = [f"{key}={str(value).lower()} but {where}, which is {'' if is_vila else 'not '}a VILA model; drop the "
+                f"key (the checkpoint decides) or point model_path at the intended model"
+                for key, value in (("data.vila_model", cfg.data.vila_model), ("worker.vila_model", cfg.worker.vila_model))
+                if value is not None and value != is_vila]
+    if not is_vila:
+        if rollout.max_frames_vllm is not None:
+            problems.append(f"worker.rollout.max_frames_vllm={rollout.max_frames_vllm} applies to VILA models only, "
+                            f"and {where}; drop it")
+        return problems
+    try:
+        made = tokens_per_frame(path)
+    except (OSError, VILAError, KeyError) as exc:
+        return problems + [f"{path}: not a usable VILA checkpoint: {exc}"]
+    if rollout.tokens_per_frame is not None and rollout.tokens_per_frame != made:
+        problems.append(f"worker.rollout.tokens_per_frame={rollout.tokens_per_frame} but the checkpoint at {path!r} "
+                        f"makes {made} tokens per frame ({made - 1} from its projector + the newline); set it to "
+                        f"{made} or drop it")
+    if rollout.max_frames_vllm is not None and rollout.max_frames_vllm < 1:
+        problems.append(f"worker.rollout.max_frames_vllm={rollout.max_frames_vllm} must be >= 1 (null: all frames)")
+    if not rollout.cache_video_embeds:
+        problems.append("worker.rollout.cache_video_embeds=false: a VILA model's rollout takes its media as cached "
+                        "embeddings (vLLM runs the language model alone); set it to true")
+    if rollout.name != "vllm":
+        problems.append(f"worker.rollout.name={rollout.name!r}: VILA models roll out with vllm (prompt embeddings)")
+    return problems
+
+
 def diffusion_problems(cfg: Config) -> list[str]:
     """What a diffusion run (a diffusers pipeline as model_path) cannot do with this config: sizes the VAE and the
     transformer's patches do not divide, frame counts the video VAE cannot take, and loop features with no
@@ -157,7 +199,7 @@ def checked_config(args: list[str]) -> Config:
     listing every problem."""
     cfg = with_local_models(load_config(args))
     path = cfg.worker.actor.model.model_path
-    extra = [p for p in (adapter_problem(path), omni_problem(cfg)) if p] + diffusion_problems(cfg)
+    extra = [p for p in (adapter_problem(path), omni_problem(cfg)) if p] + diffusion_problems(cfg) + vila_problems(cfg)
     try:
         validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
     except ConfigError as e:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from longrl.config import Config, ConfigError, checkpoint_dir, dp_size, load_config, to_dict, world_size
 from longrl.data.dataset import PromptLoader, RLDataset, check_media, rows_to_batch
 from longrl.eval.answers import reference_answer
-from longrl.models.adapter import media_of
+from longrl.models.adapter import media_of, tokenizer_dir
 from longrl.protocol import Batch
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class SFTTrainer:
 
         self.cfg = cfg
         model = cfg.worker.actor.model
-        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path or model.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model.model_path, model.tokenizer_path))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
         train = RLDataset(cfg.data.train_files, cfg.data, self.tokenizer)

@@ -13,24 +13,57 @@ import logging
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy,
+    MixedPrecisionPolicy,
+    fully_shard,
+    register_fsdp_forward_method,
+)
 from torch.distributed.tensor import DTensor
 
 from longrl.algorithms import ADVANTAGES
 from longrl.config import Config, FSDPConfig, ModelConfig, OffloadConfig
 from longrl.controller.dispatch import Dispatch, verb
 from longrl.logging.process import process_stats
-from longrl.models.adapter import TextAdapter, adapter_for
-from longrl.models.lora import adapted_modules, adapters_disabled, inject_lora, merged_weights
+from longrl.models.adapter import (
+    ADAPTERS,
+    TextAdapter,
+    adapter_for,
+    adapter_of,
+    model_type_of,
+    tokenizer_dir,
+)
+from longrl.models.lora import (
+    adapted_modules,
+    adapters_disabled,
+    inject_lora,
+    merged_weights,
+)
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS
-from longrl.models.vision_cache import (Purpose, describe_media, has_media, max_over_ranks, media_mode, media_refs,
-                                         overlong_reason, rollout_max_model_len, vision_cache_for)
-from longrl.parallel.device import device, device_type, init_distributed, param_dtype, torch_dtype
+from longrl.models.vision_cache import (
+    Purpose,
+    describe_media,
+    has_media,
+    max_over_ranks,
+    media_mode,
+    media_refs,
+    overlong_reason,
+    rollout_max_model_len,
+    vision_cache_for,
+)
+from longrl.parallel.device import (
+    device,
+    device_type,
+    init_distributed,
+    param_dtype,
+    torch_dtype,
+)
 from longrl.parallel.rank0_init import load_from_rank0
 from longrl.parallel.ulysses import init_sp_groups
 from longrl.protocol import Batch
@@ -121,11 +154,13 @@ def full_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 def model_metadata(model_cfg: ModelConfig) -> tuple[object, int, object, TextAdapter]:
     """The tokenizer, its pad id (EOS where it has none), the Hugging Face config and the model adapter."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_cfg.tokenizer_path or model_cfg.model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_cfg.model_path, model_cfg.tokenizer_path))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    hf_config = AutoConfig.from_pretrained(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
+    # a family transformers cannot read (VILA) reads its own config; any other goes through AutoConfig
+    adapter = adapter_of(model_cfg.model_path) if model_type_of(model_cfg.model_path) in ADAPTERS else TextAdapter()
+    hf_config = adapter.load_config(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
     return tokenizer, pad_id, hf_config, adapter_for(hf_config.model_type)
 
 
@@ -192,9 +227,11 @@ class HybridWorker:
                              f"set worker.rollout.name=vllm for {self.hf_config.model_type}")
         # One rank per SP group generates (its ranks hold the same rows; the driver reads that rank's result), so
         # the group does not sample the same responses sp times over; the others' engines sleep for good.
-        engine = rollout_engine(cfg.worker.rollout.name, model_cfg.model_path, cfg.worker.rollout, max_len)
-        prefix = self.adapter.checkpoint_prefix
-        self.engine = EngineLifecycle(engine, lambda: ((prefix + n, t) for n, t in self._policy_weights()),
+        inline = (partial(self.adapter.inline_prompt, self.hf_config, max_frames=cfg.worker.rollout.max_frames_vllm)
+                  if self.adapter.inline_media else None)
+        engine = rollout_engine(cfg.worker.rollout.name, self.adapter.rollout_model_path(model_cfg.model_path),
+                                cfg.worker.rollout, max_len, inline=inline)
+        self.engine = EngineLifecycle(engine, lambda: self.adapter.rollout_weights(self._policy_weights()),
                                       torch_dtype(cfg.worker.rollout.dtype), cfg.worker.rollout.sync_bucket_mb,
                                       generates=self.sp.rank == 0)
         lora = f"LoRA rank {self.lora.rank} on {len(adapted_modules(actor_model))} modules" if self.lora else None

@@ -193,11 +193,11 @@ def _qwen_vl_video(extra_actor: tuple[str, ...], tail: tuple[str, ...], experime
 
 _LONG_RL_ARGV = {
     "examples/new_supports/longvila_7b_video_grpo.sh": (
-        "vila", "llava_llama", "examples/config.yaml", _vila_video(256, 257, "longvila_7b_video"), ""),
+        "longvila", "llava_llama", "examples/config.yaml", _vila_video(256, 257, "longvila_7b_video"), ""),
     "examples/new_supports/nvila_2b_video_grpo.sh": (
-        "vila", "llava_llama", "examples/config.yaml", _vila_video(32, 122, "nvila_lite_2b_video"), ""),
+        "nvila", "llava_llama", "examples/config.yaml", _vila_video(32, 122, "nvila_lite_2b_video"), ""),
     "examples/new_supports/nvila_2b_clevr_grpo.sh": (
-        "vila", "llava_llama", "examples/config.yaml",
+        "nvila", "llava_llama", "examples/config.yaml",
         ("data.train_files={train}", "data.val_files={val}") + _R1V + ("data.vila_model=true",) + _R1V_REWARD + (
             "worker.vila_model=true", "worker.actor.model.trust_remote_code=true",
             "worker.actor.model.model_path={model}", "worker.rollout.trust_remote_code=true",

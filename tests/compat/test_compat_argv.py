@@ -46,7 +46,7 @@ def _problems(error: str) -> list[str]:
 # for them, so a pass with a stand-in is never mistaken for support of the family.
 STAND_IN = {
     "qwen2": "qwen2", "qwen2_5": "qwen2", "qwen3": "qwen3", "diffusion": "sd3",
-    "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "vila": "qwen2_5_vl", "qwen2_5_omni": "qwen2_5_omni",
+    "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "longvila": "longvila", "nvila": "nvila", "qwen2_5_omni": "qwen2_5_omni",
     "other": "qwen2_5_vl",
 }
 
@@ -59,6 +59,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from longrl.diffusion.tiny import build_sd3
     from longrl.models.tiny import build_qwen2, build_qwen3
     from longrl.models.tiny_omni import build_qwen2_5_omni
+    from longrl.models.tiny_vila import build_vila
     from longrl.models.tiny_vl import build_qwen2_5_vl, build_qwen3_vl
 
     root = tmp_path_factory.mktemp("compat_models")
@@ -67,7 +68,13 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
             "qwen2_5_vl": build_qwen2_5_vl(root / "qwen2_5_vl", hidden_size=512, max_position_embeddings=32768),
             "qwen2_5_omni": build_qwen2_5_omni(root / "qwen2_5_omni", hidden_size=512, max_position_embeddings=32768),
             "qwen3_vl": build_qwen3_vl(root / "qwen3_vl", hidden_size=512, max_position_embeddings=32768),
-            "sd3": build_sd3(root / "sd3")}
+            "sd3": build_sd3(root / "sd3"),
+            # the released geometry (448 px, 32x32 patches): 257 (2x2) and 122 (3x3) tokens per frame, as the
+            # scripts' worker.rollout.tokens_per_frame say
+            "longvila": build_vila(root / "longvila", "mlp_downsample_2x2_fix", "dev", hidden_size=512,
+                                   max_position_embeddings=32768, image_size=448),
+            "nvila": build_vila(root / "nvila", "mlp_downsample_3x3_fix", "dev", hidden_size=512,
+                                max_position_embeddings=32768, image_size=448)}
 
 
 def _command_line(script: Script, workdir: Path, models: dict[str, Path], data: dict[str, Path]) -> list[str]:

@@ -163,3 +163,23 @@ def test_the_geo3k_script_defaults_to_geometry3k_and_the_math_reward():
     assert (cfg["data"]["train_files"], cfg["data"]["val_files"]) == ("hiyouga/geometry3k@train",
                                                                      "hiyouga/geometry3k@test")
     assert cfg["worker"]["reward"]["reward_function"].startswith("examples/reward_function/math.py")
+
+
+@pytest.mark.parametrize(("script", "model", "frames", "tokens"), [
+    ("longvila_7b_video_grpo.sh", "Efficient-Large-Model/LongVILA-R1-7B", 256, 257),
+    ("nvila_2b_video_grpo.sh", "Efficient-Large-Model/NVILA-Lite-2B", 32, 122)])
+def test_vila_video_scripts_set_the_frames_and_tokens_per_frame_of_their_model(script, model, frames, tokens):
+    cfg = config_of(script, "/data/videos", "trainer.max_steps=7")
+    rollout = cfg["worker"]["rollout"]
+    assert cfg["worker"]["actor"]["model"]["model_path"] == model and cfg["trainer"]["max_steps"] == 7
+    assert (rollout["num_video_frames"], rollout["tokens_per_frame"]) == (frames, tokens)
+    assert rollout["max_num_batched_tokens"] == frames * tokens + 8192  # Long-RL's budget
+    assert (cfg["data"]["vila_model"], cfg["worker"]["vila_model"], cfg["worker"]["actor"]["ulysses_size"]) == (
+        True, True, 4)
+    assert cfg["trainer"]["experiment_name"] == script.removesuffix(".sh")
+
+
+def test_nvila_clevr_script_trains_on_clevr_counting():
+    cfg = config_of("nvila_2b_clevr_grpo.sh", MODEL_PATH="/models/nvila")
+    assert cfg["data"]["train_files"] == "BUAADreamer/clevr_count_70k@train"
+    assert cfg["worker"]["actor"]["model"]["model_path"] == "/models/nvila" and cfg["data"]["vila_model"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -89,6 +89,14 @@ ROLLOUT_ENGINES: Registry = Registry("worker.rollout.name")
 (`longrl/workers/rollout/__init__.py` imports them all)."""
 
 
-def rollout_engine(name: str, model_path: str, cfg: RolloutConfig, max_model_len: int) -> RolloutEngine:
-    """Build the engine registered as `name`."""
-    return ROLLOUT_ENGINES[name](model_path, cfg, max_model_len)
+InlinePrompt = Callable[[Sequence[int], Sequence[object]], dict]
+"""(prompt ids, its MediaInputs) -> an engine request whose media are prompt embeddings (an adapter's inline_prompt)."""
+
+
+def rollout_engine(name: str, model_path: str, cfg: RolloutConfig, max_model_len: int,
+                   inline: InlinePrompt | None = None) -> RolloutEngine:
+    """Build the engine registered as `name`; `inline`: the adapter's request builder for a model whose media
+    reach the engine as prompt embeddings (VILA), which the engine must then accept."""
+    if inline is None:
+        return ROLLOUT_ENGINES[name](model_path, cfg, max_model_len)
+    return ROLLOUT_ENGINES[name](model_path, cfg, max_model_len, inline=inline)

@@ -22,12 +22,12 @@ from longrl.config import RolloutConfig
 from longrl.data.video import video_metadata
 from longrl.models.vision_cache import MediaInput
 from longrl.parallel.device import device_type, vllm_dtype
-from longrl.workers.rollout.base import ROLLOUT_ENGINES, Sample, SamplingSpec
+from longrl.workers.rollout.base import ROLLOUT_ENGINES, InlinePrompt, Sample, SamplingSpec
 
 
 @ROLLOUT_ENGINES.register("vllm")  # vllm itself is imported when an engine starts: it takes seconds
 class VLLMRollout:
-    def __init__(self, model_path: str, cfg: RolloutConfig, max_model_len: int):
+    def __init__(self, model_path: str, cfg: RolloutConfig, max_model_len: int, inline: InlinePrompt | None = None):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_space_gb))
         from vllm import LLM
@@ -37,7 +37,10 @@ class VLLMRollout:
         if self.sleeps:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=True)
         media = _media_kinds(model_path)
-        if media:
+        self.inline = inline
+        if inline is not None:  # the language model alone; media arrive as embeddings mixed with token ids
+            kwargs.update(enable_prompt_embeds=True)
+        elif media:
             # Images and videos arrive as the trainer's cached tower embeddings (enable_mm_embeds) or as pixels;
             # an omni model's videos bring their audio (one clip per video).
             limits = {"image": cfg.limit_images, "video": cfg.limit_videos, "audio": cfg.limit_videos}
@@ -57,6 +60,7 @@ class VLLMRollout:
                            logprobs_mode="processed_logprobs", disable_log_stats=True,
                            trust_remote_code=cfg.trust_remote_code, **kwargs)
         self.show_progress = not cfg.disable_tqdm
+        self.num_chunks = cfg.num_chunk_seq
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         # in process, the iterator reaches the model runner as is: vLLM reads it tensor by tensor
@@ -79,12 +83,17 @@ class VLLMRollout:
         params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
                                 max_tokens=spec.max_tokens, ignore_eos=spec.ignore_eos, logprobs=0)
         media = media if media is not None else [()] * len(prompts)
+        build = self.inline or _request
+        chunk = -(-len(prompts) // self.num_chunks) if prompts else 1
+        outputs = []
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            outputs = self.llm.generate([_request(p, v) for p, v in zip(prompts, media)], params,
-                                        use_tqdm=self.show_progress)
-        for prompt, videos, out in zip(prompts, media, outputs):
-            _check_expansion(prompt, videos, out.prompt_token_ids)
+            for start in range(0, len(prompts), chunk):  # one chunk's requests (prompt embeddings) at a time
+                requests = [build(p, v) for p, v in zip(prompts[start: start + chunk], media[start: start + chunk])]
+                outputs += self.llm.generate(requests, params, use_tqdm=self.show_progress)
+        if self.inline is None:  # an inline request is expanded by the adapter itself, not by vLLM
+            for prompt, videos, out in zip(prompts, media, outputs):
+                _check_expansion(prompt, videos, out.prompt_token_ids)
         return [[Sample(list(c.token_ids), _chosen_log_probs(c)) for c in out.outputs] for out in outputs]
 
 
