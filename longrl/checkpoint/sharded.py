@@ -84,6 +84,9 @@ def _model_optim_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer 
     # optimizers=() gives the model's dict alone (a frozen reference model has no optimizer).
     model_sd, optim_sd = get_state_dict(model, optimizer if optimizer is not None else (),
                                         options=_options(trainable_only))
+    if trainable_only:  # ignore_frozen_params keeps a tied frozen alias (lm_head.weight of tied embeddings)
+        trained = {name for name, p in model.named_parameters() if p.requires_grad}
+        model_sd = {name: t for name, t in model_sd.items() if name in trained}
     return {"model": model_sd, "optim": optim_sd} if optimizer is not None else {"model": model_sd}
 
 

@@ -38,7 +38,7 @@ def lora_checkpoint(tiny_qwen2, tmp_path_factory) -> tuple[torch.nn.Module, Path
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     actor = tmp_path_factory.mktemp("lora") / "global_step_1" / "actor"
-    save_train_state(actor, model, None, None, frozen=False)
+    save_train_state(actor, model, None, None, trainable_only=True)
     save_actor_metadata(actor, ModelConfig(model_path=str(tiny_qwen2), lora=LORA), AutoConfig.from_pretrained(tiny_qwen2),
                         AutoTokenizer.from_pretrained(tiny_qwen2))
     return model, actor
