@@ -25,11 +25,10 @@ COVERED_THERE = {"qwen2_math_reinforce", "qwen2_math_rloo", "qwen2_math_remax", 
                  "qwen2_math_sft",  # the first stage of qwen2_math_sft_then_grpo, run whole below
                  "qwen2_5_omni_grpo",  # tests/trainer/test_omni_grpo.py
                  "qwen2_math_lora_grpo",  # tests/trainer/test_lora_e2e.py
-                 "sd3_tiny_grpo", "wan_tiny_grpo",  # tests/diffusion/test_grpo_e2e.py
-                 "vila_video_grpo"}  # tests/trainer/test_vila_grpo.py (its config, with images as well)
+                 "sd3_tiny_grpo", "wan_tiny_grpo"}  # tests/diffusion/test_grpo_e2e.py
 # qwen2_math_dapo starts from qwen2_math_sft_then_grpo's SFT model (it would train the same one itself)
 RUN_HERE = ["qwen2_math_grpo", "qwen2_math_sft_then_grpo", "qwen2_math_dapo", "qwen2_5_vl_image_grpo",
-            "qwen2_5_vl_video_grpo"]
+            "qwen2_5_vl_video_grpo", "vila_video_grpo"]
 
 
 def test_every_cpu_example_is_run_by_a_test():
