@@ -219,15 +219,19 @@ class VILAForCausalLM(nn.Module):
         return self.mm_projector(out.hidden_states[self.select_layer])
 
     def forward(self, input_ids: torch.Tensor, media_embeds: torch.Tensor | None = None,
-                media_pixels: list[torch.Tensor] | None = None, **kwargs: object) -> object:
+                media_pixels: list[torch.Tensor] | None = None, placeholder_ids: torch.Tensor | None = None,
+                **kwargs: object) -> object:
         """The language model on `input_ids` [B, L] whose image/video placeholder positions take the media's
         embeddings in order: `media_embeds` [M, D] (cached), or `media_pixels` (per item [T, 3, S, S], encoded
         here so a trainable tower gets gradients). Every other position, the per-frame newlines included, is
-        embedded with the live table. `kwargs`: the language model's (position_ids, attention_mask, ...)."""
+        embedded with the live table. `placeholder_ids` (same shape, responses padded: adapter.response_media_as_text)
+        says where the placeholders are when a response holds their ids as text. `kwargs`: the language model's
+        (position_ids, attention_mask, ...)."""
         embeds = self.get_input_embeddings()(input_ids)
         if media_pixels is not None:
             media_embeds = torch.cat([self.encode_images(p).flatten(0, 1) for p in media_pixels])
-        slots = (input_ids == self.image_token_id) | (input_ids == self.video_token_id)
+        where = input_ids if placeholder_ids is None else placeholder_ids
+        slots = (where == self.image_token_id) | (where == self.video_token_id)
         count = int(slots.sum())
         if count != (0 if media_embeds is None else media_embeds.shape[0]):
             raise ValueError(f"{count} media placeholder positions but "

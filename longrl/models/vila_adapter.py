@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from longrl.models.adapter import ADAPTERS, TextAdapter, sequences_of
+from longrl.models.adapter import ADAPTERS, PLACEHOLDER_IDS, TextAdapter, response_media_as_text, sequences_of
 from longrl.models.qwen2_5_vl import MEDIA_INPUTS, encode_in_shares, in_prompt_order
 from longrl.models.vila import (VILAError, VILAForCausalLM, copy_non_weights, media_token_ids, read_config,
                                 tokens_per_frame)
@@ -227,10 +227,16 @@ class VILAAdapter(TextAdapter):
                 media = in_prompt_order(prompt, _token_ids(config), media)
             except ValueError as exc:
                 raise ValueError(f"row {i}: {exc}") from None
-            sequences.append(expand(seq, config, media))
+            # only the prompt's placeholders are media: a sampled response may hold those ids too (vLLM embeds
+            # them as text), see response_media_as_text
+            sequences.append(expand(prompt, config, media) + list(seq[len(prompt):]))
             prompt_lens.append(len(prompt) + sum(m.expanded_tokens - 1 for m in media))
             ordered.extend(media)
         inputs: dict[str, object] = self.forward_inputs(sequences, pad_id, device)
+        placeholders = response_media_as_text(inputs["input_ids"], inputs["attention_mask"], prompt_lens,
+                                              [config.image_token_id, config.video_token_id], pad_id)
+        if placeholders is not None:
+            inputs[PLACEHOLDER_IDS] = placeholders
         if ordered and all(m.embeds is not None for m in ordered):
             inputs["media_embeds"] = torch.cat([m.embeds for m in ordered]).to(device)
         elif ordered:

@@ -93,6 +93,29 @@ def test_log_probs_from_cached_embeddings_equal_those_from_pixels(tiny):
     assert (cached - pixels).abs().max() < 1e-5
 
 
+def test_a_media_id_sampled_into_a_response_stays_text(tiny):
+    cfg = tiny.config
+    V, I = cfg.video_token_id, cfg.image_token_id
+    responses = torch.tensor([[5, V, 7], [I, 9, 10]])
+    mask = torch.ones_like(responses)
+    batch = _batch(tiny, responses, mask, ["video", "image"])
+    inputs, prompt_lens = tiny.adapter.model_inputs(tiny.model, batch, 0, torch.device("cpu"))
+    assert inputs["media_embeds"].shape == (FRAMES * 4 + 4, 128)  # the prompts' media only
+    # by hand: the prompt's placeholders take the media, the response's ids their plain (text) embeddings
+    ids = inputs["input_ids"]
+    embeds = tiny.model.get_input_embeddings()(ids)
+    slots = torch.zeros_like(ids, dtype=torch.bool)
+    for row, n in enumerate(prompt_lens.tolist()):
+        slots[row, :n] = (ids[row, :n] == V) | (ids[row, :n] == I)
+    embeds = embeds.masked_scatter(slots[..., None], inputs["media_embeds"])
+    logits = tiny.model.llm(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                            position_ids=inputs["position_ids"]).logits
+    expected = torch.stack([torch.log_softmax(logits[row, n - 1:n + 2], -1).gather(-1, responses[row, :, None])[:, 0]
+                            for row, n in enumerate(prompt_lens.tolist())])
+    got = response_log_probs(tiny.model, tiny.adapter, batch, 0, 1.0, 2)
+    assert (got - expected).abs().max() < 1e-5
+
+
 @pytest.mark.e2e
 def test_actor_log_probs_equal_vllms_for_image_and_video_prompts_before_and_after_an_embedding_update(tiny):
     """vLLM on llm/ fed prompt embeddings mixed with token ids samples tokens whose log-probs the actor
