@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# vLLM's sampler torch.compiles a small op (batched_count_greater_than) in every engine: an inductor compile of
+# 4-15 s per engine on 2 loaded cores, in each of the suite's many engine start-ups, for a result eager mode gives
+# equally (longrl itself compiles nothing). Ray workers and the example scripts' subprocesses inherit this.
+os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
 # No hub here: a hub id fails at once instead of after network retries (the error path is what tests check).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
