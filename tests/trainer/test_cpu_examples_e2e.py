@@ -23,11 +23,14 @@ ONE_STEP = ["trainer.max_steps=1", "trainer.save_freq=-1", "trainer.val_freq=-1"
 COVERED_THERE = {"qwen2_math_reinforce", "qwen2_math_rloo", "qwen2_math_remax", "qwen2_math_gspo",
                  "qwen2_math_drgrpo", "qwen2_math_ppo",
                  "qwen2_math_sft",  # the first stage of qwen2_math_sft_then_grpo, run whole below
+                 # every algorithm script there execs it, and so does qwen2_math_dapo below; its config
+                 # (configs/cpu_math.yaml) runs with its defaults in qwen2_math_sft_then_grpo's GRPO stage
+                 "qwen2_math_grpo",
                  "qwen2_5_omni_grpo",  # tests/trainer/test_omni_grpo.py
                  "qwen2_math_lora_grpo",  # tests/trainer/test_lora_e2e.py
                  "sd3_tiny_grpo", "wan_tiny_grpo"}  # tests/diffusion/test_grpo_e2e.py
 # qwen2_math_dapo starts from qwen2_math_sft_then_grpo's SFT model (it would train the same one itself)
-RUN_HERE = ["qwen2_math_grpo", "qwen2_math_sft_then_grpo", "qwen2_math_dapo", "qwen2_5_vl_image_grpo",
+RUN_HERE = ["qwen2_math_sft_then_grpo", "qwen2_math_dapo", "qwen2_5_vl_image_grpo",
             "qwen2_5_vl_video_grpo", "vila_video_grpo"]
 
 
