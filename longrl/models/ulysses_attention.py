@@ -13,8 +13,10 @@ and attention stays inside each sequence. Because the hook is not in transformer
 builds no O(L^2) mask at all.
 
 Inputs are cut into slices where they enter the decoder (`_sharded_at_decoder`), after the model has built
-its input embeddings: a vision-language model's video embeddings land on their placeholder tokens first, so
-the video tokens are split evenly over the SP group like any other token.
+its input embeddings: a vision-language model's video embeddings land on their placeholder tokens first. The
+slices are cut from a permutation of the sequence (`media_order`) that deals the media tokens evenly over the
+SP group; the attention kernel puts the whole sequence it receives back in order (`sp_order`), so the result
+is that of the unpermuted sequence.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from longrl.models.adapter import PLACEHOLDER_IDS
 from longrl.models.lm_head import CHUNK as LOGITS_CHUNK
 from longrl.models.lm_head import token_stats_head
 from longrl.parallel.packing import Packed, pack_sequences, unpack_to_padded
-from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_all_seq_to_heads, gather_sequence,
-                                     shard_sequence)
+from longrl.parallel.ulysses import (SPGroup, all_to_all_heads_to_seq, all_to_all_seq_to_heads, balanced_order,
+                                     gather_sequence, inverse_order, shard_sequence)
 
 NAME = "longrl_ulysses"
 _ACTIVE: list[SPGroup] = []  # the SP group of the innermost `ulysses_attention` block
@@ -59,8 +61,11 @@ def ulysses_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
                               attention_mask: torch.Tensor | None, dropout: float = 0.0,
                               scaling: float | None = None, sliding_window: int | None = None,
                               cu_seq_lens_q: torch.Tensor | None = None, max_length_q: int | None = None,
-                              **kwargs) -> tuple[torch.Tensor, None]:
-    """query [B, H, L/sp, D], key/value [B, Hkv, L/sp, D] -> attention output [B, L/sp, H, D]."""
+                              sp_order: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """query [B, H, L/sp, D], key/value [B, Hkv, L/sp, D] -> attention output [B, L/sp, H, D].
+
+    `sp_order`: the permutation of the sequence the ranks' slices were cut from (`media_order`); the decoder
+    passes it down from `_sharded_at_decoder` as a keyword, so checkpoint recomputation sees it too."""
     if not _ACTIVE:
         raise RuntimeError(f"attn_implementation={NAME!r} runs only inside `with ulysses_attention(model, sp):`")
     sp = _ACTIVE[-1]
@@ -74,7 +79,12 @@ def ulysses_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     if repeat > 1:
         key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
     q, k, v = _exchange_qkv(query, key, value, sp)
+    if sp_order is not None and sp.size > 1:  # causality and packing bounds hold in sequence order
+        back = inverse_order(sp_order)
+        q, k, v = (t.index_select(2, back) for t in (q, k, v))
     out = _causal_attention(q, k, v, scaling, dropout, cu_seq_lens_q, max_length_q)  # [B, H/sp, L, D]
+    if sp_order is not None and sp.size > 1:
+        out = out.index_select(2, sp_order)
     return all_to_all_heads_to_seq(out, sp).transpose(1, 2).contiguous(), None
 
 
@@ -203,9 +213,31 @@ def _varlen_kwargs(input_ids: torch.Tensor, mask_or_cu: torch.Tensor | None) -> 
     return {}
 
 
+def media_token_ids(model: torch.nn.Module) -> list[int]:
+    """The model's image/video placeholder ids: its own attributes (a native model such as VILA, whose
+    `config` is its language model's) or its config's (transformers' vision-language models)."""
+    ids = (getattr(model, name, None) if getattr(model, name, None) is not None else getattr(model.config, name, None)
+           for name in ("image_token_id", "video_token_id"))
+    return [i for i in ids if i is not None]
+
+
+def media_order(model: torch.nn.Module, input_ids: torch.Tensor, sp: SPGroup,
+                media: dict[str, object] | None = None) -> torch.Tensor | None:
+    """The permutation that gives each rank of the SP group an equal share of the media tokens (to one
+    token; `balanced_order`), or None (contiguous slices) without media or SP. The media tokens are the
+    placeholder positions of `input_ids` [B, L] (or of media's `placeholder_ids`), counted over the rows."""
+    ids = media_token_ids(model)
+    if sp.size == 1 or not media or not ids:
+        return None
+    where = media.get(PLACEHOLDER_IDS, input_ids)
+    weights = torch.isin(where, torch.tensor(ids, device=where.device)).reshape(-1, where.shape[-1]).sum(0)
+    return balanced_order(weights, sp.size) if bool(weights.any()) else None
+
+
 @contextmanager
-def _sharded_at_decoder(model: torch.nn.Module, sp: SPGroup) -> Iterator[None]:
-    """Cut the decoder's inputs to this rank's slice of the sequence as they enter it.
+def _sharded_at_decoder(model: torch.nn.Module, sp: SPGroup, order: torch.Tensor | None = None) -> Iterator[None]:
+    """Cut the decoder's inputs to this rank's slice of the sequence (of its `order` permutation) as they
+    enter it, and hand the order to the attention layers (`sp_order`).
 
     Sharding at the decoder, not before the model, lets the model build its full input embeddings first: a
     vision-language model scatters its (cached or freshly encoded) video embeddings into the text embeddings by
@@ -223,7 +255,9 @@ def _sharded_at_decoder(model: torch.nn.Module, sp: SPGroup) -> Iterator[None]:
             "the SP decoder takes input_ids or inputs_embeds and position_ids by keyword, and no attention_mask"
         for key, dim in (("input_ids", -1), ("inputs_embeds", 1), ("position_ids", -1)):
             if kwargs.get(key) is not None:
-                kwargs[key] = shard_sequence(kwargs[key], sp, dim=dim)
+                kwargs[key] = shard_sequence(kwargs[key], sp, dim=dim, order=order)
+        if order is not None:
+            kwargs["sp_order"] = order.to(kwargs["position_ids"].device)
         return args, kwargs
 
     handle = model.get_decoder().register_forward_pre_hook(shard, with_kwargs=True)
@@ -236,7 +270,7 @@ def _sharded_at_decoder(model: torch.nn.Module, sp: SPGroup) -> Iterator[None]:
 def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
                       attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup,
                       gather: bool = True, media: dict[str, object] | None = None,
-                      keep: torch.Tensor | None = None) -> torch.Tensor:
+                      keep: torch.Tensor | None = None, order: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of a sequence-parallel forward pass.
 
     input_ids [B, L]; position_ids [B, L] or [3, B, L] (M-RoPE); attention_mask [B, L] (right-padded) or
@@ -246,16 +280,17 @@ def sp_forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, position_
     logits [B, L, V] on every rank, or with gather=False this rank's slice [B, ceil(L/sp), V] of the sp-padded
     sequence (compute per-token values on it and `gather_sequence` those: the full [B, L, V] never has to
     exist on one rank). `keep` (with gather=False): indices into this rank's slice; the LM head then runs on
-    those positions only and the logits are [B, len(keep), V].
+    those positions only and the logits are [B, len(keep), V]. `order`: the permutation the ranks' slices are
+    cut from (`media_order`; None: contiguous); a slice returned with gather=False is one of that order.
     """
     kwargs = _varlen_kwargs(input_ids, attention_mask_or_cu_seqlens)
     if keep is not None:
         assert not gather, "keep selects positions of this rank's slice"
         kwargs["logits_to_keep"] = keep
-    with ulysses_attention(model, sp), _sharded_at_decoder(model, sp):
+    with ulysses_attention(model, sp), _sharded_at_decoder(model, sp, order):
         logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **(media or {}),
                        **kwargs).logits
-    return gather_sequence(logits, sp, dim=1, original_len=input_ids.shape[-1]) if gather else logits
+    return gather_sequence(logits, sp, dim=1, original_len=input_ids.shape[-1], order=order) if gather else logits
 
 
 def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -273,17 +308,18 @@ def sp_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, position
     `chunk` positions at a time (models/lm_head.py): the rank's peak logits are [B, chunk, V], forward and backward.
     """
     length = input_ids.shape[-1]
-    labels = shard_sequence(torch.roll(input_ids, -1, dims=-1), sp, dim=-1)
-    keep = None if needed is None else shard_sequence(needed, sp, dim=0).nonzero().squeeze(-1)
+    order = media_order(model, input_ids, sp, media)
+    labels = shard_sequence(torch.roll(input_ids, -1, dims=-1), sp, dim=-1, order=order)
+    keep = None if needed is None else shard_sequence(needed, sp, dim=0, order=order).nonzero().squeeze(-1)
     if keep is not None:
         labels = labels[:, keep]
     with token_stats_head(model, labels, temperature, with_entropy, chunk):
         stats = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
-                                  media=media, keep=keep)  # [B, K, 2]: log-prob, entropy
+                                  media=media, keep=keep, order=order)  # [B, K, 2]: log-prob, entropy
     outs = [stats[..., 0]] + ([stats[..., 1]] if with_entropy else [])
     if keep is not None:  # back to this rank's slice, zeros where not needed, so the slices line up to gather
         outs = [t.new_zeros(labels.shape[0], -(-length // sp.size)).index_copy(1, keep, t) for t in outs]
-    outs = [gather_sequence(t, sp, dim=1, original_len=length)[:, :-1] for t in outs]
+    outs = [gather_sequence(t, sp, dim=1, original_len=length, order=order)[:, :-1] for t in outs]
     return outs[0], outs[1] if with_entropy else None
 
 
@@ -291,9 +327,10 @@ def sp_token_values(model: torch.nn.Module, input_ids: torch.Tensor, position_id
                     attention_mask_or_cu_seqlens: torch.Tensor | None, sp: SPGroup,
                     media: dict[str, object] | None = None) -> torch.Tensor:
     """A one-label head's output (e.g. a critic's value) at positions t < L-1, float32: [B, L-1]."""
+    order = media_order(model, input_ids, sp, media)
     logits = sp_forward_logits(model, input_ids, position_ids, attention_mask_or_cu_seqlens, sp, gather=False,
-                               media=media)
-    return gather_sequence(logits[..., 0].float(), sp, dim=1, original_len=input_ids.shape[-1])[:, :-1]
+                               media=media, order=order)
+    return gather_sequence(logits[..., 0].float(), sp, dim=1, original_len=input_ids.shape[-1], order=order)[:, :-1]
 
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -387,8 +424,7 @@ def _pack_rows(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, po
     rows = [row[:n] for row, n in zip(ids, lengths)]
     row_positions = [positions[..., b, :n] for b, n in enumerate(lengths)]
     if with_media:
-        media_ids = [i for i in (getattr(model.config, "image_token_id", None),
-                                 getattr(model.config, "video_token_id", None)) if i is not None]
+        media_ids = media_token_ids(model)
         extra = (mask == 0) & torch.isin(ids if found_in is None else found_in,
                                          torch.tensor(media_ids, device=ids.device))
         if bool(extra.any()):

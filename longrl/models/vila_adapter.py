@@ -8,8 +8,8 @@ embedding table. vLLM runs the language model alone (`<root>/llm`) and takes suc
 mixed with token ids (`prompt_is_token_ids`), so a trained embedding table reaches the rollout; Long-RL instead
 embeds the text once with the frozen initial table.
 
-Positions are plain 1-D (Qwen2 RoPE), so the sequence-parallel path cuts the embedded sequence evenly: each
-rank of a group holds an equal share of the video tokens, up to the text around them.
+Positions are plain 1-D (Qwen2 RoPE). Under Ulysses SP each rank of a group holds an equal share of the media
+tokens, to one token (models/ulysses_attention.py `media_order`, shared with the Qwen VL families).
 """
 
 from __future__ import annotations

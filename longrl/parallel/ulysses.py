@@ -100,11 +100,14 @@ def padded_length(length: int, sp_size: int) -> int:
     return -(-length // sp_size) * sp_size
 
 
-def shard_sequence(t: torch.Tensor, sp: SPGroup, dim: int = 1, pad_value: float = 0) -> torch.Tensor:
-    """Pad `t` along `dim` to a multiple of sp with `pad_value`, and return this rank's contiguous slice.
+def shard_sequence(t: torch.Tensor, sp: SPGroup, dim: int = 1, pad_value: float = 0,
+                   order: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad `t` along `dim` to a multiple of sp with `pad_value`, and return this rank's slice.
 
-    Works for any layout: ids/masks [B, L] (dim=1 or -1), M-RoPE position ids [3, B, L] (dim=-1),
-    embeddings [B, L, E] (dim=1). Slicing is differentiable: gradient flows back to this rank's part only.
+    The slice is contiguous, or with `order` (a permutation of the padded positions, `balanced_order`) the
+    positions order[rank * n: (rank + 1) * n]. Works for any layout: ids/masks [B, L] (dim=1 or -1), M-RoPE
+    position ids [3, B, L] (dim=-1), embeddings [B, L, E] (dim=1). Slicing is differentiable: gradient flows
+    back to this rank's part only.
     """
     dim = dim % t.dim()
     length = t.shape[dim]
@@ -115,7 +118,36 @@ def shard_sequence(t: torch.Tensor, sp: SPGroup, dim: int = 1, pad_value: float 
         t = torch.cat([t, t.new_full(pad_shape, pad_value)], dim=dim)
     if sp.size == 1:
         return t
+    if order is not None:
+        t = t.index_select(dim, order.to(t.device))
     return t.chunk(sp.size, dim=dim)[sp.rank]
+
+
+def balanced_order(weights: torch.Tensor, sp_size: int) -> torch.Tensor:
+    """A permutation of the sp-padded positions whose sp equal slices (`shard_sequence(order=...)`) hold equal
+    shares of the weighted positions: [padded_length(L, sp_size)] from `weights` [L] (e.g. how many rows hold a
+    media token at each position).
+
+    Weighted positions, heaviest first, are dealt to the ranks in turn (so with 0/1 weights the ranks' counts
+    differ by at most one); the other positions fill each slice up to its length, in sequence order, and each
+    slice keeps sequence order. Ulysses attention undoes the permutation on the whole sequence it sees, so
+    the result is exact whatever the order; only each rank's share of the work changes.
+    """
+    length = padded_length(weights.shape[0], sp_size)
+    w = torch.zeros(length, dtype=weights.dtype, device=weights.device)
+    w[: weights.shape[0]] = weights
+    heavy = (w > 0).nonzero().squeeze(1)
+    heavy = heavy[torch.argsort(w[heavy], descending=True, stable=True)]
+    owner = torch.empty(length, dtype=torch.long, device=w.device)
+    owner[heavy] = torch.arange(len(heavy), device=w.device) % sp_size
+    held = torch.bincount(owner[heavy], minlength=sp_size)
+    owner[w <= 0] = torch.repeat_interleave(torch.arange(sp_size, device=w.device), length // sp_size - held)
+    return torch.argsort(owner * length + torch.arange(length, device=w.device))
+
+
+def inverse_order(order: torch.Tensor) -> torch.Tensor:
+    """The permutation that puts `order`-permuted positions back in sequence order."""
+    return torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
 
 
 def _all_gather(t: torch.Tensor, sp: SPGroup, dim: int) -> torch.Tensor:
@@ -140,10 +172,14 @@ class _GatherSequence(torch.autograd.Function):
         return grad.chunk(ctx.sp.size, dim=ctx.dim)[ctx.sp.rank].contiguous(), None, None
 
 
-def gather_sequence(t: torch.Tensor, sp: SPGroup, dim: int = 1, original_len: int | None = None) -> torch.Tensor:
-    """Join every rank's slice along `dim` (rank order) and drop the padding beyond `original_len`."""
+def gather_sequence(t: torch.Tensor, sp: SPGroup, dim: int = 1, original_len: int | None = None,
+                    order: torch.Tensor | None = None) -> torch.Tensor:
+    """Join every rank's slice along `dim` (rank order), undo the `order` the slices were cut by
+    (`shard_sequence`), and drop the padding beyond `original_len`."""
     dim = dim % t.dim()
     full = t if sp.size == 1 else _GatherSequence.apply(t, sp, dim)
+    if order is not None and sp.size > 1:
+        full = full.index_select(dim, inverse_order(order).to(full.device))
     if original_len is not None:
         full = full.narrow(dim, 0, original_len)
     return full

@@ -30,7 +30,7 @@ def _case(model, adapter, batch, sp) -> dict[str, object]:
     model.zero_grad()
     log_probs, _ = sp_response_log_probs(model, rows, prompt_lens, batch["responses"].shape[1], sp, 1.0, media=media)
     (log_probs * torch.tensor([[1.5], [-0.5]])).sum().backward()
-    return {"log_probs": log_probs.detach(), "grads": _grads(model), "ids": rows["input_ids"]}
+    return {"log_probs": log_probs.detach(), "grads": _grads(model), "ids": rows["input_ids"], "media": media}
 
 
 def _worker(rank: int, port: int, root: str, video: str, image: str, out_dir: str) -> None:
@@ -39,6 +39,7 @@ def _worker(rank: int, port: int, root: str, video: str, image: str, out_dir: st
     from longrl.models.qwen2_5_vl import MEDIA_INPUTS
     from longrl.models.vila_adapter import VILAAdapter
     from longrl.models.vision_cache import VideoSettings, VisionCache, media_refs
+    from longrl.models.ulysses_attention import media_order
     from longrl.parallel.ulysses import init_sp_groups, shard_sequence
     from longrl.protocol import Batch
     from longrl.workers.actor import NO_SP
@@ -70,11 +71,17 @@ def _worker(rank: int, port: int, root: str, video: str, image: str, out_dir: st
                                     lambda item, g=group: adapter.encode(model, item, g if g.size > 1 else None))
             res[f"{name}_embeds"] = [m.embeds for m in rows[0] + rows[1]]
             case = _case(model, adapter, batch.union(Batch(objects={MEDIA_INPUTS: rows})), group)
-            ids = case.pop("ids")
+            ids, media = case.pop("ids"), case.pop("media")
             if group.size > 1:
                 case["grads"] = _summed_over_sp(case["grads"], sp.size)
-                video_slots = shard_sequence(ids[:1], sp, dim=-1) == config.video_token_id
-                res["video_tokens_here"] = int(video_slots.sum())
+                # the slices the forward cut: from the order of the batch's media tokens (both rows together)
+                order = media_order(model, ids, sp, media)
+                media_slots = torch.isin(shard_sequence(ids, sp, dim=-1, order=order),
+                                         torch.tensor([config.video_token_id, config.image_token_id]))
+                res["media_tokens_here"] = int(media_slots.sum())
+                res["video_tokens_here"] = int(media_slots[0].sum())
+                res["contiguous_video_tokens_here"] = int((shard_sequence(ids[:1], sp, dim=-1)
+                                                           == config.video_token_id).sum())
             res[name] = case
         torch.save(res, Path(out_dir) / f"rank_{rank}.pt")
     finally:
@@ -120,10 +127,13 @@ def test_sp2_gradients_equal_sp1(ranks):
         assert worst < 1e-4, f"relative gradient error {worst:.2e}"
 
 
-def test_each_rank_holds_half_the_row_and_the_video_positions_in_its_half(ranks):
-    # 6 frames x (4 tokens + newline): 24 video positions. Each rank holds an equal-length half of the padded row
-    # (equal language-model work: a video token costs what a text token costs), so the video's positions fall to
-    # the ranks by where the row is cut, not half each (Long-RL's split of the video itself is not built)
+def test_the_ranks_hold_equal_shares_of_the_media_tokens(ranks):
+    # 6 frames x 4 tokens (+ a newline each): 24 video tokens in row 0, 4 image tokens in row 1 at other positions.
+    # Cut into contiguous halves, the row gives one rank far more video than the other; the media order deals
+    # them evenly (each rank still holds half of the padded row)
+    contiguous = [res["contiguous_video_tokens_here"] for res in ranks]
     counts = [res["video_tokens_here"] for res in ranks]
-    print("video positions per rank:", counts)
-    assert sum(counts) == FRAMES * 4 and min(counts) > 0
+    both = [res["media_tokens_here"] for res in ranks]
+    print("video tokens per rank, contiguous halves:", contiguous, "media order:", counts, "both rows:", both)
+    assert sum(counts) == FRAMES * 4 and max(counts) - min(counts) <= 1
+    assert sum(both) == FRAMES * 4 + 4 and max(both) - min(both) <= 1

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from longrl.config import ConfigError
-from longrl.parallel.ulysses import SPGroup, gather_sequence, init_sp_groups, padded_length, shard_sequence
+from longrl.parallel.ulysses import (SPGroup, balanced_order, gather_sequence, init_sp_groups, inverse_order,
+                                     padded_length, shard_sequence)
 
 WORLD = 2
 
@@ -140,6 +141,22 @@ def test_shard_sequence_pads_with_pad_value_and_takes_this_ranks_slice():
     # embeddings [B, L, E] along dim 1: rank 0 of 2 keeps the first 3 (padded) rows
     emb = torch.arange(10.0).reshape(1, 5, 2)
     assert shard_sequence(emb, SPGroup(0, 2, None), dim=1).tolist() == [[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]]
+
+
+def test_balanced_order_deals_the_weighted_positions_evenly_and_keeps_each_slice_in_sequence_order():
+    # 11 positions, media at 1..7 (a contiguous cut of the 12 padded positions into 3 would give 3, 4, 0)
+    weights = torch.tensor([0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
+    order = balanced_order(weights, 3)
+    assert sorted(order.tolist()) == list(range(12))
+    ids = torch.arange(11)[None]
+    slices = [shard_sequence(ids, SPGroup(r, 3, None), dim=1, pad_value=-1, order=order)[0].tolist()
+              for r in range(3)]
+    assert [sum(1 <= i <= 7 for i in s) for s in slices] == [3, 2, 2]
+    assert all(s == sorted(s, key=lambda i: 99 if i < 0 else i) for s in slices) and all(len(s) == 4 for s in slices)
+    assert torch.equal(order[inverse_order(order)], torch.arange(12))
+    # heavier positions (media in more rows) are dealt first
+    assert shard_sequence(torch.arange(4)[None], SPGroup(1, 2, None), order=balanced_order(
+        torch.tensor([2, 2, 1, 0]), 2)).tolist() == [[1, 3]]
 
 
 def test_sp_of_one_leaves_tensors_unchanged():
