@@ -145,10 +145,11 @@ def trl_child(model_dir: str, data_dir: str, steps: int) -> None:
 def run_trl(model: Path, data: Path, steps: int, log: Path) -> list[dict]:
     py = trl_python()
     cmd = [py, str(Path(__file__).resolve()), "--trl-child", str(model), str(data), str(steps)]
-    with log.open("w") as f:
-        rc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=f, text=True, env={
+    steps_file = log.with_suffix(".jsonl")  # each step's figures as they come: kept if the run is stopped
+    with log.open("w") as err, steps_file.open("w") as out:
+        rc = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=err, text=True, env={
             k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    lines = [json.loads(x) for x in rc.stdout.splitlines() if x.startswith("{\"step\"")]
+    lines = [json.loads(x) for x in steps_file.read_text().splitlines() if x.startswith("{\"step\"")]
     if rc.returncode != 0 or len(lines) < steps:
         raise SystemExit(f"TRL run failed (rc {rc.returncode}); see {log}")
     return [{"step": x["step_s"], "gen": x["gen_s"], "ref": x["ref_s"], "old": x["old_s"],
