@@ -70,8 +70,9 @@ DATA = dict(frames=32, size=28, n_train=1600, n_val=100, n_test=200, fps=8.0, se
 MODEL = dict(hidden_size=256, num_layers=4, min_pixels=28 * 28, max_pixels=28 * 28 * 16, seed=0)
 FRAME_OVERRIDES = [f"worker.rollout.num_video_frames={DATA['frames']}", f"data.min_pixels={MODEL['min_pixels']}",
                    f"data.max_pixels={MODEL['max_pixels']}"]
+# every test question in one generate call: the engine decodes all 200 together instead of 4 batches of 64
 EVAL_ARGS = ["--num-video-frames", str(DATA["frames"]), "--max-new-tokens", "192", "--dtype", "fp32",
-             "--format-prompt", "none"]
+             "--format-prompt", "none", "--batch-size", str(DATA["n_test"])]
 
 
 class DemoError(RuntimeError):
@@ -282,22 +283,28 @@ def eval_stage(name: str, out: Path, model: Path, test: Path, n_test: int) -> di
     return {**json.loads(results.read_text()), "seconds": seconds}
 
 
-def control_stage(out: Path, sft_model: Path, data: dict[str, Path], extra_rows: int, seed: int) -> float:
-    """SFT-only control: more SFT from the SFT model, on the same data, for as many rows as GRPO trained
-    on responses, at the learning rate SFT ended with (a fresh optimizer, a new shuffle)."""
+def control_args(sft_model: Path, run: Path, data: dict[str, Path], extra_rows: int, seed: int) -> list[str]:
+    """The control's SFT overrides: more SFT from the SFT model, on the same data, for as many rows as GRPO
+    trained on responses, at the learning rate SFT ended with (a fresh optimizer, a new shuffle). It validates
+    before its first step and after its last: the report's held-out loss plateau check, what GRPO's budget
+    spent on more SFT does to the held-out loss."""
     from longrl.config import load_config
 
-    run = out / "sft_control"
     optim = load_config(["config=configs/sft_video_demo.yaml"]).worker.actor.optim
-    extra = [f"trainer.max_steps={max(1, extra_rows // 32)}", "worker.actor.global_batch_size=32",
-             f"worker.actor.optim.lr={optim.lr * (optim.min_lr_ratio or 1.0)}", "worker.actor.optim.lr_scheduler_type=constant",
-             "worker.actor.optim.min_lr_ratio=null",
-             "worker.actor.optim.lr_warmup_steps=0", "trainer.val_freq=-1", f"data.seed={seed + 2}"]
-    cmd = python_cmd("-m", "longrl.trainer.sft", "config=configs/sft_video_demo.yaml",
-                     f"worker.actor.model.model_path={sft_model}", f"trainer.save_checkpoint_path={run}",
-                     *data_overrides(data), *extra)
-    return run_stage("SFT more", cmd, out / "logs" / "sft_control.log", total=max(1, extra_rows // 32),
-                     progress=metric_steps(run))
+    steps = max(1, extra_rows // 32)
+    return ["config=configs/sft_video_demo.yaml", f"worker.actor.model.model_path={sft_model}",
+            f"trainer.save_checkpoint_path={run}", *data_overrides(data),
+            f"trainer.max_steps={steps}", "worker.actor.global_batch_size=32",
+            f"worker.actor.optim.lr={optim.lr * (optim.min_lr_ratio or 1.0)}", "worker.actor.optim.lr_scheduler_type=constant",
+            "worker.actor.optim.min_lr_ratio=null", "worker.actor.optim.lr_warmup_steps=0",
+            "trainer.val_before_train=true", f"trainer.val_freq={steps}", f"data.seed={seed + 2}"]
+
+
+def control_stage(out: Path, sft_model: Path, data: dict[str, Path], extra_rows: int, seed: int) -> float:
+    """The SFT-only control (`control_args`)."""
+    run = out / "sft_control"
+    return run_stage("SFT more", python_cmd("-m", "longrl.trainer.sft", *control_args(sft_model, run, data, extra_rows, seed)),
+                     out / "logs" / "sft_control.log", total=max(1, extra_rows // 32), progress=metric_steps(run))
 
 
 def run_demo(out: Path, seed: int, control: bool) -> dict[str, float]:
