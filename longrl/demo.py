@@ -10,16 +10,25 @@ so an interrupted demo continues where it stopped):
              temporal patch (the stand-in for a pretrained tower, which a random one is not)
   2. data    synthetic LongVideo-Reason-style set: train, val, and a held-out test split
   3. sft     python3 -m longrl.trainer.sft  (configs/sft_video_demo.yaml) + merge
-  4. eval    eval/eval.py on the test split
+  4. eval    eval/eval.py on the test split (all 200 questions in one generate call)
   5. grpo    python3 -m longrl.trainer.main (configs/demo_grpo_video.yaml) from the merged SFT model
              with vLLM rollouts and the vision cache + merge
   6. eval    eval/eval.py on the test split
-  7. control python3 -m longrl.trainer.sft from the SFT model (more SFT, as many rows as GRPO used) + eval
-  8. report  demo_out/report.md (rows with 95% intervals, margins, plateau check) and demo_out/curves.png
+  7. control python3 -m longrl.trainer.sft from the SFT model (more SFT, as many rows as GRPO used), with
+             its validation loss before its first step and after its last + eval
+  8. report  demo_out/report.md (rows with 95% intervals, margins, plateau checks, seconds per stage)
+             and demo_out/curves.png
 
 The control runs by default (`--no-control` skips it): an SFT-only run that continues the SFT
 checkpoint for as many extra trained responses as GRPO trained on, evaluated the same way. Without it
 a gain over SFT could be nothing but more training; the report states GRPO's margin over it.
+
+SFT plateau: SFT's own validation loss, between its last two evaluations, is still inside its cosine
+schedule (the learning rate decaying to its floor), so it is shown but not judged. The checks are what
+GRPO's budget spent on more SFT (the control) does: to the held-out loss (less than 5% lower: plateaued)
+and to held-out accuracy (less than +5 points: plateaued). SFT counts as plateaued when either holds, as
+the issue asks ("held-out loss or accuracy"); accuracy is the one the claim rests on: the loss averages
+over every token of the reasoning, while accuracy scores the conclusion, where the near miss is.
 
 The task makes the gap one that only a reward on the final answer can close: the teacher's traces list
 the shapes correctly but conclude with a near miss on 60% of the training rows (TASK.teacher_error), so
