@@ -22,7 +22,7 @@ ROWS = [("sft", "after CoT-SFT"), ("grpo", "after GRPO (from the SFT model)"),
 MARGINS = [("grpo", "sft", "GRPO vs SFT"), ("grpo", "sft_control", "GRPO vs the control"),
            ("sft_control", "sft", "control vs SFT")]
 GOAL_POINTS = 10.0  # GRPO must beat the equal-compute control by this many points
-PLATEAU_TOL = 0.05  # SFT has plateaued when its last validation loss is within 5% of the one before
+PLATEAU_TOL = 0.05  # SFT has plateaued when GRPO's budget of more SFT lowers the validation loss by less than 5%
 PLATEAU_POINTS = 5.0  # ... or when more SFT (the control) gains less than half the goal on held-out accuracy
 Z95 = 1.959964
 
@@ -145,8 +145,13 @@ def margins(results: dict[str, dict]) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def verdict(results: dict[str, dict], sft_plateau: dict | None = None) -> list[str]:
-    """The acceptance numbers in words: margins with intervals, the goal, categories, the plateau check."""
+def verdict(results: dict[str, dict], sft_plateau: dict | None = None, control_plateau: dict | None = None) -> list[str]:
+    """The acceptance numbers in words: margins with intervals, the goals, categories, the plateau checks.
+
+    `sft_plateau`: SFT's validation loss between its last two evaluations (still inside its learning-rate
+    schedule, so shown, not judged); `control_plateau`: the control's, before its first and after its last step,
+    i.e. what GRPO's budget of more SFT does to the held-out loss. SFT has plateaued when that budget lowers
+    the held-out loss by less than PLATEAU_TOL or raises held-out accuracy by less than PLATEAU_POINTS."""
     lines = []
     if "sft" in results:
         sft = results["sft"]
@@ -169,14 +174,27 @@ def verdict(results: dict[str, dict], sft_plateau: dict | None = None) -> list[s
         lines.append("- goal, no category below its SFT value: " + ("met" if not below else "NOT met: " + ", ".join(below)))
     if sft_plateau is not None:
         p = sft_plateau
-        lines.append(f"- SFT plateau check: {p['key']} went {p['before']:.4f} -> {p['after']:.4f} "
-                     f"({100 * p['change']:+.1f}%) from step {p['from_step']} to {p['to_step']}: "
-                     + ("plateaued" if p["plateaued"] else f"still falling by more than {100 * PLATEAU_TOL:.0f}%"))
+        lines.append(f"- SFT's own held-out loss: {p['key']} went {p['before']:.4f} -> {p['after']:.4f} "
+                     f"({100 * p['change']:+.1f}%) between its last two evaluations (steps {p['from_step']} to "
+                     f"{p['to_step']}, the learning rate decaying): "
+                     + ("flat" if p["plateaued"] else f"still falling by more than {100 * PLATEAU_TOL:.0f}%"))
+    checks = []
+    if control_plateau is not None:
+        p = control_plateau
+        checks.append(p["plateaued"])
+        lines.append(f"- SFT plateau check on held-out loss: more SFT (the control, {p['to_step'] - p['from_step']} "
+                     f"steps) moved {p['key']} {p['before']:.4f} -> {p['after']:.4f} ({100 * p['change']:+.1f}%): "
+                     + (f"plateaued (it fell by less than {100 * PLATEAU_TOL:.0f}%)" if p["plateaued"]
+                        else f"NOT plateaued (it fell by {100 * PLATEAU_TOL:.0f}% or more)"))
     if "sft_control-sft" in found:
         d = found["sft_control-sft"][0]
+        checks.append(d < PLATEAU_POINTS)
         lines.append(f"- SFT plateau check on held-out accuracy: more SFT (the control) moved it {d:+.1f} points: "
                      + (f"plateaued (less than +{PLATEAU_POINTS:.0f})" if d < PLATEAU_POINTS
                         else f"NOT plateaued (+{PLATEAU_POINTS:.0f} or more)"))
+    if checks:
+        lines.append("- goal, SFT at its plateau on held-out loss or accuracy before GRPO: "
+                     + ("met" if any(checks) else "NOT met"))
     return lines
 
 
@@ -209,7 +227,8 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
               "in `eval_*/generations.jsonl`).", ""]
     lines += [EXPLANATION, ""]
     if results:
-        lines += results_table(results) + [""] + verdict(results, plateau(out / "sft" / "metrics.jsonl")) + [""]
+        lines += results_table(results) + [""] + verdict(results, plateau(out / "sft" / "metrics.jsonl"),
+                                                          plateau(out / "sft_control" / "metrics.jsonl")) + [""]
     if grpo_png:
         lines += ["## GRPO curves (reward, validation accuracy, response length, KL per step)", "",
                   f"![GRPO curves]({grpo_png.name})", ""]

@@ -60,7 +60,7 @@ def _eval(out, name: str, correct: list[bool], by_category: dict[str, float]) ->
         for i, c in enumerate(correct)))
 
 
-def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099), control_correct=70):
+def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099), control_correct=70, control_val_losses=(0.04, 0.039)):
     n = 200
     _eval(tmp_path, "sft", [i < 62 for i in range(n)], {"count": 0.31, "order": 0.35})
     _eval(tmp_path, "grpo", [i < 120 for i in range(n)], {"count": 0.6, "order": 0.3})
@@ -77,6 +77,9 @@ def _demo_out(tmp_path, sft_val_losses=(0.2, 0.1, 0.099), control_correct=70):
     (tmp_path / "sft" / "metrics.jsonl").write_text("".join(
         json.dumps({"step": 50 * (i + 1), "actor/sft_loss": v, "val/sft_loss": v}) + "\n"
         for i, v in enumerate(sft_val_losses)))
+    (tmp_path / "sft_control").mkdir()  # the control validates before its first step and after its last
+    (tmp_path / "sft_control" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "val/sft_loss": v}) + "\n" for s, v in zip((0, 120), control_val_losses)))
     return tmp_path
 
 
@@ -92,19 +95,26 @@ def test_the_report_has_every_row_with_its_interval_the_margins_the_goals_and_th
     assert "- GRPO vs the control: +25.0 points [95% interval +19.0, +31.0] on 200 held-out questions" in report
     assert "- goal, GRPO >= control + 10 points: met (+25.0)" in report
     assert "- goal, no category below its SFT value: NOT met: order (30.0% < 35.0%)" in report
-    assert "- SFT plateau check: val/sft_loss went 0.1000 -> 0.0990 (-1.0%) from step 100 to 150: plateaued" in report
+    assert ("- SFT's own held-out loss: val/sft_loss went 0.1000 -> 0.0990 (-1.0%) between its last two evaluations "
+            "(steps 100 to 150, the learning rate decaying): flat") in report
+    assert ("- SFT plateau check on held-out loss: more SFT (the control, 120 steps) moved val/sft_loss 0.0400 -> "
+            "0.0390 (-2.5%): plateaued (it fell by less than 5%)") in report
     assert ("- SFT plateau check on held-out accuracy: more SFT (the control) moved it +4.0 points: plateaued "
             "(less than +5)") in report
+    assert "- goal, SFT at its plateau on held-out loss or accuracy before GRPO: met" in report
     assert "Why the control matters" in report
     assert (tmp_path / "curves.png").stat().st_size > 0 and "![GRPO curves](curves.png)" in report
 
 
 def test_the_plateau_checks_fail_while_held_out_loss_falls_or_more_sft_gains_accuracy(tmp_path):
-    found = plateau(_demo_out(tmp_path, (0.2, 0.1, 0.08), control_correct=80) / "sft" / "metrics.jsonl")
+    found = plateau(_demo_out(tmp_path, (0.2, 0.1, 0.08), control_correct=80, control_val_losses=(0.04, 0.03))
+                    / "sft" / "metrics.jsonl")
     assert found["change"] == pytest.approx(-0.2) and not found["plateaued"]
     report = write_report(tmp_path, {}).read_text()
-    assert "still falling by more than 5%" in report
+    assert "(steps 100 to 150, the learning rate decaying): still falling by more than 5%" in report
+    assert "moved val/sft_loss 0.0400 -> 0.0300 (-25.0%): NOT plateaued (it fell by 5% or more)" in report
     assert "more SFT (the control) moved it +9.0 points: NOT plateaued (+5 or more)" in report
+    assert "- goal, SFT at its plateau on held-out loss or accuracy before GRPO: NOT met" in report
     assert plateau(tmp_path / "missing.jsonl") is None
 
 
@@ -174,3 +184,23 @@ def test_the_near_miss_share_needs_test_rows_that_name_the_near_miss(tmp_path):
     (out / "data" / "old.jsonl").write_text(json.dumps({"problem_id": "test-00000"}) + "\n")  # before near_miss
     assert near_miss_rate(generations, out / "data" / "old.jsonl") is None
     assert near_miss_rate(out / "missing.jsonl", out / "data" / "test.jsonl") is None
+
+
+def test_the_control_trains_as_many_rows_as_grpo_at_sfts_final_lr_and_validates_before_and_after(tmp_path):
+    from longrl.config import load_config
+
+    data = {split: tmp_path / f"{split}.jsonl" for split in ("train", "val", "test")}
+    rows = demo.grpo_rows()
+    cfg = load_config(demo.control_args(tmp_path / "sft_model", tmp_path / "control", data, rows, seed=1))
+    sft = load_config(["config=configs/sft_video_demo.yaml"]).worker.actor.optim
+    assert cfg.trainer.max_steps * cfg.worker.actor.global_batch_size == rows
+    assert cfg.worker.actor.optim.lr == pytest.approx(sft.lr * sft.min_lr_ratio)
+    assert cfg.worker.actor.optim.lr_scheduler_type == "constant" and cfg.worker.actor.optim.lr_warmup_steps == 0
+    # the held-out loss plateau check reads the control's validation at step 0 and at its last step
+    assert cfg.trainer.val_before_train and cfg.trainer.val_freq == cfg.trainer.max_steps
+    assert cfg.data.val_files == str(data["val"]) and cfg.data.seed == 3  # a shuffle of its own
+
+
+def test_evaluation_answers_every_test_question_in_one_generate_call():
+    args = demo.EVAL_ARGS
+    assert args[args.index("--batch-size") + 1] == str(demo.DATA["n_test"])
