@@ -17,14 +17,16 @@ from longrl.workers.rollout.base import SamplingSpec
 
 
 def validate(cfg: Config, model_max_positions: int | None = None,
-             model_heads: tuple[int, int] | None = None) -> None:
+             model_heads: tuple[int, int] | None = None, rollout_unit: str = "prompt") -> None:
     """Raise one ConfigError listing every impossible combination.
 
     model_max_positions, model_heads (num_attention_heads, num_key_value_heads): read from the model's
-    config.json by the caller when it can (the text config of a vision-language model).
+    config.json by the caller when it can (the text config of a vision-language model). rollout_unit: what the
+    model's worker kind splits over the data-parallel ranks (trainer.kinds.WorkerKind.rollout_unit): 'prompt', whose
+    counts must divide by the ranks, or 'sample', placed one by one (Dispatch.SPLIT_SAMPLES), which need not.
     """
     problems = [*_path_problems(cfg), *lora_problems(cfg.worker.actor.model.lora), *_parallel_problems(cfg, model_heads),
-                *_batch_problems(cfg), *_algorithm_problems(cfg), *_unimplemented_keys(cfg), *_rollout_problems(cfg)]
+                *_batch_problems(cfg, rollout_unit), *_algorithm_problems(cfg), *_unimplemented_keys(cfg), *_rollout_problems(cfg)]
     data, t = cfg.data, cfg.trainer
     if model_max_positions is not None and data.max_prompt_length + data.max_response_length > model_max_positions:
         problems.append(f"data.max_prompt_length + data.max_response_length = "
@@ -100,13 +102,16 @@ def _dp(cfg: Config) -> int:
     return max(1, world_size(cfg) // max(cfg.worker.actor.ulysses_size, 1))
 
 
-def _batch_problems(cfg: Config) -> list[str]:
+def _batch_problems(cfg: Config, rollout_unit: str) -> list[str]:
     problems = []
     data = cfg.data
     dp = _dp(cfg)
+    if rollout_unit not in ("prompt", "sample"):
+        raise ValueError(f"rollout_unit={rollout_unit!r}: a worker kind splits 'prompt's or 'sample's over the ranks")
+    per_prompt = rollout_unit == "prompt"  # else samples: any count, the last ranks' shares padded (and masked)
     for key in ("rollout_batch_size", "mini_rollout_batch_size"):
         prompts = getattr(data, key)
-        if prompts is not None and prompts % dp:
+        if per_prompt and prompts is not None and prompts % dp:
             problems.append(f"data.{key}={prompts} must be divisible by the data-parallel size {dp}; "
                             f"use a multiple of {dp}")
     if data.mini_rollout_batch_size is not None and not cfg.algorithm.online_filtering:
@@ -114,7 +119,7 @@ def _batch_problems(cfg: Config) -> list[str]:
                         f"filtering round, but algorithm.online_filtering=false: every step samples "
                         f"data.rollout_batch_size prompts at once; unset it (null) or turn online filtering on")
     for prefix, role in _trained_roles(cfg).items():
-        problems += _role_batch_problems(cfg, prefix, role, dp)
+        problems += _role_batch_problems(cfg, prefix, role, dp if per_prompt else None)
     return problems
 
 
@@ -127,9 +132,11 @@ def _trained_roles(cfg: Config) -> dict[str, TrainedRoleConfig]:
     return roles
 
 
-def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: int) -> list[str]:
-    """A trained role's mini-batches must tile the step's prompts and split over the data-parallel ranks
-    (global_batch_size counts prompts; an optimizer step takes their worker.rollout.n responses each)."""
+def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: int | None) -> list[str]:
+    """A trained role's mini-batches must tile the step's prompts and, with `dp` (prompts split over the ranks),
+    split over the data-parallel ranks (global_batch_size counts prompts; an optimizer step takes their
+    worker.rollout.n responses each). dp None: samples placed one by one, so an optimizer step's samples need not
+    divide by the ranks, and a rank's share of one is micro-batched by at most the micro-batch size."""
     problems = []
     prompts, n = cfg.data.rollout_batch_size, cfg.worker.rollout.n
     gbs, micro = role.global_batch_size, role.micro_batch_size_per_device_for_update
@@ -137,6 +144,9 @@ def _role_batch_problems(cfg: Config, prefix: str, role: TrainedRoleConfig, dp: 
     if gbs < 1 or gbs > prompts or prompts % gbs:
         problems.append(f"{prefix}.global_batch_size={gbs} (prompts per optimizer step) must divide the prompts "
                         f"per step data.rollout_batch_size={prompts}")
+    elif dp is None:
+        if micro < 1:
+            problems.append(f"{prefix}.micro_batch_size_per_device_for_update={micro} must be at least 1")
     elif responses % dp:
         problems.append(f"{prefix}.global_batch_size x worker.rollout.n = {gbs} x {n} = {responses} responses per "
                         f"optimizer step must be divisible by the data-parallel size {dp}")

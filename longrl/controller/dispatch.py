@@ -3,7 +3,10 @@
 A worker method decorated with `@verb(Dispatch.SPLIT_BY_DP)` is called from the driver as
 `group.log_probs(batch)`: the batch is padded to a multiple of the data-parallel size,
 split into one part per data-parallel rank, and the results are concatenated (and the
-padding dropped) in rank order. `Dispatch.ALL` sends the same arguments to every worker.
+padding dropped) in rank order. `Dispatch.SPLIT_SAMPLES` splits the same way, for rows that need not divide by
+the data-parallel size (diffusion samples): every row is tagged with its place in the driver's batch
+(`ROW_INDEX`, -1 for a padding copy), so a rank can tell which of its rows belong to which of the world's optimizer
+steps and which are padding. `Dispatch.ALL` sends the same arguments to every worker.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import torch
 
 from longrl.protocol import Batch
 
@@ -20,6 +25,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Dispatch(enum.Enum):
     ALL = "all"                  # same args to every rank; returns the list of results
     SPLIT_BY_DP = "split_by_dp"  # first arg (a Batch) split over data-parallel ranks
+    SPLIT_SAMPLES = "split_samples"  # as SPLIT_BY_DP, each row tagged with its driver-batch row (ROW_INDEX)
+
+
+ROW_INDEX = "row_index"
+"""The column SPLIT_SAMPLES adds: the row's index in the driver's batch, or PADDING for a padding copy."""
+PADDING = -1
 
 
 def verb(mode: Dispatch) -> Callable[[F], F]:
@@ -36,9 +47,16 @@ def dispatch_mode(cls: type, name: str) -> Dispatch | None:
     return getattr(getattr(cls, name, None), "__longrl_dispatch__", None)
 
 
-def split_for_ranks(batch: Batch, dp_size: int, sp_size: int) -> tuple[list[Batch], int]:
-    """One part per rank (ranks of one sequence-parallel group get the same part) + the pad count."""
+def split_for_ranks(batch: Batch, dp_size: int, sp_size: int, tag: bool = False) -> tuple[list[Batch], int]:
+    """One part per rank (ranks of one sequence-parallel group get the same part) + the pad count. Every rank gets
+    ceil(rows / dp_size) rows: contiguous runs of the batch, the last ranks' tails padded with copies of its first
+    rows. `tag`: add ROW_INDEX (PADDING on the copies)."""
     padded, pad = batch.pad_to_multiple(dp_size)
+    if tag:  # on a shallow copy: the driver's batch stays untagged
+        padded = Batch(dict(padded.tensors), dict(padded.objects), dict(padded.meta))
+        index = torch.arange(len(padded))
+        index[len(batch):] = PADDING
+        padded[ROW_INDEX] = index
     parts = padded.chunk(dp_size)
     return [parts[rank // sp_size] for rank in range(dp_size * sp_size)], pad
 
@@ -57,5 +75,6 @@ def collect_from_ranks(results: list[Any], sp_size: int, pad: int, rows: int) ->
             raise RuntimeError(f"a verb returned {len(merged)} rows for {rows} input rows; it must return the same "
                                f"number of rows for every input row, in input order")
         per_row = len(merged) // rows
+        merged.tensors.pop(ROW_INDEX, None)  # the dispatch's tag, not a result
         return merged.index(range(len(merged) - pad * per_row)) if pad else merged
     return firsts

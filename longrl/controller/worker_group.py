@@ -130,7 +130,7 @@ class WorkerGroup:
         def call(*args: Any, **kwargs: Any) -> Any:
             if mode is Dispatch.ALL:
                 return self._gather([getattr(w, name).remote(*args, **kwargs) for w in self.workers], name)
-            parts, pad = split_for_ranks(args[0], self.dp_size, self.sp_size)
+            parts, pad = split_for_ranks(args[0], self.dp_size, self.sp_size, tag=mode is Dispatch.SPLIT_SAMPLES)
             refs = [getattr(w, name).remote(part, *args[1:], **kwargs) for w, part in zip(self.workers, parts)]
             return collect_from_ranks(self._gather(refs, name), self.sp_size, pad, rows=len(args[0]) + pad)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import zlib
 from collections.abc import Callable, Iterator
 
 import torch
@@ -17,10 +18,12 @@ from torch import Tensor
 
 from longrl.algorithms import RolloutDrift, aggregate_loss, compute_policy_loss, kl_penalty
 from longrl.config import ActorConfig, AlgorithmConfig, RolloutConfig
+from longrl.controller.dispatch import PADDING, ROW_INDEX
 from longrl.diffusion.pipelines import Cond, DiffusionAdapter
 from longrl.diffusion.sde import StepOutput, ode_step, sde_step
 from longrl.protocol import Batch
-from longrl.workers.update import minibatch_updates, on_policy_drift, world_drift_metrics
+from longrl.workers.update import (even_micro_batches, minibatch_updates, on_policy_drift, placed_minibatches,
+                                   world_drift_metrics)
 
 
 @dataclasses.dataclass
@@ -58,6 +61,11 @@ def adapters_off(transformer: torch.nn.Module) -> Reference:
     return base
 
 
+def _seeded(name: str) -> torch.Generator:
+    """A CPU generator seeded by a name (crc32: stable across processes, unlike hash())."""
+    return torch.Generator().manual_seed(zlib.crc32(name.encode()))
+
+
 def sigmas_of(scheduler, num_steps: int) -> Tensor:
     """The `num_steps + 1` sigmas from 1 (noise) to 0 of the pipeline's flow-matching scheduler, set once per
     sampling (Long-RL's port reset it to the 1000-step grid inside every step, so its dt was 100x too small)."""
@@ -69,11 +77,11 @@ class DiffusionActor:
     """Sampling with log-probs, log-prob recomputation and the clipped-ratio update of one transformer."""
 
     def __init__(self, pipe, adapter: DiffusionAdapter, transformer: torch.nn.Module, rollout: RolloutConfig,
-                 actor: ActorConfig, algo: AlgorithmConfig, max_prompt_length: int, dp_size: int,
+                 actor: ActorConfig, algo: AlgorithmConfig, max_prompt_length: int,
                  optimizer=None, lr_scheduler=None, ref: Reference | None = None):
         self.pipe, self.adapter, self.transformer, self.ref = pipe, adapter, transformer, ref
         self.rollout, self.cfg, self.algo = rollout, actor, algo
-        self.max_prompt_length, self.dp_size = max_prompt_length, dp_size
+        self.max_prompt_length = max_prompt_length
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.sigmas = sigmas_of(pipe.scheduler, rollout.num_steps)
         self.timestep_scale = float(pipe.scheduler.config.num_train_timesteps)  # the transformer's t = sigma x 1000
@@ -89,26 +97,32 @@ class DiffusionActor:
 
     # ---- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, prompts: list[str], keys: list[str], n: int, window: list[int], shared_noise: bool,
-               generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """n samples per prompt (rows prompt-major), SDE on the `window` steps and ODE elsewhere; stores each
-        sample's trajectory under `keys[row]`. Returns the decoded pixels (uint8) and log-probs `[B, T]`."""
+    def sample(self, prompts: list[str], keys: list[str], noise_keys: list[str], window: list[int],
+               seed: str) -> tuple[Tensor, Tensor]:
+        """One sample per row of `prompts`, SDE on the `window` steps and ODE elsewhere; stores each sample's
+        trajectory under `keys[row]`. Returns the decoded pixels (uint8) and log-probs `[B, T]`.
+
+        The noise is drawn per row from generators seeded by `seed` and the row's names, never by the rank or the
+        row's place: a sample is the same on whichever rank, in whichever batch, it is drawn. The initial noise is
+        named by `noise_keys[row]` (Flow-GRPO-Fast: a group's prompt uid, so its members share the noise and the
+        ODE prefix and differ inside the window; else the sample's own key), the SDE noise by `keys[row]`."""
         self.transformer.eval()
         device = next(self.transformer.parameters()).device
-        cond = {k: v.repeat_interleave(n, 0) for k, v in
-                self.adapter.encode(self.pipe, prompts, self.max_prompt_length, self.guided).items()}
+        unique = list(dict.fromkeys(prompts))  # each prompt encoded once, however many of its samples are here
+        encoded = self.adapter.encode(self.pipe, unique, self.max_prompt_length, self.guided)
+        where = torch.tensor([unique.index(p) for p in prompts])
+        cond = {k: v[where] for k, v in encoded.items()}
         shape = self.adapter.latent_shape(self.pipe, self.rollout)
-        rows = len(prompts) * n
-        # Flow-GRPO-Fast: a group shares its initial noise (and so its ODE prefix) and differs inside the window
-        noise = torch.randn((len(prompts) if shared_noise else rows, *shape), generator=generator)
-        x = (noise.repeat_interleave(n, 0) if shared_noise else noise).to(device)
+        rows = len(prompts)
+        x = torch.stack([torch.randn(shape, generator=_seeded(f"{seed}/{name}")) for name in noise_keys]).to(device)
+        sde_noise = [_seeded(f"{seed}/{key}/sde") for key in keys]
         before, after, log_probs = [], [], []
         for i in range(self.rollout.num_steps):
             steps = torch.full((rows,), i, dtype=torch.long)
             v = self._velocity(self.transformer, x, steps, cond)
             if i in window:
-                out = sde_step(x, v, self.sigmas.to(device), steps.to(device), self.rollout.noise_level,
-                               generator=generator)
+                noise = torch.stack([torch.randn(shape, generator=g) for g in sde_noise]).to(device)
+                out = sde_step(x, v, self.sigmas.to(device), steps.to(device), self.rollout.noise_level, noise=noise)
                 before.append(x)
                 after.append(out.next_latents)
                 log_probs.append(out.log_prob)
@@ -166,14 +180,17 @@ class DiffusionActor:
 
     # ---- update -----------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
-        """PPO epochs over mini-batches of global_batch_size x n / dp samples (global_batch_size counts prompts), one
-        optimizer step each, the LR schedule advancing once per RL step; actor/* and rollout/* metrics. Without
+        """PPO epochs over the world's mini-batches of global_batch_size x n samples (global_batch_size counts
+        prompts, as in Long-RL and EasyR1): optimizer step k trains on the samples of the step's prompts
+        k x global_batch_size ... (k+1) x global_batch_size - 1, on whichever ranks they were sampled (the batch's
+        ROW_INDEX, from Dispatch.SPLIT_SAMPLES), so the steps and their gradients are those of one process holding
+        every sample. The LR schedule advances once per RL step; actor/* and rollout/* metrics. Without
         `old_log_probs` (an on-policy update, config.skips_old_log_probs) pi_old is the update's own forward."""
-        mini_size = self.cfg.global_batch_size * self.rollout.n // self.dp_size
-        drift = on_policy_drift(batch, mini_size, self.cfg.ppo_epochs)
+        minis = placed_minibatches(batch, self.cfg.global_batch_size * self.rollout.n)
+        drift = on_policy_drift(batch, len(minis), self.cfg.ppo_epochs)
         micro_size = self.cfg.micro_batch_size_per_device_for_update
-        stats = minibatch_updates(self.transformer, self.optimizer, self.lr_scheduler, batch, mini_size=mini_size,
-                                  schedule_per_call=True, micro_split=lambda mini: mini.split(micro_size),
+        stats = minibatch_updates(self.transformer, self.optimizer, self.lr_scheduler, minis, schedule_per_call=True,
+                                  micro_split=lambda mini: even_micro_batches(mini, micro_size),
                                   epochs=self.cfg.ppo_epochs, loss_avg_mode=self.cfg.loss_avg_mode,
                                   max_grad_norm=self.cfg.max_grad_norm,
                                   micro_loss=lambda micro: self._micro_loss(micro, drift))
@@ -186,7 +203,7 @@ class DiffusionActor:
         mask = micro["response_mask"].to(device).float()
         # on-policy (see update): pi_old is this very forward, so the ratio is 1 and the gradient that of the PG loss
         old_log_probs = micro["old_log_probs"].to(device) if "old_log_probs" in micro else log_probs.detach()
-        if drift is not None:
+        if drift is not None and micro[ROW_INDEX][0] != PADDING:  # (a micro-batch is all padding or none)
             drift.add(micro["rollout_log_probs"].to(device), old_log_probs, mask)
         loss, stats = compute_policy_loss(log_probs, old_log_probs, micro["advantages"].to(device), mask, self.cfg)
         per_step_kl = self._kl_to_reference(micro, out, log_probs, t)

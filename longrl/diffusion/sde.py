@@ -44,11 +44,11 @@ def noise_scale(sigmas: Tensor, index: Tensor, noise_level: float) -> Tensor:
 
 
 def sde_step(latents: Tensor, velocity: Tensor, sigmas: Tensor, index: Tensor, noise_level: float,
-             next_latents: Tensor | None = None, generator: torch.Generator | None = None) -> StepOutput:
+             next_latents: Tensor | None = None, noise: Tensor | None = None) -> StepOutput:
     """One Flow-GRPO SDE step at the steps `index` (`[B]` long, one per row) from `latents` `[B, ...]`.
 
     Given `next_latents` it returns their log-prob (training: the stored sample's); otherwise it samples them
-    with `generator`. Everything is computed in fp32 (bf16 overflows in the mean, as flow_grpo notes).
+    from the standard normal `noise` (shaped as `latents`). Everything is computed in fp32 (bf16 overflows in the mean, as flow_grpo notes).
     """
     x, v = latents.float(), velocity.float()
     shape = (-1,) + (1,) * (x.ndim - 1)
@@ -58,8 +58,9 @@ def sde_step(latents: Tensor, velocity: Tensor, sigmas: Tensor, index: Tensor, n
     mean = x * (1 + s**2 / (2 * sigma) * dt) + v * (1 + s**2 * (1 - sigma) / (2 * sigma)) * dt
     step_std = s * torch.sqrt(-dt)
     if next_latents is None:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-        next_latents = mean + step_std * noise
+        if noise is None:
+            raise ValueError("sde_step samples next_latents from `noise`: pass one of next_latents or noise")
+        next_latents = mean + step_std * noise.float()
     nxt = next_latents.float().detach()
     log_prob = -((nxt - mean) ** 2) / (2 * step_std**2) - torch.log(step_std) - math.log(math.sqrt(2 * math.pi))
     return StepOutput(next_latents, log_prob.mean(dim=tuple(range(1, log_prob.ndim))), mean, s)

@@ -14,7 +14,6 @@ sample naming the latents that stay on this worker.
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 import torch
@@ -83,46 +82,47 @@ class DiffusionWorker:
         # the LR schedule counts RL steps, as the language actor's
         optimizer, lr_scheduler = build_optimizer(transformer, cfg.worker.actor.optim, total_steps)
         self.actor = DiffusionActor(pipe, self.adapter, transformer, cfg.worker.rollout, cfg.worker.actor,
-                                    cfg.algorithm, cfg.data.max_prompt_length, self.world, optimizer, lr_scheduler, ref)
+                                    cfg.algorithm, cfg.data.max_prompt_length, optimizer, lr_scheduler, ref)
         return {"rank": self.rank, "node_id": _node_id(), "model_type": type(pipe).__name__}
 
     # ---- rollout ----------------------------------------------------------------------------
-    @verb(Dispatch.SPLIT_BY_DP)
-    def generate(self, prompts: Batch, spec: SamplingSpec) -> Batch:
-        """`spec.n` samples per prompt: the prompts repeated n times, plus `decoded` pixels, `response_mask` and
-        `rollout_log_probs` `[B*n, T]` over the trained steps, and a `trajectory` id per sample."""
+    @verb(Dispatch.SPLIT_SAMPLES)
+    def generate(self, samples: Batch, spec: SamplingSpec) -> Batch:
+        """One sample per row (the driver repeats each prompt n times and numbers its copies in `sample`, see
+        DiffusionKind.rollout_rows; the rows need not divide by the ranks): the rows plus `decoded` pixels,
+        `response_mask` and `rollout_log_probs` `[B, T]` over the trained steps, and a `trajectory` id per sample."""
         rollout = self.cfg.worker.rollout
-        step = prompts.meta.get("step", 0)
-        seed = zlib.crc32(f"{rollout.seed}/{step}/{self.rank}".encode())
+        step = samples.meta.get("step", 0)
         # the same window on every rank (seeded by the RL step only): FSDP's collectives need the same T everywhere
         window = sde_window(rollout.num_steps, rollout.sde_window_size, rollout.sde_window_range,
                             rollout.sde_window_schedule, step // 1000, rollout.seed)
-        keys = [f"{uid}/{j}" for uid in prompts["uid"] for j in range(spec.n)]
-        decoded, log_probs = self.actor.sample(list(prompts["prompt"]), keys, spec.n, window,
-                                               shared_noise=rollout.sde_window_size is not None,
-                                               generator=torch.Generator().manual_seed(seed))
-        if "step" not in prompts.meta:  # validation: nothing trains on these samples
+        keys = [f"{uid}/{j}" for uid, j in zip(samples["uid"], samples["sample"])]
+        # Flow-GRPO-Fast: a group (one prompt uid) shares its initial noise, wherever its members are sampled
+        noise_keys = list(samples["uid"]) if rollout.sde_window_size is not None else keys
+        decoded, log_probs = self.actor.sample(list(samples["prompt"]), keys, noise_keys, window,
+                                               seed=f"{rollout.seed}/{step}")
+        if "step" not in samples.meta:  # validation: nothing trains on these samples
             for key in keys:
                 self.actor.trajectories.pop(key)
-        out = prompts.repeat(spec.n)
+        out = Batch(dict(samples.tensors), dict(samples.objects), dict(samples.meta))
         out.tensors.update(decoded=decoded.cpu(), rollout_log_probs=log_probs,
                            response_mask=torch.ones(log_probs.shape, dtype=torch.long))
         out["trajectory"] = keys
         return out
 
     # ---- experience -------------------------------------------------------------------------
-    @verb(Dispatch.SPLIT_BY_DP)
+    @verb(Dispatch.SPLIT_SAMPLES)
     def log_probs(self, batch: Batch) -> Batch:
         """The current policy's log-probs of the stored steps (`old_log_probs`, [B, T])."""
         return Batch({"old_log_probs": self.actor.log_probs(self.actor.transformer, batch)})
 
-    @verb(Dispatch.SPLIT_BY_DP)
+    @verb(Dispatch.SPLIT_SAMPLES)
     def ref_log_probs(self, batch: Batch) -> Batch:
         """The reference's log-probs of the stored steps (`ref_log_probs`, [B, T])."""
         return Batch({"ref_log_probs": self.actor.ref_log_probs(batch)})
 
     # ---- training ---------------------------------------------------------------------------
-    @verb(Dispatch.SPLIT_BY_DP)
+    @verb(Dispatch.SPLIT_SAMPLES)
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """One Flow-GRPO update on this rank's samples; returns actor/* metrics. The step's trajectories go."""
         metrics = self.actor.update(batch)

@@ -8,6 +8,7 @@ per sample for the logged generations. Everything else in `RayTrainer.step` is s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from longrl.models.vision_cache import has_media
 from longrl.protocol import Batch
 from longrl.registry import Registry
 from longrl.workers.micro_batches import row_tokens
+from longrl.workers.rollout.base import SamplingSpec
 
 
 class WorkerKind(Protocol):
@@ -44,14 +46,26 @@ class WorkerKind(Protocol):
         """Per sample, the work it costs a rank (for balancing the ranks under dynamic batching); None when the
         samples must stay on the ranks that made them."""
 
+    rollout_unit: str
+    """What the rollout splits over the data-parallel ranks: 'prompt' (each rank samples n responses to its
+    prompts, so the prompts must divide by the ranks) or 'sample' (each sample is placed by itself, and a step's
+    samples need not divide by the ranks: Dispatch.SPLIT_SAMPLES). Read by validate and `rollout_rows`."""
+
+    def rollout_rows(self, prompts: Batch, spec: SamplingSpec) -> tuple[Batch, SamplingSpec]:
+        """The rows and spec the worker group's `generate` takes for `spec.n` samples of each prompt."""
+
 
 WORKER_KINDS: Registry[Callable[[Config], WorkerKind]] = Registry("worker kind (from worker.actor.model.model_path)")
 
 
+def kind_name(model_path: str) -> str:
+    """The kind of a model directory: `diffusion` for a diffusers pipeline directory, else `language`."""
+    return "diffusion" if Path(model_path, "model_index.json").is_file() else "language"
+
+
 def worker_kind(cfg: Config) -> WorkerKind:
-    """The kind of worker.actor.model.model_path: `diffusion` for a diffusers pipeline directory, else `language`."""
-    is_pipeline = Path(cfg.worker.actor.model.model_path, "model_index.json").is_file()
-    return WORKER_KINDS["diffusion" if is_pipeline else "language"](cfg)
+    """The kind of worker.actor.model.model_path, built (its data loaded)."""
+    return WORKER_KINDS[kind_name(cfg.worker.actor.model.model_path)](cfg)
 
 
 @WORKER_KINDS.register("language")
@@ -59,6 +73,7 @@ class LanguageKind:
     """Language and vision-language models: tokenised prompts, text responses decoded for the reward."""
 
     prompt_column = "prompt_text"
+    rollout_unit = "prompt"
 
     def __init__(self, cfg: Config):
         from transformers import AutoTokenizer
@@ -78,6 +93,9 @@ class LanguageKind:
         from longrl.workers.fsdp_worker import HybridWorker
 
         return HybridWorker
+
+    def rollout_rows(self, prompts: Batch, spec: SamplingSpec) -> tuple[Batch, SamplingSpec]:
+        return prompts, spec  # vLLM samples a prompt's n responses together (one prefill)
 
     def row_costs(self, batch: Batch) -> list[int] | None:
         # rows with images or videos stay on the rank whose VisionCache decoded and encoded their media this step
@@ -101,6 +119,7 @@ class DiffusionKind:
     """Diffusers pipelines (SD3 images, Wan videos): prompt files in, decoded images or frames to the reward."""
 
     prompt_column = "prompt"
+    rollout_unit = "sample"
 
     def __init__(self, cfg: Config):
         self.train_set = load_prompts(cfg.data.train_files, cfg.data)
@@ -113,6 +132,13 @@ class DiffusionKind:
 
     def row_costs(self, batch: Batch) -> None:
         return None  # each sample's latents stay on the worker that sampled it
+
+    def rollout_rows(self, prompts: Batch, spec: SamplingSpec) -> tuple[Batch, SamplingSpec]:
+        # one row per sample, numbered within its prompt's group: Long-RL's 1-2 prompts x n images spread over
+        # all the ranks (a sample's noise is seeded by its uid and number, so the placement changes nothing)
+        samples = prompts.repeat(spec.n)
+        samples["sample"] = [j for _ in range(len(prompts)) for j in range(spec.n)]
+        return samples, dataclasses.replace(spec, n=1)
 
     def describe(self, batch: Batch) -> list[str]:
         what = "video" if batch["decoded"].ndim == 5 else "image"

@@ -11,6 +11,7 @@ from pathlib import Path
 from longrl.algorithms import ADVANTAGES, KL_PENALTIES
 from longrl.config import Config, ConfigError, load_config, to_dict
 from longrl.diffusion.pipelines import PIPELINES, pipeline_class
+from longrl.trainer.kinds import WORKER_KINDS, kind_name
 from longrl.validation import validate
 
 
@@ -166,8 +167,8 @@ def vila_problems(cfg: Config) -> list[str]:
 def diffusion_problems(cfg: Config) -> list[str]:
     """What a diffusion run (a diffusers pipeline as model_path) cannot do with this config: sizes the VAE and the
     transformer's patches do not divide, frame counts the video VAE cannot take, and loop features with no
-    diffusion counterpart. (validate already makes data.rollout_batch_size a multiple of the data-parallel size, which
-    keeps each sample's log-prob and update passes on the worker that sampled it and holds its latents.)"""
+    diffusion counterpart. (Each sample's log-prob and update passes reach the worker that sampled it and holds its
+    latents because the dispatch places a step's samples alike in every pass, Dispatch.SPLIT_SAMPLES.)"""
     path, a = cfg.worker.actor.model.model_path, cfg.algorithm
     if pipeline_class(path) not in PIPELINES:
         problems = []
@@ -188,6 +189,9 @@ def diffusion_problems(cfg: Config) -> list[str]:
     if actor.ulysses_size != 1:
         problems.append(f"worker.actor.ulysses_size={actor.ulysses_size}: diffusion transformers are not sequence-"
                         f"parallel here; set it to 1")
+    if a.online_filtering:
+        problems.append("algorithm.online_filtering=true: a diffusion sample's latents stay on the rank that sampled "
+                        "it, but the groups kept from several rounds would be placed anew; set it to false")
     if ADVANTAGES.requires(a.adv_estimator).critic or ADVANTAGES.requires(a.adv_estimator).greedy_baseline:
         problems.append(f"algorithm.adv_estimator={a.adv_estimator!r} needs a critic or a greedy rollout, which "
                         f"diffusion models do not have; use grpo (Flow-GRPO), rloo or reinforce_plus_plus")
@@ -201,7 +205,8 @@ def checked_config(args: list[str]) -> Config:
     path = cfg.worker.actor.model.model_path
     extra = [p for p in (adapter_problem(path), omni_problem(cfg)) if p] + diffusion_problems(cfg) + vila_problems(cfg)
     try:
-        validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path))
+        validate(cfg, model_max_positions=model_max_positions(path), model_heads=model_heads(path),
+                 rollout_unit=WORKER_KINDS[kind_name(path)].rollout_unit)
     except ConfigError as e:
         raise ConfigError("\n  - ".join([str(e), *extra])) from None
     if extra:

@@ -214,21 +214,25 @@ class RayTrainer:
         spec = SamplingSpec.from_config(cfg.worker.rollout, cfg.data.max_response_length)
         if not cfg.algorithm.online_filtering:
             prompts = self.next_prompts(step, 0)
-            batch = self.workers.generate(prompts, spec)
+            batch = self.rollout(prompts, spec)
             if self.needs.greedy_baseline:  # ReMax: the greedy response's score
-                greedy = self.workers.generate(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
+                greedy = self.rollout(prompts, dataclasses.replace(spec, n=1, temperature=0.0))
                 baseline = torch.tensor([s["overall"] for s in ray.get(self.score_async(greedy))])
                 batch["reward_baselines"] = baseline.repeat_interleave(spec.n)
             batch = self.balance_ranks(batch)
             return batch, self.score_async(batch)
 
         def scored_round(round_: int) -> Batch:
-            batch = self.workers.generate(self.next_prompts(step, round_), spec)
+            batch = self.rollout(self.next_prompts(step, round_), spec)
             return self.attach_scores(batch, self.score_async(batch))
 
         batch, filter_metrics = fill_with_mixed_groups(scored_round, cfg, spec.n)
         metrics.update(filter_metrics)
         return self.balance_ranks(batch), None
+
+    def rollout(self, prompts: Batch, spec: SamplingSpec) -> Batch:
+        """`spec.n` samples of each prompt, rows prompt-major, spread over the ranks as the worker kind samples."""
+        return self.workers.generate(*self.kind.rollout_rows(prompts, spec))
 
     def balance_ranks(self, batch: Batch) -> Batch:
         """With dynamic batching, the rows reordered so each data-parallel rank's part holds about equal tokens (the
@@ -276,7 +280,7 @@ class RayTrainer:
         samples: list[tuple[str, str, float]] = []
         for prompts in validation_batches(self.val_set, cfg.data.val_batch_size):
             prompts["uid"] = [str(i) for i in range(len(prompts))]
-            batch = self.workers.generate(prompts, spec)
+            batch = self.rollout(prompts, spec)
             batch_scores = ray.get(self.score_async(batch))
             scores.extend(batch_scores)
             lengths.extend(batch["response_mask"].sum(-1).tolist())

@@ -150,11 +150,12 @@ class Actor:
 
         Without an `old_log_probs` column the update must be on-policy (config.skips_old_log_probs): one epoch of
         one mini-batch takes pi_old from its own forward, detached, and reports the rollout/* drift from it."""
-        drift = on_policy_drift(batch, self.mini_size, self.cfg.ppo_epochs)
+        minis = batch.split(self.mini_size)
+        drift = on_policy_drift(batch, len(minis), self.cfg.ppo_epochs)
         # backward too runs inside the block: gradient checkpointing recomputes attention there
         with ulysses_attention(self.model, self.sp):
             stats = minibatch_updates(
-                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=self.mini_size, schedule_per_call=True,
+                self.model, self.optimizer, self.lr_scheduler, minis, schedule_per_call=True,
                 micro_split=self._micro_split, epochs=self.cfg.ppo_epochs,
                 loss_avg_mode=self.cfg.loss_avg_mode, max_grad_norm=self.cfg.max_grad_norm,
                 micro_loss=lambda micro: self._micro_loss(micro, temperature, drift))

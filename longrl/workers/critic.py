@@ -67,8 +67,7 @@ class Critic:
 
         with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
             stats = minibatch_updates(
-                self.model, self.optimizer, self.lr_scheduler, batch,
-                mini_size=self.mini_size, schedule_per_call=True,
+                self.model, self.optimizer, self.lr_scheduler, batch.split(self.mini_size), schedule_per_call=True,
                 micro_split=lambda mini: micro_batches(mini, self.cfg.micro_batch_size_per_device_for_update,
                                                        self.cfg.dynamic_batching, self.padding_free)[0],
                 epochs=self.cfg.ppo_epochs,

@@ -80,7 +80,7 @@ class SFTWorker:
         batch = self._with_videos(batch, "update")
         with ulysses_attention(self.model, self.sp):  # backward (checkpoint recomputation) inside the block too
             stats = minibatch_updates(
-                self.model, self.optimizer, self.lr_scheduler, batch, mini_size=len(batch),
+                self.model, self.optimizer, self.lr_scheduler, [batch],
                 micro_split=lambda mini: micro_batches(mini, actor.micro_batch_size_per_device_for_update,
                                                        actor.dynamic_batching, actor.padding_free)[0],
                 epochs=1, loss_avg_mode="token",

@@ -87,6 +87,21 @@ def test_collect_drops_every_result_row_of_the_padding_when_a_verb_returns_n_row
     assert merged["x"].tolist() == [0, 0, 1, 1, 2, 2]  # the padding copy's 2 responses are gone
 
 
+def test_split_samples_tags_each_row_with_its_place_and_copies_as_padding_leaving_the_drivers_batch_untagged():
+    from longrl.controller.dispatch import PADDING, ROW_INDEX
+
+    batch = Batch({"x": torch.arange(10, 15)})
+    parts, pad = split_for_ranks(batch, dp_size=4, sp_size=1, tag=True)
+    # 5 samples on 4 ranks: 2 each, the last 3 rows copies of rows 0-2
+    assert pad == 3 and [p["x"].tolist() for p in parts] == [[10, 11], [12, 13], [14, 10], [11, 12]]
+    assert [p[ROW_INDEX].tolist() for p in parts] == [[0, 1], [2, 3], [4, PADDING], [PADDING, PADDING]]
+    assert ROW_INDEX not in batch
+    merged = collect_from_ranks(parts, sp_size=1, pad=pad, rows=8)
+    assert merged["x"].tolist() == [10, 11, 12, 13, 14] and ROW_INDEX not in merged
+    even, _ = split_for_ranks(Batch({"x": torch.arange(4)}), dp_size=2, sp_size=1, tag=True)
+    assert [p[ROW_INDEX].tolist() for p in even] == [[0, 1], [2, 3]]
+
+
 @pytest.mark.e2e
 def test_group_calls_every_rank_and_splits_batches(pool):
     group = WorkerGroup(EchoWorker, pool, sp_size=1, env={}, call_timeout_s=120)

@@ -8,6 +8,7 @@ import torch
 
 from longrl.algorithms import AdvantageInputs, compute_advantages
 from longrl.config import Config, LoraConfig
+from longrl.controller.dispatch import ROW_INDEX
 from longrl.diffusion.actor import DiffusionActor, adapters_off, frozen_copy
 from longrl.diffusion.pipelines import adapter_for
 from longrl.models.lora import lora_config
@@ -33,7 +34,7 @@ def make_actor(path, guidance: float, window: int | None = None, lora: LoraConfi
         ref = adapters_off(pipe.transformer)
     optimizer, scheduler = build_optimizer(pipe.transformer, dataclasses.replace(actor_cfg.optim, lr=1e-3), 10)
     algo = dataclasses.replace(cfg.algorithm, kl_penalty="flow_grpo", kl_coef=0.04)
-    return DiffusionActor(pipe, adapter, pipe.transformer, rollout, actor_cfg, algo, 16, 1, optimizer, scheduler, ref)
+    return DiffusionActor(pipe, adapter, pipe.transformer, rollout, actor_cfg, algo, 16, optimizer, scheduler, ref)
 
 
 @pytest.mark.parametrize(("guidance", "lora"), [(4.5, None), (1.0, None), (4.5, LoraConfig(rank=4, alpha=8))],
@@ -41,11 +42,11 @@ def make_actor(path, guidance: float, window: int | None = None, lora: LoraConfi
 def test_recomputed_log_probs_equal_the_samplers_and_the_first_update_has_ratio_one(tiny_sd3, guidance, lora):
     actor = make_actor(tiny_sd3, guidance, lora=lora)
     keys = [f"{i}/{j}" for i in range(2) for j in range(2)]
-    pixels, sampled = actor.sample(PROMPTS, keys, 2, window=[0, 1, 2], shared_noise=False,
-                                   generator=torch.Generator().manual_seed(0))
+    pixels, sampled = actor.sample([p for p in PROMPTS for _ in range(2)], keys, keys, window=[0, 1, 2], seed="0")
     assert pixels.shape == (4, 3, 32, 32) and pixels.dtype == torch.uint8
     assert sampled.shape == (4, 3) and torch.isfinite(sampled).all()
-    batch = Batch({"response_mask": torch.ones(4, 3, dtype=torch.long)}, {"trajectory": keys, "uid": ["0", "0", "1", "1"]})
+    batch = Batch({"response_mask": torch.ones(4, 3, dtype=torch.long), ROW_INDEX: torch.arange(4)},
+                  {"trajectory": keys, "uid": ["0", "0", "1", "1"]})
     recomputed = actor.log_probs(actor.transformer, batch)
     assert (recomputed - sampled).abs().max().item() < 1e-5
     ref = actor.ref_log_probs(batch)
@@ -71,8 +72,7 @@ def test_recomputed_log_probs_equal_the_samplers_and_the_first_update_has_ratio_
 def test_a_window_shares_the_groups_initial_noise_and_stores_only_its_steps(tiny_sd3):
     actor = make_actor(tiny_sd3, 1.0, window=2)
     keys = ["a/0", "a/1"]
-    pixels, log_probs = actor.sample(PROMPTS[:1], keys, 2, window=[1, 2], shared_noise=True,
-                                     generator=torch.Generator().manual_seed(0))
+    pixels, log_probs = actor.sample(PROMPTS[:1] * 2, keys, ["a", "a"], window=[1, 2], seed="0")
     first, second = actor.trajectories["a/0"], actor.trajectories["a/1"]
     assert log_probs.shape == (2, 2) and first.steps.tolist() == [1, 2]
     assert torch.equal(first.latents[0], second.latents[0])  # same noise, same ODE prefix up to the window
@@ -92,10 +92,10 @@ def test_wan_videos_of_9_frames_recompute_their_log_probs_exactly(guidance):
     cfg = Config()
     rollout = dataclasses.replace(cfg.worker.rollout, num_steps=3, height=16, width=16, num_frames=9,
                                   guidance_scale=guidance)
-    actor = DiffusionActor(pipe, WanAdapter(), pipe.transformer, rollout, cfg.worker.actor, cfg.algorithm, 16, 1)
+    actor = DiffusionActor(pipe, WanAdapter(), pipe.transformer, rollout, cfg.worker.actor, cfg.algorithm, 16)
     keys = ["v/0", "v/1"]
-    frames, sampled = actor.sample(["a video of a red cat running on a beach"], keys, 2, window=[0, 1],
-                                   shared_noise=False, generator=torch.Generator().manual_seed(0))
+    frames, sampled = actor.sample(["a video of a red cat running on a beach"] * 2, keys, keys, window=[0, 1],
+                                   seed="0")
     assert frames.shape == (2, 9, 3, 16, 16) and frames.dtype == torch.uint8
     recomputed = actor.log_probs(actor.transformer, Batch(objects={"trajectory": keys}))
     assert (recomputed - sampled).abs().max().item() < 1e-5

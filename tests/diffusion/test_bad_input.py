@@ -37,12 +37,25 @@ def test_num_frames_not_of_the_form_4k_plus_1_is_named(tiny_wan, prompt_file):
 
 def test_loop_features_without_a_diffusion_counterpart_are_named(tiny_sd3, prompt_file):
     with pytest.raises(ConfigError) as error:
-        checked_config(sd3_args(tiny_sd3, prompt_file, "algorithm.adv_estimator=gae", "data.rollout_batch_size=3",
+        checked_config(sd3_args(tiny_sd3, prompt_file, "algorithm.adv_estimator=gae", "algorithm.online_filtering=true",
                                 "worker.rollout.sde_window_size=10", "algorithm.use_kl_loss=false"))
-    for expected in ("algorithm.adv_estimator='gae' needs a critic", "data.rollout_batch_size=3 must be divisible by the "
-                     "data-parallel size 2", "sde_window_size=10 must be in [1, num_steps=10)",
+    for expected in ("algorithm.adv_estimator='gae' needs a critic", "algorithm.online_filtering=true: a diffusion "
+                     "sample's latents stay on the rank that sampled it", "sde_window_size=10 must be in [1, num_steps=10)",
                      "algorithm.kl_penalty='flow_grpo' compares the step means"):
         assert expected in str(error.value)
+
+
+def test_samples_that_do_not_divide_by_the_ranks_pass_for_diffusion_but_prompts_still_must_for_language(
+        tiny_sd3, tiny_qwen2, prompt_file):
+    # Long-RL's diffusion scripts: 2 prompts x 5 images on 8 ranks, one prompt's 5 images per optimizer step
+    long_rl = ("trainer.n_gpus_per_node=8", "data.rollout_batch_size=2", "worker.rollout.n=5",
+               "worker.actor.global_batch_size=1", "worker.actor.micro_batch_size_per_device_for_update=1")
+    cfg = checked_config(sd3_args(tiny_sd3, prompt_file, *long_rl))
+    assert cfg.data.rollout_batch_size == 2 and cfg.worker.actor.global_batch_size == 1
+    with pytest.raises(ConfigError) as error:  # a language model samples a prompt's n responses on one rank
+        checked_config(["config=configs/cpu_math.yaml", f"worker.actor.model.model_path={tiny_qwen2}", *long_rl])
+    assert "data.rollout_batch_size=2 must be divisible by the data-parallel size 8" in str(error.value)
+    assert "1 x 5 = 5 responses per optimizer step must be divisible by the data-parallel size 8" in str(error.value)
 
 
 def test_an_empty_prompt_and_a_bad_jsonl_line_are_named_by_file_and_line(tmp_path, caplog):

@@ -2,7 +2,11 @@
 transformer, flow_grpo KL, checkpoints), an exact resume of step 3 from step 2's checkpoint, and the last
 checkpoint merged into a pipeline directory that `DiffusionPipeline.from_pretrained` loads and samples from.
 
-SD3 trains every parameter (the reference a frozen copy); Wan trains LoRA adapters (the reference is the base with
+SD3 runs Long-RL's batch semantics with samples that do not divide by the workers: 3 prompts x 3 images = 9
+samples placed 5 + 4 (and a padding copy), one prompt's 3 images per optimizer step (global_batch_size 1), so one
+step lies on worker 0, one straddles both and one lies on worker 1 while worker 0 runs padding; the exact resume
+checks that this placement, too, is deterministic. SD3 trains every parameter (the reference a frozen copy); Wan
+trains LoRA adapters (the reference is the base with
 the adapters off; only the adapters are checkpointed; the merge fuses them and writes them alone too). Each run
 costs a Ray start-up, so the two training modes share the two families instead of multiplying them; each family x
 mode is checked for exact log-probs on one rank in test_actor.py. These are also the runs of
@@ -21,11 +25,13 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
-# family -> (script, fixture, what one sample is, its pixel shape, training-mode overrides)
+# family -> (script, fixture, what one sample is, its pixel shape, training-mode overrides, batch overrides)
 FAMILIES = {
-    "sd3": ("sd3_tiny_grpo", "tiny_sd3", {"height": 32, "width": 32}, (3, 32, 32), []),
+    "sd3": ("sd3_tiny_grpo", "tiny_sd3", {"height": 32, "width": 32}, (3, 32, 32), [],
+            ["data.rollout_batch_size=3", "worker.rollout.n=3", "worker.actor.global_batch_size=1",
+             "worker.actor.micro_batch_size_per_device_for_update=2"]),
     "wan_lora": ("wan_tiny_grpo", "tiny_wan", {"height": 16, "width": 16, "num_frames": 9}, (9, 3, 16, 16),
-                 ["worker.actor.model.lora.rank=4", "worker.actor.model.lora.alpha=8"]),
+                 ["worker.actor.model.lora.rank=4", "worker.actor.model.lora.alpha=8"], []),
 }
 # Metrics that measure the machine, not the run: they differ between two runs of the same steps.
 MACHINE = ("timing_s/", "perf/", "trainer/")
@@ -47,20 +53,21 @@ def test_grpo_steps_on_two_workers_resume_exactly_and_merge_into_a_pipeline_that
     from longrl.checkpoint.merger import LORA_ADAPTER_DIR, load_model_weights, merge
     from longrl.checkpoint.sharded import MODEL_OPTIM_DIR
 
-    script, fixture, sample_size, pixel_shape, mode = FAMILIES[family]
+    script, fixture, sample_size, pixel_shape, mode, batch = FAMILIES[family]
     model = request.getfixturevalue(fixture)
-    lines = run(script, model, tmp_path / "run", *mode)
+    lines = run(script, model, tmp_path / "run", *mode, *batch)
     assert [m["step"] for m in lines] == [1, 2, 3]
     for m in lines:
         # the trainer's recomputed log-prob of every stored step equals the sampler's: the PPO ratio starts at 1
         assert m["rollout/log_prob_diff_max"] < 1e-5
-        assert m["actor/pg_clipfrac"] == 0.0
+        if not batch:  # one on-policy optimizer step per RL step: the ratio stays 1 (with several, later ones move)
+            assert m["actor/pg_clipfrac"] == 0.0
         assert m["response_length/mean"] == 3  # 4 steps: every one but the last is noisy and trained
         assert "actor/kl_loss" in m and m["reward/overall"] < 0
     assert lines[-1]["actor/kl_loss"] > 0  # the policy has moved away from the reference
 
     # step 3 again, resumed from step 2's checkpoint in another directory: the same numbers and weights
-    resumed = run(script, model, tmp_path / "resumed", *mode,
+    resumed = run(script, model, tmp_path / "resumed", *mode, *batch,
                   f"trainer.load_checkpoint_path={tmp_path / 'run/global_step_2'}")
     assert [m["step"] for m in resumed] == [3]
     for key, value in lines[-1].items():

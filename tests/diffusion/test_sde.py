@@ -38,7 +38,7 @@ def test_the_noise_scale_at_sigma_one_uses_the_second_sigma_instead_of_dividing_
 def test_the_log_prob_is_averaged_over_the_latent_dims_and_recomputes_the_sampled_one():
     g = torch.Generator().manual_seed(0)
     x, v = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
-    sampled = sde_step(x, v, SIGMAS, torch.tensor([0, 1, 1]), 0.7, generator=g)
+    sampled = sde_step(x, v, SIGMAS, torch.tensor([0, 1, 1]), 0.7, noise=torch.randn(3, 4, 5, 5, generator=g))
     again = sde_step(x, v, SIGMAS, torch.tensor([0, 1, 1]), 0.7, next_latents=sampled.next_latents)
     assert sampled.log_prob.shape == (3,)
     assert torch.equal(sampled.log_prob, again.log_prob)

@@ -24,7 +24,7 @@ def _run(poison: list[float], schedule_per_call: bool = False):
         loss = (model(micro["x"]).squeeze(-1) * micro["scale"]).mean()
         return loss, {"loss": loss.item()}
 
-    stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, micro_split=lambda mini: mini.split(2),
+    stats = minibatch_updates(model, optimizer, scheduler, batch.split(2), micro_split=lambda mini: mini.split(2),
                               epochs=1, loss_avg_mode="seq", max_grad_norm=10.0, micro_loss=micro_loss,
                               schedule_per_call=schedule_per_call)
     return model.weight.detach()[0].tolist(), scheduler, stats
@@ -78,7 +78,7 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
             loss = (model(micro["x"]).sum(-1) * micro["scale"]).mean()
             return loss, {"loss": loss.item()}
 
-        stats = minibatch_updates(model, optimizer, scheduler, batch, mini_size=2, epochs=1, loss_avg_mode="seq",
+        stats = minibatch_updates(model, optimizer, scheduler, batch.split(2), epochs=1, loss_avg_mode="seq",
                                   micro_split=lambda mini: mini.split(1), max_grad_norm=10.0, micro_loss=micro_loss)
         weight = model.weight.full_tensor() if isinstance(model.weight, DTensor) else model.weight
         torch.save({"stats": stats, "weight": weight.detach().clone(), "last_epoch": scheduler.last_epoch,
@@ -124,3 +124,83 @@ def test_the_rl_schedule_advances_once_per_call_as_easyr1s_once_per_update():
     assert scheduler.last_epoch == 1 and stats["lr"] == pytest.approx(0.1)
     _, scheduler, _ = _run([math.nan, math.nan, math.nan, math.nan], schedule_per_call=True)
     assert scheduler.last_epoch == 0  # no step taken: the schedule stays
+
+
+UNEVEN_X = torch.tensor([[1.0, 0, 0, 1], [0, 2, 0, 0], [1, 1, 0, 0], [0, 0, 3, 1], [2, 0, 1, 0]])
+UNEVEN_MASK = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1], [0, 1, 1]])
+
+
+def _uneven_model() -> torch.nn.Module:
+    model = torch.nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -0.25, 0.75, 1.0]]))
+    return model
+
+
+def _uneven_update(minis: list[Batch], micro_split, loss_avg_mode: str, model: torch.nn.Module) -> dict[str, float]:
+    """Three SGD steps of a loss quadratic in the weights (so a step's rows and their weighting all matter)."""
+    from longrl.algorithms import aggregate_loss
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0)
+
+    def micro_loss(micro: Batch):
+        loss_mat = model(micro["x"]) ** 2 * torch.tensor([1.0, 2.0, 3.0])  # [b, 3]
+        loss = aggregate_loss(loss_mat, micro["response_mask"], loss_avg_mode)
+        return loss, {"loss": loss.item()}
+
+    return minibatch_updates(model, optimizer, scheduler, minis, micro_split=micro_split, epochs=1,
+                             loss_avg_mode=loss_avg_mode, max_grad_norm=1e9, micro_loss=micro_loss)
+
+
+def _uneven_rank(rank: int, port: int, out_dir: str, loss_avg_mode: str) -> None:
+    """One rank of 2 (gloo, FSDP2) updating on its share of 5 rows placed by Dispatch.SPLIT_SAMPLES."""
+    import datetime
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from longrl.controller.dispatch import PADDING, ROW_INDEX, split_for_ranks
+    from longrl.workers.update import even_micro_batches, placed_minibatches
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    try:
+        parts, pad = split_for_ranks(Batch({"x": UNEVEN_X, "response_mask": UNEVEN_MASK}), 2, 1, tag=True)
+        minis = placed_minibatches(parts[rank], 2)  # 2 rows per optimizer step: rows 0-1, 2-3, 4
+        placed = [m[ROW_INDEX].tolist() for m in minis]
+        model = _uneven_model()
+        fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+        stats = _uneven_update(minis, lambda mini: even_micro_batches(mini, 1), loss_avg_mode, model)
+        torch.save({"pad": pad, "placed": placed, "stats": stats, "padding": PADDING,
+                    "weight": model.weight.full_tensor().detach().clone()}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("loss_avg_mode", ["seq", "token"])
+def test_rows_placed_unevenly_over_two_ranks_train_as_one_process_holding_them_all(tmp_path, loss_avg_mode):
+    # Long-RL's diffusion steps: 2 x 5 samples on 8 ranks; here 5 rows on 2 ranks (3 + 2 and a padding copy),
+    # steps of 2 rows that straddle the ranks or lie on one (the other runs padding), 1-row micro-batches
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_uneven_rank, args=(port, str(tmp_path), loss_avg_mode), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    pad = ranks[0]["padding"]
+    assert ranks[0]["pad"] == 1
+    assert ranks[0]["placed"] == [[0, 1], [2], [pad]] and ranks[1]["placed"] == [[pad], [3], [4]]
+    single = _uneven_model()
+    stats = _uneven_update(Batch({"x": UNEVEN_X, "response_mask": UNEVEN_MASK}).split(2), lambda mini: mini.split(1),
+                           loss_avg_mode, single)
+    for out in ranks:
+        assert torch.allclose(out["weight"], single.weight.detach(), atol=1e-6, rtol=0), (out["weight"], single.weight)
+        assert out["stats"]["loss"] == pytest.approx(stats["loss"], abs=1e-6)
+        assert out["stats"]["grad_norm"] == pytest.approx(stats["grad_norm"], abs=1e-6)
