@@ -80,8 +80,12 @@ class VLLMRollout:
                  media: Sequence[Sequence[MediaInput]] | None = None) -> list[list[Sample]]:
         from vllm import SamplingParams
 
+        # The trainer reads token ids and their log-probs only: vLLM's per-token detokenizing (of the text and of each
+        # log-prob's token) and its dict-per-position log-probs were a third of a small model's decode time on CPU,
+        # all Python (bench/rollout_profile.py measures them on and off)
         params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
-                                max_tokens=spec.max_tokens, ignore_eos=spec.ignore_eos, logprobs=0)
+                                max_tokens=spec.max_tokens, ignore_eos=spec.ignore_eos, logprobs=0, detokenize=False,
+                                flat_logprobs=True)
         media = media if media is not None else [()] * len(prompts)
         build = self.inline or _request
         chunk = -(-len(prompts) // self.num_chunks) if prompts else 1
@@ -184,7 +188,11 @@ def _check_expansion(prompt: list[int], media: Sequence[MediaInput], expanded: l
 
 
 def _chosen_log_probs(completion) -> list[float]:
-    """vLLM's log-prob of each sampled token (logprobs=0 returns just the chosen one)."""
-    if completion.logprobs is None:
+    """vLLM's log-prob of each sampled token: with flat_logprobs each position's entries start at its start index,
+    the sampled token first (logprobs=0 returns just that one)."""
+    flat = completion.logprobs
+    if flat is None:
         return [0.0] * len(completion.token_ids)
-    return [step[tok].logprob for tok, step in zip(completion.token_ids, completion.logprobs)]
+    if [flat.token_ids[i] for i in flat.start_indices] != list(completion.token_ids):
+        raise RuntimeError("vLLM's log-probs are not those of the sampled tokens (flat_logprobs layout changed?)")
+    return [flat.logprobs[i] for i in flat.start_indices]
